@@ -1,0 +1,91 @@
+# amiforge: plain Makefile with pkg-config.  `make` leaves ./amiforge here.
+# `make demo` and `make check` install what they need (apt-get) first.
+PREFIX ?= /usr/local
+DESTDIR ?=
+CC ?= cc
+BUILD ?= build
+
+PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+LDFLAGS ?=
+
+# Debian packages: to build, to run builds, to test.
+BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
+	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev
+RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring
+TEST_DEPS := libcmocka-dev valgrind python3 procps
+
+LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stages/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+HEADERS := $(wildcard include/amiforge/*.h)
+
+.PHONY: all deps demo check unit asan bench install clean valgrind
+all: amiforge
+
+amiforge: $(BUILD)/amiforge
+	cp $< $@
+
+$(BUILD)/amiforge: $(BUILD)/engine/main.o $(BUILD)/libamiforge.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/libamiforge.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a tests/unit/testutil.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libamiforge.a $(LIBS) -lcmocka
+
+deps:
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS)
+
+unit: $(UNIT_BINS)
+
+check:
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) $(TEST_DEPS)
+	$(MAKE) all unit
+	./tests/run-all --build $(BUILD)
+
+# AddressSanitizer + UBSan: a separate build tree, every test run against it.
+asan:
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) $(TEST_DEPS)
+	$(MAKE) BUILD=build-asan EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		LDFLAGS="-fsanitize=address,undefined" build-asan/amiforge unit-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		./tests/run-all --build build-asan
+
+unit-asan: $(UNIT_SRCS:tests/unit/%.c=build-asan/tests/%)
+
+valgrind: all unit
+	./tests/run-all --build $(BUILD) --unit-only --valgrind
+
+demo:
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS)
+	$(MAKE) all
+	./amiforge build recipes/debian-12-minimal.yaml
+	@echo
+	@echo "image: $$(pwd)/.amiforge/debian-12-minimal/disk.img"
+	@echo "look inside: sudo mount -o loop,ro $$(pwd)/.amiforge/debian-12-minimal/disk.img /mnt && ls /mnt"
+
+bench:
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) procps time
+	$(MAKE) all
+	./bench/run
+
+install: all
+	install -D -m 0755 amiforge $(DESTDIR)$(PREFIX)/bin/amiforge
+	install -d $(DESTDIR)$(PREFIX)/share/amiforge/recipes
+	install -m 0644 recipes/*.yaml $(DESTDIR)$(PREFIX)/share/amiforge/recipes/
+
+clean:
+	rm -rf build build-asan amiforge

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The one list of stage types, sorted by name (tests/unit/test_registry.c
+ * checks the order and that every entry is complete). */
+#include <string.h>
+
+#include "amiforge/stage.h"
+#include "amiforge/util.h"
+
+extern const struct stage_type stage_allocate;
+extern const struct stage_type stage_debootstrap;
+extern const struct stage_type stage_fstab;
+extern const struct stage_type stage_makedev;
+extern const struct stage_type stage_mkfs;
+extern const struct stage_type stage_partition;
+extern const struct stage_type stage_run;
+
+static const struct stage_type *const registry[] = {
+	&stage_allocate,
+	&stage_debootstrap,
+	&stage_fstab,
+	&stage_makedev,
+	&stage_mkfs,
+	&stage_partition,
+	&stage_run,
+};
+
+const struct stage_type *const *registry_all(size_t *count)
+{
+	*count = ARRAY_SIZE(registry);
+	return registry;
+}
+
+const struct stage_type *registry_find(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(registry); i++)
+		if (strcmp(registry[i]->name, name) == 0)
+			return registry[i];
+	return NULL;
+}

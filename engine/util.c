@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/util.h"
+
+void util_bug(const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "amiforge: BUG at %s:%d: ", file, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		BUG("out of memory allocating %zu bytes", n);
+	return p;
+}
+
+void *xcalloc(size_t nmemb, size_t size)
+{
+	void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
+	if (!p)
+		BUG("out of memory allocating %zu x %zu bytes", nmemb, size);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		BUG("out of memory reallocating %zu bytes", n);
+	return q;
+}
+
+void *xreallocarray(void *p, size_t nmemb, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(nmemb, size, &total))
+		BUG("size overflow: %zu x %zu", nmemb, size);
+	return xrealloc(p, total);
+}
+
+char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		BUG("out of memory");
+	return p;
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+	if (!p)
+		BUG("out of memory");
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	int r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		BUG("out of memory");
+	return s;
+}
+
+static void strbuf_grow(struct strbuf *sb, size_t extra)
+{
+	size_t need;
+	if (__builtin_add_overflow(sb->len, extra + 1, &need))
+		BUG("strbuf overflow");
+	if (need <= sb->alloc)
+		return;
+	size_t alloc = sb->alloc ? sb->alloc : 64;
+	while (alloc < need)
+		alloc *= 2;
+	sb->buf = xrealloc(sb->buf, alloc);
+	sb->alloc = alloc;
+}
+
+void strbuf_add(struct strbuf *sb, const void *data, size_t n)
+{
+	strbuf_grow(sb, n);
+	memcpy(sb->buf + sb->len, data, n);
+	sb->len += n;
+	sb->buf[sb->len] = '\0';
+}
+
+void strbuf_addstr(struct strbuf *sb, const char *s)
+{
+	strbuf_add(sb, s, strlen(s));
+}
+
+void strbuf_addf(struct strbuf *sb, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		BUG("bad format");
+	strbuf_grow(sb, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	sb->len += (size_t)n;
+}
+
+char *strbuf_detach(struct strbuf *sb)
+{
+	char *s = sb->buf ? sb->buf : xstrdup("");
+	sb->buf = NULL;
+	sb->len = sb->alloc = 0;
+	return s;
+}
+
+void strbuf_release(struct strbuf *sb)
+{
+	free(sb->buf);
+	sb->buf = NULL;
+	sb->len = sb->alloc = 0;
+}
+
+char *path_join(const char *a, const char *b)
+{
+	size_t la = strlen(a);
+	while (la > 1 && a[la - 1] == '/')
+		la--;
+	while (*b == '/')
+		b++;
+	if (!*b)
+		return xstrndup(a, la);
+	return xasprintf("%.*s/%s", (int)la, a, b);
+}
+
+int mkdir_p(const char *path, mode_t mode, struct af_error **err)
+{
+	_cleanup_free_ char *p = xstrdup(path);
+	for (char *s = p + 1; ; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return af_error_set(err, errno, "cannot create directory '%s'", p);
+		*s = c;
+		if (!c)
+			break;
+	}
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return af_error_set(err, errno, "cannot create directory '%s'", path);
+	if (!S_ISDIR(st.st_mode))
+		return af_error_set(err, ENOTDIR, "cannot create directory '%s'", path);
+	return 0;
+}
+
+char *read_file(const char *path, size_t *len, struct af_error **err)
+{
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		af_error_set(err, errno, "cannot read '%s'", path);
+		return NULL;
+	}
+	struct strbuf sb = STRBUF_INIT;
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			af_error_set(err, errno, "cannot read '%s'", path);
+			strbuf_release(&sb);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		strbuf_add(&sb, buf, (size_t)n);
+	}
+	if (len)
+		*len = sb.len;
+	return strbuf_detach(&sb);
+}
+
+int fsync_parent_dir(const char *path, struct af_error **err)
+{
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	_cleanup_fd_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		return af_error_set(err, errno, "cannot sync directory '%s'", dir);
+	return 0;
+}
+
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+		      struct af_error **err)
+{
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return af_error_set(err, errno, "cannot write '%s'", tmp);
+	if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+		int errsv = errno;
+		close(fd);
+		unlink(tmp);
+		return af_error_set(err, errsv, "cannot write '%s'", tmp);
+	}
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
+		int errsv = errno;
+		unlink(tmp);
+		return af_error_set(err, errsv, "cannot write '%s'", path);
+	}
+	return fsync_parent_dir(path, err);
+}
+
+int write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+ssize_t read_all(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, p + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+ssize_t pread_all(int fd, void *buf, size_t n, off_t off)
+{
+	char *p = buf;
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(fd, p + got, n - got, off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+int pwrite_all(int fd, const void *buf, size_t n, off_t off)
+{
+	const char *p = buf;
+	size_t done = 0;
+	while (done < n) {
+		ssize_t w = pwrite(fd, p + done, n - done, off + (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		done += (size_t)w;
+	}
+	return 0;
+}
+
+static void hex_encode(const unsigned char *md, size_t n, char *hex)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		hex[2 * i] = digits[md[i] >> 4];
+		hex[2 * i + 1] = digits[md[i] & 15];
+	}
+	hex[2 * n] = '\0';
+}
+
+void sha256_hex(const void *data, size_t len, char hex[65])
+{
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+		BUG("EVP_Digest(sha256) failed");
+	hex_encode(md, 32, hex);
+}
+
+static int hash_file_into(EVP_MD_CTX *md, const char *path, struct af_error **err)
+{
+	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return af_error_set(err, errno, "cannot read '%s'", path);
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return af_error_set(err, errno, "cannot read '%s'", path);
+		if (n == 0)
+			return 0;
+		EVP_DigestUpdate(md, buf, (size_t)n);
+	}
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Hashes one tree entry as "path\0mode\0" then its content (file), target
+ * (symlink) or children (directory, sorted), so renames, mode changes and
+ * edits all change the digest. */
+static int hash_tree_into(EVP_MD_CTX *md, const char *path, const char *rel, struct af_error **err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return af_error_set(err, errno, "cannot read '%s'", path);
+	char head[64];
+	int hl = snprintf(head, sizeof(head), "%o", (unsigned)st.st_mode);
+	EVP_DigestUpdate(md, rel, strlen(rel) + 1);
+	EVP_DigestUpdate(md, head, (size_t)hl + 1);
+	if (S_ISREG(st.st_mode))
+		return hash_file_into(md, path, err);
+	if (S_ISLNK(st.st_mode)) {
+		char target[4096];
+		ssize_t n = readlink(path, target, sizeof(target));
+		if (n < 0)
+			return af_error_set(err, errno, "cannot read link '%s'", path);
+		EVP_DigestUpdate(md, target, (size_t)n);
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	_cleanup_dir_ DIR *d = opendir(path);
+	if (!d)
+		return af_error_set(err, errno, "cannot read directory '%s'", path);
+	char **names = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		names = xreallocarray(names, n + 1, sizeof(*names));
+		names[n++] = xstrdup(de->d_name);
+	}
+	qsort(names, n, sizeof(*names), cmp_names);
+	int r = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0) {
+			_cleanup_free_ char *child = path_join(path, names[i]);
+			_cleanup_free_ char *crel = xasprintf("%s/%s", rel, names[i]);
+			r = hash_tree_into(md, child, crel, err);
+		}
+		free(names[i]);
+	}
+	free(names);
+	return r;
+}
+
+int sha256_path_hex(const char *path, char hex[65], struct af_error **err)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (!md)
+		BUG("out of memory");
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	struct stat st;
+	int r;
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+		r = hash_file_into(md, path, err);
+	else
+		r = hash_tree_into(md, path, ".", err);
+	unsigned char out[32];
+	unsigned int outlen = 0;
+	EVP_DigestFinal_ex(md, out, &outlen);
+	EVP_MD_CTX_free(md);
+	if (r < 0)
+		return -1;
+	hex_encode(out, 32, hex);
+	return 0;
+}
+
+double now_monotonic(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool str_has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+bool str_has_suffix(const char *s, const char *suffix)
+{
+	size_t ls = strlen(s), lx = strlen(suffix);
+	return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
+}
+
+char *format_size(uint64_t bytes, char *buf, size_t bufsz)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)bytes;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < ARRAY_SIZE(units)) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, bufsz, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, bufsz, "%.1f %s", v, units[u]);
+	return buf;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Checkpoints: a content-addressed store of fixed 512 KiB blocks (SHA-256),
+ * the shape of an EBS snapshot.  Layout under STATE/checkpoints:
+ *   blocks/ab/abcdef...        one file per distinct non-zero block
+ *   KEY.ckpt                   JSON: {"version":1,"size":BYTES,"block_size":524288,
+ *                               "blocks":[null | "hex", ...]}  (null = all zero)
+ * Zero blocks are never stored; a block already present is not stored again.
+ * Only allocated extents of the image are read (SEEK_DATA/SEEK_HOLE); holes
+ * are zero blocks.  A restore is exact: byte-for-byte the image that was
+ * checkpointed, and sparse where it was zero. */
+#ifndef AMIFORGE_BLOCKSTORE_H
+#define AMIFORGE_BLOCKSTORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct af_error;
+
+#define BLOCKSTORE_BLOCK_SIZE (512u * 1024u)
+
+struct ckpt_stats {
+	uint64_t image_size;     /* bytes */
+	uint64_t blocks_total;   /* image_size / block size, rounded up */
+	uint64_t blocks_data;    /* non-zero blocks */
+	uint64_t blocks_new;     /* blocks written to the store by this call */
+	uint64_t bytes_read;     /* bytes read from the image */
+	uint64_t bytes_new;      /* bytes written to the store by this call */
+	double seconds;
+};
+
+/* Reads the image (a regular file or a block device; nothing may be mounted
+ * from it, or the filesystem must be frozen) and records checkpoint KEY
+ * under DIR.  The .ckpt file is written atomically and fsync'd, and so are
+ * new blocks.  stats may be NULL.  0 or -1 + err. */
+int ckpt_take(const char *dir, const char *key, const char *image, struct ckpt_stats *stats,
+	      struct af_error **err);
+
+/* Restores checkpoint KEY to IMAGE.  A regular file is rebuilt as a new
+ * sparse file (IMAGE.restore, then renamed over IMAGE); a block device is
+ * written in place, zero blocks zeroed.  Every block's hash is verified as it
+ * is read; a missing or corrupt block is an error naming it and the image is
+ * left untouched (regular file case).  0 or -1 + err. */
+int ckpt_restore(const char *dir, const char *key, const char *image, struct af_error **err);
+
+/* True if DIR/KEY.ckpt exists and every block it names is present. */
+bool ckpt_usable(const char *dir, const char *key);
+
+/* Removes every checkpoint and block under DIR.  0 or -1 + err. */
+int ckpt_clean(const char *dir, struct af_error **err);
+
+/* Total bytes of stored blocks under DIR (for status and bench). */
+uint64_t ckpt_store_bytes(const char *dir);
+
+#endif

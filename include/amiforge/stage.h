@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A stage type: one file in stages/, one `const struct stage_type`, one line
+ * in engine/registry.c.  The engine knows nothing about any particular stage.
+ *
+ * Adding a stage:
+ *   1. stages/<type>.c: a static param_spec table, a static run(), and
+ *      `const struct stage_type stage_<type> = { .name = "<type>", ... };`
+ *      Everything else in the file is static.
+ *   2. declare it in engine/registry.c and add it to the sorted table there.
+ *   3. set the flags: the runner (never the stage) attaches loop devices,
+ *      mounts the root filesystem and prepares the chroot.
+ *   4. document its parameters (help strings) and add a test.
+ *
+ * How a stage runs: the runner forks a child in a new PID and mount
+ * namespace (it dies with the engine: PR_SET_PDEATHSIG), with stdout and
+ * stderr on STATE/logs/NN-ID.log.  run() executes in that child; when it
+ * returns, the child reports outputs or the error to the runner.  Anything it
+ * started is killed with the namespace.  The stage timeout kills the child. */
+#ifndef AMIFORGE_STAGE_H
+#define AMIFORGE_STAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "amiforge/params.h"
+
+struct af_error;
+
+enum stage_flags {
+	STAGE_NEEDS_IMAGE = 1u << 0,  /* reads or writes STATE/disk.img (checkpointed after) */
+	STAGE_NEEDS_MOUNT = 1u << 1,  /* the root filesystem mounted at ctx->root */
+	STAGE_NEEDS_CHROOT = 1u << 2, /* /proc, /dev, /sys, resolv.conf, policy-rc.d prepared in ctx->root */
+	STAGE_NETWORK = 1u << 3,      /* uses the network (package mirror) */
+	STAGE_REMOTE = 1u << 4,       /* creates remote resources (AWS) */
+};
+
+/* What the runner hands a stage.  All pointers are borrowed and valid for the
+ * duration of run(). */
+struct stage_ctx {
+	const char *id;          /* the stage's id */
+	int index;               /* 1-based position in the recipe */
+	const char *key;         /* hex SHA-256 stage key */
+	const char *arch;        /* recipe arch: x86_64 | arm64 */
+	const json_t *params;    /* typed parameters (see params.h) */
+	const char *recipe_dir;  /* absolute directory of the recipe file */
+	const char *state_dir;   /* absolute STATE */
+	const char *cache_dir;   /* absolute shared package cache (DESIGN §5) */
+	const char *image;       /* absolute STATE/disk.img, or the block device */
+	const char *root;        /* mount point of the root fs (STAGE_NEEDS_MOUNT) or NULL */
+	/* Outputs of every completed earlier stage, merged in order (later wins):
+	 * a flat object.  Conventions the runner relies on to mount the root:
+	 *   "disk.path" (string), "disk.size" (int), "disk.is_device" (bool),
+	 *   "root.offset" (int bytes), "root.size" (int bytes),
+	 *   "root.fstype" (string), "root.uuid", "root.label" (string),
+	 *   "partition.table" ("none"|"mbr"|"gpt"). */
+	const json_t *facts;
+	/* This stage's outputs: the stage adds to it (json_object_set_new).  The
+	 * runner journals them and merges them into facts for later stages. */
+	json_t *outputs;
+	double deadline;         /* monotonic seconds, 0 = none; commands must not outlive it */
+	int log_fd;              /* the stage log (also the child's stdout/stderr) */
+};
+
+struct stage_type {
+	const char *name;
+	const char *summary;               /* one line for `amiforge stages` */
+	const struct param_spec *params;   /* NULL-terminated table */
+	unsigned flags;                    /* enum stage_flags */
+	uint64_t default_timeout;          /* seconds when the recipe sets none; 0 = none */
+	/* Optional cross-parameter check at load time (e.g. "size or device").
+	 * Returns 0, or -1 with *err set; the loader prints it at the stage's
+	 * position in the recipe. */
+	int (*check)(const json_t *params, struct af_error **err);
+	/* Does the work.  0, or -1 with *err set. */
+	int (*run)(struct stage_ctx *ctx, struct af_error **err);
+};
+
+/* The registry (engine/registry.c): sorted by name. */
+const struct stage_type *const *registry_all(size_t *count);
+const struct stage_type *registry_find(const char *name);
+
+#endif

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Allocation that aborts on failure, small string and file helpers. */
+#ifndef AMIFORGE_UTIL_H
+#define AMIFORGE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct af_error;
+
+#define BUG(...) util_bug(__FILE__, __LINE__, __VA_ARGS__)
+_Noreturn void util_bug(const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* All abort with a message on allocation failure or size overflow. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+void *xreallocarray(void *p, size_t nmemb, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable string. */
+struct strbuf {
+	char *buf;  /* always NUL-terminated once anything was added */
+	size_t len, alloc;
+};
+#define STRBUF_INIT { NULL, 0, 0 }
+void strbuf_add(struct strbuf *sb, const void *data, size_t n);
+void strbuf_addstr(struct strbuf *sb, const char *s);
+void strbuf_addf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+char *strbuf_detach(struct strbuf *sb);  /* returns "" (allocated) when empty */
+void strbuf_release(struct strbuf *sb);
+
+/* "a" + "/" + "b", without doubling slashes.  Caller frees. */
+char *path_join(const char *a, const char *b);
+/* mkdir -p with the given mode for created directories.  0 or -1 + err. */
+int mkdir_p(const char *path, mode_t mode, struct af_error **err);
+/* Reads a whole file; *len gets its size; result NUL-terminated.  NULL + err. */
+char *read_file(const char *path, size_t *len, struct af_error **err);
+/* Writes data to PATH atomically (PATH.tmp, fsync, rename, fsync dir).
+ * 0 or -1 + err. */
+int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+		      struct af_error **err);
+/* fsync the directory containing PATH.  0 or -1 + err. */
+int fsync_parent_dir(const char *path, struct af_error **err);
+/* Writes all of buf, retrying on EINTR and short writes.  0 or -1 (errno). */
+int write_all(int fd, const void *buf, size_t n);
+/* Reads up to n bytes, retrying on EINTR and short reads; returns bytes read
+ * (less than n only at EOF) or -1 (errno). */
+ssize_t read_all(int fd, void *buf, size_t n);
+/* pread/pwrite loops with the same conventions. */
+ssize_t pread_all(int fd, void *buf, size_t n, off_t off);
+int pwrite_all(int fd, const void *buf, size_t n, off_t off);
+
+/* SHA-256 helpers (OpenSSL EVP).  hex must hold 65 bytes. */
+void sha256_hex(const void *data, size_t len, char hex[65]);
+/* Hex SHA-256 of a file's content, or of a directory tree (paths, modes,
+ * symlink targets and file contents, in sorted order).  0 or -1 + err. */
+int sha256_path_hex(const char *path, char hex[65], struct af_error **err);
+
+/* Monotonic clock in seconds. */
+double now_monotonic(void);
+
+bool str_has_prefix(const char *s, const char *prefix);
+bool str_has_suffix(const char *s, const char *suffix);
+
+/* Formats a byte count as "1.5 GiB" into buf.  Returns buf. */
+char *format_size(uint64_t bytes, char *buf, size_t bufsz);
+
+#endif
