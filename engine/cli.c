@@ -1,0 +1,399 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "amiforge/blockstore.h"
+#include "amiforge/cleanup.h"
+#include "amiforge/cli.h"
+#include "amiforge/journal.h"
+#include "amiforge/log.h"
+#include "amiforge/plan.h"
+#include "amiforge/recipe.h"
+#include "amiforge/runner.h"
+#include "amiforge/stage.h"
+#include "amiforge/util.h"
+
+#define AMIFORGE_VERSION "0.1.0"
+
+static const char usage_text[] =
+	"usage: amiforge [-v|-q] COMMAND [ARGS]\n"
+	"\n"
+	"  build RECIPE [--state DIR] [--cache DIR] [--set VAR=VALUE]... [--from ID] [--fresh] [--json]\n"
+	"                              run the recipe's stages, resuming where the last build stopped\n"
+	"  plan RECIPE [--state DIR] [--set VAR=VALUE]...\n"
+	"                              one line per stage: INDEX ID STATUS KEY12\n"
+	"  validate RECIPE...          check recipes; every error as FILE:LINE:COLUMN: message\n"
+	"  status [--state DIR | RECIPE]   what the journal holds\n"
+	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
+	"  stages                      the stage types and their parameters\n"
+	"  version                     print the version\n"
+	"\n"
+	"exit codes: 0 ok, 1 a stage failed, 2 usage, 65 recipe invalid, 69 tool or service\n"
+	"unavailable, 77 not enough privilege, 130 interrupted\n";
+
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "amiforge: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%s", usage_text);
+	return EXIT_USAGE;
+}
+
+/* Collects --set values into a growing array. */
+struct sets {
+	char **v;
+	size_t n;
+};
+
+static void sets_add(struct sets *s, const char *val)
+{
+	s->v = xreallocarray(s->v, s->n + 2, sizeof(*s->v));
+	s->v[s->n++] = xstrdup(val);
+	s->v[s->n] = NULL;
+}
+
+static void sets_free(struct sets *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+}
+
+enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_ALL };
+
+static const struct option build_options[] = {
+	{ "state", required_argument, NULL, OPT_STATE },
+	{ "cache", required_argument, NULL, OPT_CACHE },
+	{ "set", required_argument, NULL, OPT_SET },
+	{ "from", required_argument, NULL, OPT_FROM },
+	{ "fresh", no_argument, NULL, OPT_FRESH },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "all", no_argument, NULL, OPT_ALL },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct cmd_args {
+	struct build_opts build;
+	struct sets sets;
+	bool json, all;
+	char **rest;
+	int n_rest;
+};
+
+/* Parses the options every command shares; `allowed` lists the ones this
+ * command takes.  0 or an exit code. */
+static int parse_args(int argc, char **argv, const char *allowed, struct cmd_args *a)
+{
+	optind = 1;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", build_options, NULL)) != -1) {
+		const char *name = NULL;
+		for (const struct option *o = build_options; o->name; o++)
+			if (o->val == c)
+				name = o->name;
+		if (c == 'h') {
+			fputs(usage_text, stdout);
+			return -1;
+		}
+		if (c == '?' || !name || !strstr(allowed, name))
+			return usage_error("%s: unexpected option", argv[optind - 1]);
+		switch (c) {
+		case OPT_STATE: a->build.state_dir = optarg; break;
+		case OPT_CACHE: a->build.cache_dir = optarg; break;
+		case OPT_SET:
+			if (!strchr(optarg, '='))
+				return usage_error("--set '%s': expected VAR=VALUE", optarg);
+			sets_add(&a->sets, optarg);
+			break;
+		case OPT_FROM: a->build.from = optarg; break;
+		case OPT_FRESH: a->build.fresh = true; break;
+		case OPT_JSON: a->json = true; break;
+		case OPT_ALL: a->all = true; break;
+		}
+	}
+	a->rest = argv + optind;
+	a->n_rest = argc - optind;
+	a->build.sets = a->sets.v;
+	a->build.n_sets = a->sets.n;
+	return 0;
+}
+
+static int print_diags(struct diag_list *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		fprintf(stderr, "%s\n", d->lines[i]);
+	diag_list_release(d);
+	return EXIT_RECIPE_INVALID;
+}
+
+static int cmd_build(struct cmd_args *a)
+{
+	if (a->n_rest != 1)
+		return usage_error("%s", "build takes exactly one RECIPE");
+	log_init(LOG_LEVEL_INFO, a->json);
+	a->build.recipe = a->rest[0];
+	return runner_build(&a->build);
+}
+
+static int cmd_validate(struct cmd_args *a)
+{
+	if (a->n_rest < 1)
+		return usage_error("%s", "validate takes one or more RECIPE files");
+	int rc = EXIT_OK;
+	for (int i = 0; i < a->n_rest; i++) {
+		struct diag_list d = { 0 };
+		struct recipe *r = NULL;
+		if (recipe_load(a->rest[i], a->sets.v, a->sets.n, &r, &d) < 0)
+			rc = print_diags(&d);
+		recipe_free(r);
+	}
+	return rc;
+}
+
+static int cmd_plan(struct cmd_args *a)
+{
+	if (a->n_rest != 1)
+		return usage_error("%s", "plan takes exactly one RECIPE");
+	struct diag_list d = { 0 };
+	struct recipe *r = NULL;
+	if (recipe_load(a->rest[0], a->sets.v, a->sets.n, &r, &d) < 0)
+		return print_diags(&d);
+	_cleanup_free_ char *state = runner_state_dir(a->build.state_dir, r->stem);
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	_cleanup_error_ struct af_error *err = NULL;
+	_cleanup_json_ json_t *events = journal_read(state, &err);
+	if (!events) {
+		log_error("%s", af_error_msg(err));
+		recipe_free(r);
+		return EXIT_STAGE_FAILED;
+	}
+	struct plan p;
+	plan_make(r, events, ckpt, a->build.fresh, -1, &p);
+	for (size_t i = 0; i < p.n; i++)
+		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
+		       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
+	plan_release(&p);
+	recipe_free(r);
+	return EXIT_OK;
+}
+
+/* status and clean take --state DIR or a RECIPE (whose default state they use). */
+static char *state_from_args(struct cmd_args *a)
+{
+	if (a->build.state_dir)
+		return xstrdup(a->build.state_dir);
+	if (a->n_rest != 1)
+		return NULL;
+	struct diag_list d = { 0 };
+	struct recipe *r = NULL;
+	if (recipe_load(a->rest[0], a->sets.v, a->sets.n, &r, &d) < 0) {
+		print_diags(&d);
+		return NULL;
+	}
+	char *s = runner_state_dir(NULL, r->stem);
+	recipe_free(r);
+	return s;
+}
+
+static void status_stage_line(const json_t *ev)
+{
+	const char *type = json_string_value(json_object_get(ev, "event"));
+	const char *st = !strcmp(type, "stage_done") ? "done" :
+			 !strcmp(type, "stage_fail") ? "failed" : "started";
+	printf("  %2d %-16s %-8s %.12s", (int)json_integer_value(json_object_get(ev, "index")),
+	       json_string_value(json_object_get(ev, "id")), st,
+	       json_string_value(json_object_get(ev, "key")));
+	const char *error = json_string_value(json_object_get(ev, "error"));
+	if (error)
+		printf("  %s", error);
+	putchar('\n');
+}
+
+static int cmd_status(struct cmd_args *a)
+{
+	_cleanup_free_ char *state = state_from_args(a);
+	if (!state)
+		return usage_error("%s", "status takes --state DIR or a RECIPE");
+	_cleanup_error_ struct af_error *err = NULL;
+	_cleanup_json_ json_t *events = journal_read(state, &err);
+	if (!events) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	if (json_array_size(events) == 0) {
+		printf("%s: no build has run here\n", state);
+		return EXIT_OK;
+	}
+	/* The last event of each stage index since the last build_start. */
+	size_t start = 0;
+	for (size_t i = 0; i < json_array_size(events); i++)
+		if (!strcmp(json_string_value(json_object_get(json_array_get(events, i), "event")) ?: "",
+			    "build_start"))
+			start = i;
+	const json_t *bs = json_array_get(events, start);
+	printf("state: %s\nlast build: %s (recipe %s)\n", state,
+	       json_string_value(json_object_get(bs, "time")) ?: "?",
+	       json_string_value(json_object_get(bs, "recipe")) ?: "?");
+	const json_t *last[1024] = { 0 };
+	int max_index = 0;
+	const char *end_status = "running or killed";
+	for (size_t i = start; i < json_array_size(events); i++) {
+		const json_t *ev = json_array_get(events, i);
+		const char *type = json_string_value(json_object_get(ev, "event")) ?: "";
+		int idx = (int)json_integer_value(json_object_get(ev, "index"));
+		if (str_has_prefix(type, "stage_") && idx > 0 && idx < 1024) {
+			last[idx] = ev;
+			if (idx > max_index)
+				max_index = idx;
+		}
+		if (!strcmp(type, "build_end"))
+			end_status = json_string_value(json_object_get(ev, "status")) ?: "?";
+	}
+	for (int i = 1; i <= max_index; i++)
+		if (last[i])
+			status_stage_line(last[i]);
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	char sz[32];
+	printf("result: %s\ncheckpoint store: %s\n", end_status,
+	       format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
+	return EXIT_OK;
+}
+
+static int cmd_clean(struct cmd_args *a)
+{
+	_cleanup_free_ char *state = state_from_args(a);
+	if (!state)
+		return usage_error("%s", "clean takes --state DIR or a RECIPE");
+	if (access(state, F_OK) < 0) {
+		printf("%s: nothing to clean\n", state);
+		return EXIT_OK;
+	}
+	_cleanup_error_ struct af_error *err = NULL;
+	/* Holding the lock keeps a running build's state intact. */
+	struct journal *j = journal_open(state, &err);
+	if (!j) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	int r = ckpt_clean(ckpt, &err);
+	if (r == 0 && a->all) {
+		_cleanup_free_ char *cmd = NULL;
+		static const char *const entries[] = { "journal", "disk.img", "logs", "manifest.json",
+						       "root", "checkpoints", "lock" };
+		for (size_t i = 0; i < ARRAY_SIZE(entries) && r == 0; i++) {
+			_cleanup_free_ char *p = path_join(state, entries[i]);
+			free(cmd);
+			cmd = xasprintf("rm -rf -- '%s'", p);
+			if (system(cmd) != 0)
+				r = af_error_set(&err, 0, "cannot remove '%s'", p);
+		}
+		if (r == 0 && rmdir(state) < 0 && errno != ENOTEMPTY)
+			r = af_error_set(&err, errno, "cannot remove '%s'", state);
+	}
+	journal_close(j);
+	if (r < 0) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	printf("%s: %s\n", state, a->all ? "removed" : "checkpoints dropped");
+	return EXIT_OK;
+}
+
+static void print_params(const struct param_spec *ps, int depth)
+{
+	for (; ps && ps->name; ps++) {
+		printf("%*s%-20s %-9s %s%s%s%s\n", 4 + 2 * depth, "", ps->name,
+		       param_type_name(ps->type), (ps->flags & PARAM_REQUIRED) ? "(required) " : "",
+		       ps->help ? ps->help : "", ps->defval ? "; default: " : "",
+		       ps->defval ? ps->defval : "");
+		if (ps->type == PT_ENUM && ps->choices) {
+			printf("%*s%-20s one of:", 4 + 2 * depth, "", "");
+			for (const char *const *c = ps->choices; *c; c++)
+				printf(" %s", *c);
+			putchar('\n');
+		}
+		if (ps->sub)
+			print_params(ps->sub, depth + 1);
+	}
+}
+
+static int cmd_stages(struct cmd_args *a)
+{
+	size_t n;
+	const struct stage_type *const *all = registry_all(&n);
+	for (size_t i = 0; i < n; i++) {
+		printf("%s: %s\n", all[i]->name, all[i]->summary ? all[i]->summary : "");
+		print_params(all[i]->params, 0);
+	}
+	printf("\nevery stage also takes: id (string), timeout (duration), checkpoint (auto|always|never)\n");
+	return EXIT_OK;
+}
+
+static int cmd_version(struct cmd_args *a)
+{
+	printf("amiforge %s\n", AMIFORGE_VERSION);
+	return EXIT_OK;
+}
+
+static const struct command {
+	const char *name;
+	int (*fn)(struct cmd_args *a);
+	const char *options; /* long options it takes */
+} commands[] = {
+	{ "build", cmd_build, "state cache set from fresh json" },
+	{ "clean", cmd_clean, "state all set" },
+	{ "plan", cmd_plan, "state set fresh" },
+	{ "stages", cmd_stages, "" },
+	{ "status", cmd_status, "state set" },
+	{ "validate", cmd_validate, "set" },
+	{ "version", cmd_version, "" },
+};
+
+int cli_main(int argc, char **argv)
+{
+	enum log_level level = LOG_LEVEL_INFO;
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose"))
+			level = LOG_LEVEL_DEBUG;
+		else if (!strcmp(argv[i], "-q") || !strcmp(argv[i], "--quiet"))
+			level = LOG_LEVEL_WARN;
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		} else if (!strcmp(argv[i], "--version")) {
+			return cmd_version(NULL);
+		} else {
+			return usage_error("%s: unknown option", argv[i]);
+		}
+	}
+	if (i >= argc)
+		return usage_error("%s", "no command given");
+	log_init(level, false);
+	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
+		if (strcmp(commands[c].name, argv[i]))
+			continue;
+		struct cmd_args a = { 0 };
+		int rc = parse_args(argc - i, argv + i, commands[c].options, &a);
+		if (rc == 0) {
+			if (a.json || level != LOG_LEVEL_INFO)
+				log_init(level, a.json);
+			rc = commands[c].fn(&a);
+		} else if (rc < 0) {
+			rc = EXIT_OK;
+		}
+		sets_free(&a.sets);
+		return rc;
+	}
+	return usage_error("'%s' is not an amiforge command", argv[i]);
+}

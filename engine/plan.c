@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <string.h>
+
+#include "amiforge/blockstore.h"
+#include "amiforge/cleanup.h"
+#include "amiforge/journal.h"
+#include "amiforge/plan.h"
+#include "amiforge/util.h"
+
+static void stage_key(const struct recipe *r, size_t i, const char *prev, char key[65])
+{
+	const struct stage_inst *s = &r->stages[i];
+	_cleanup_json_ json_t *doc = json_pack("{s:i, s:s, s:s, s:s, s:O, s:O}", "v", 1, "prev", prev,
+					       "arch", r->arch, "type", s->type->name, "params",
+					       s->params, "files",
+					       s->file_hashes ? s->file_hashes : json_object());
+	if (!doc)
+		BUG("cannot build key document for stage %zu", i + 1);
+	_cleanup_free_ char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+	if (!text)
+		BUG("cannot encode key document");
+	sha256_hex(text, strlen(text), key);
+}
+
+void plan_keys(const struct recipe *r, char (*keys)[65])
+{
+	for (size_t i = 0; i < r->n_stages; i++)
+		stage_key(r, i, i ? keys[i - 1] : "", keys[i]);
+}
+
+static bool touches_image(const struct stage_inst *s)
+{
+	return (s->type->flags & STAGE_NEEDS_IMAGE) != 0;
+}
+
+/* True if the journal's last stage event is the final stage's stage_done
+ * with this key: no stage touched the image after the build finished. */
+static bool final_image_intact(const json_t *events, const char *last_key)
+{
+	for (size_t i = json_array_size(events); i-- > 0;) {
+		const json_t *ev = json_array_get(events, i);
+		const char *type = json_string_value(json_object_get(ev, "event"));
+		if (!type)
+			continue;
+		if (!strcmp(type, "reset"))
+			return false;
+		if (strcmp(type, "stage_start") && strcmp(type, "stage_done") && strcmp(type, "stage_fail"))
+			continue;
+		const char *key = json_string_value(json_object_get(ev, "key"));
+		return !strcmp(type, "stage_done") && key && !strcmp(key, last_key);
+	}
+	return false;
+}
+
+void plan_make(const struct recipe *r, const json_t *events, const char *ckpt_dir, bool fresh,
+	       int from, struct plan *out)
+{
+	size_t n = r->n_stages;
+	struct plan_stage *st = xcalloc(n, sizeof(*st));
+	char (*keys)[65] = xcalloc(n, sizeof(*keys));
+	plan_keys(r, keys);
+
+	int first_undone = (int)n;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(st[i].key, keys[i], 65);
+		memcpy(st[i].disk_key, touches_image(&r->stages[i]) || i == 0 ? keys[i]
+									    : st[i - 1].disk_key,
+		       65);
+		if (!fresh)
+			st[i].done_event = journal_find_done(events, (int)i + 1, r->stages[i].id, keys[i]);
+		st[i].journal_done = st[i].done_event != NULL;
+		if (!st[i].journal_done && first_undone == (int)n)
+			first_undone = (int)i;
+	}
+	free(keys);
+	if (from >= 0 && from < first_undone)
+		first_undone = from;
+
+	/* Everything done and nothing ran since the last stage finished: the
+	 * image on disk is the final one. */
+	if (first_undone == (int)n && final_image_intact(events, st[n - 1].key)) {
+		for (size_t i = 0; i < n; i++)
+			st[i].status = PLAN_DONE;
+		out->stages = st;
+		out->n = n;
+		out->first_undone = first_undone;
+		out->restore = -1;
+		return;
+	}
+	/* The disk before first_undone must come from a checkpoint: the newest
+	 * done stage whose disk state was checkpointed. */
+	int restore = -1;
+	for (int j = first_undone - 1; j >= 0; j--) {
+		if (ckpt_usable(ckpt_dir, st[j].disk_key)) {
+			restore = j;
+			break;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool before = (int)i < first_undone;
+		bool replay = (int)i > restore && touches_image(&r->stages[i]);
+		st[i].status = before && !replay ? PLAN_DONE : PLAN_RUN;
+	}
+	out->stages = st;
+	out->n = n;
+	out->first_undone = first_undone;
+	out->restore = restore;
+}
+
+void plan_release(struct plan *p)
+{
+	free(p->stages);
+	p->stages = NULL;
+	p->n = 0;
+}

@@ -1,0 +1,594 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The build driver (DESIGN §4-6).  Reads like a checklist: load, plan,
+ * lock, enter the sandbox, restore, then for each stage: journal start,
+ * mount, fork the stage child, wait (timeout, signals), unmount,
+ * checkpoint, journal done. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amiforge/blockstore.h"
+#include "amiforge/cleanup.h"
+#include "amiforge/journal.h"
+#include "amiforge/log.h"
+#include "amiforge/plan.h"
+#include "amiforge/recipe.h"
+#include "amiforge/runner.h"
+#include "amiforge/sandbox.h"
+#include "amiforge/util.h"
+
+/* auto checkpoints keep their total time under this share of build time */
+#define CKPT_BUDGET_SHARE 0.05
+/* a stage that took at least this long is always worth a checkpoint */
+#define CKPT_LONG_STAGE_SECONDS 10.0
+#define LOG_TAIL_LINES 25
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
+struct build {
+	const struct build_opts *opts;
+	struct recipe *recipe;
+	struct plan plan;
+	struct journal *journal;
+	char *state;           /* absolute */
+	char *cache;
+	char *ckpt_dir;
+	char *root_mnt;        /* STATE/root: where the root fs is mounted */
+	char *default_image;   /* STATE/disk.img */
+	json_t *facts;         /* merged outputs */
+	json_t *stage_reports; /* for the manifest */
+	double t_start;
+	double ckpt_seconds;
+	uint64_t ckpt_bytes_new;
+	double ckpt_rate;      /* bytes/s measured by the last checkpoint */
+};
+
+char *runner_state_dir(const char *dir, const char *stem)
+{
+	if (dir)
+		return xstrdup(dir);
+	return xasprintf(".amiforge/%s", stem);
+}
+
+char *runner_cache_dir(const char *dir)
+{
+	if (dir)
+		return xstrdup(dir);
+	if (geteuid() == 0)
+		return xstrdup("/var/cache/amiforge");
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	if (xdg && *xdg)
+		return path_join(xdg, "amiforge");
+	const char *home = getenv("HOME");
+	return xasprintf("%s/.cache/amiforge", home && *home ? home : "/tmp");
+}
+
+static char *absolute_dir(const char *dir, struct af_error **err)
+{
+	if (mkdir_p(dir, 0755, err) < 0) {
+		af_error_wrap(err, "state directory");
+		af_error_hint(err, "choose another with --state DIR");
+		return NULL;
+	}
+	char *abs = realpath(dir, NULL);
+	if (!abs)
+		af_error_set(err, errno, "cannot resolve '%s'", dir);
+	return abs;
+}
+
+static const char *image_path(struct build *b)
+{
+	const char *p = json_string_value(json_object_get(b->facts, "disk.path"));
+	if (p)
+		return p;
+	if (!b->default_image)
+		b->default_image = path_join(b->state, "disk.img");
+	return b->default_image;
+}
+
+static int journal_event(struct build *b, json_t *ev)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	int r = journal_append(b->journal, ev, &err);
+	json_decref(ev);
+	if (r < 0)
+		log_error("%s", af_error_msg(err));
+	return r;
+}
+
+static void emit_stage_end(struct build *b, size_t i, const char *status, double secs, bool cached)
+{
+	const struct stage_inst *s = &b->recipe->stages[i];
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:i, s:s, s:s, s:f, s:b}", "event", "stage_end",
+					      "index", s->index, "id", s->id, "status", status,
+					      "seconds", secs, "cached", cached);
+	log_event(ev);
+	if (cached)
+		log_progress("[%d/%zu] %-16s done (cached)", s->index, b->recipe->n_stages, s->id);
+	else
+		log_progress("[%d/%zu] %-16s %-6s %7.1fs", s->index, b->recipe->n_stages, s->id,
+			     status, secs);
+	json_array_append_new(b->stage_reports,
+			      json_pack("{s:i, s:s, s:s, s:s, s:s, s:f, s:b}", "index", s->index, "id",
+					s->id, "type", s->type->name, "key", b->plan.stages[i].key,
+					"status", status, "seconds", secs, "cached", cached));
+}
+
+static void merge_outputs(json_t *facts, const json_t *outputs)
+{
+	if (json_is_object(outputs))
+		json_object_update(facts, (json_t *)outputs);
+}
+
+/* ---- the stage child ---------------------------------------------------- */
+
+struct child_args {
+	const struct stage_type *type;
+	struct stage_ctx *ctx;
+	const char *result_path;
+};
+
+static int stage_child(void *arg)
+{
+	struct child_args *a = arg;
+	struct af_error *err = NULL;
+	log_set_stage_fd(-1); /* stdout and stderr already are the stage log */
+	int r = 0;
+	if (a->type->flags & STAGE_NEEDS_CHROOT)
+		r = chroot_prepare(a->ctx->root, &err);
+	if (r == 0)
+		r = a->type->run(a->ctx, &err);
+	if (r < 0 && !err)
+		af_error_set(&err, 0, "stage failed without saying why");
+	json_t *res = r == 0 ? json_pack("{s:b, s:O}", "ok", 1, "outputs", a->ctx->outputs)
+			     : json_pack("{s:b, s:s, s:i}", "ok", 0, "error", af_error_msg(err), "errno",
+					 af_error_errno(err));
+	int w = res ? json_dump_file(res, a->result_path, JSON_COMPACT) : -1;
+	json_decref(res);
+	af_error_free(err);
+	return r == 0 && w == 0 ? 0 : 1;
+}
+
+/* Waits for the stage child, enforcing the deadline and passing on
+ * SIGINT/SIGTERM.  Returns 0 when it exited 0, else -1 + err. */
+static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct af_error **err)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	for (;;) {
+		int status;
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		if (w == pid) {
+			if (pidfd >= 0)
+				close(pidfd);
+			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+				return 0;
+			if (WIFSIGNALED(status))
+				return af_error_set(err, 0, "stage process killed by signal %d",
+						    WTERMSIG(status));
+			return af_error_set(err, 0, "stage process exited with status %d",
+					    WEXITSTATUS(status));
+		}
+		const char *why = NULL;
+		if (interrupted)
+			why = "interrupted";
+		else if (deadline > 0 && now_monotonic() >= deadline)
+			why = "timeout";
+		if (why) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			if (pidfd >= 0)
+				close(pidfd);
+			if (!strcmp(why, "timeout"))
+				return af_error_set(err, ETIMEDOUT,
+						    "stage timed out after %llus; raise its 'timeout:' in the recipe",
+						    (unsigned long long)timeout);
+			return af_error_set(err, EINTR, "build interrupted by signal %d", (int)interrupted);
+		}
+		if (pidfd >= 0) {
+			struct pollfd p = { .fd = pidfd, .events = POLLIN };
+			poll(&p, 1, 200);
+		} else {
+			usleep(100 * 1000);
+		}
+	}
+}
+
+static void print_log_tail(const char *log_path)
+{
+	_cleanup_file_ FILE *f = fopen(log_path, "r");
+	if (!f)
+		return;
+	char *lines[LOG_TAIL_LINES] = { 0 };
+	size_t n = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	while (getline(&line, &cap, f) >= 0) {
+		free(lines[n % LOG_TAIL_LINES]);
+		lines[n % LOG_TAIL_LINES] = xstrdup(line);
+		n++;
+	}
+	free(line);
+	size_t first = n > LOG_TAIL_LINES ? n - LOG_TAIL_LINES : 0;
+	if (n)
+		fprintf(stderr, "--- last lines of %s ---\n", log_path);
+	for (size_t i = first; i < n; i++) {
+		const char *l = lines[i % LOG_TAIL_LINES];
+		fprintf(stderr, "  | %s%s", l, l[strlen(l) - 1] == '\n' ? "" : "\n");
+	}
+	for (size_t i = 0; i < LOG_TAIL_LINES; i++)
+		free(lines[i]);
+}
+
+/* ---- mounting around a stage ---------------------------------------------- */
+
+static int mount_root(struct build *b, size_t i, struct rootfs *fs, struct af_error **err)
+{
+	const char *fstype = json_string_value(json_object_get(b->facts, "root.fstype"));
+	if (!fstype)
+		return af_error_set(err, 0,
+				    "stage '%s' needs the root filesystem, but no earlier stage made one; add an mkfs stage before it",
+				    b->recipe->stages[i].id);
+	uint64_t off = (uint64_t)json_integer_value(json_object_get(b->facts, "root.offset"));
+	uint64_t size = (uint64_t)json_integer_value(json_object_get(b->facts, "root.size"));
+	return rootfs_mount(image_path(b), off, size, fstype, b->root_mnt, fs, err);
+}
+
+/* ---- checkpoints ----------------------------------------------------------- */
+
+static uint64_t allocated_bytes(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return 0;
+	if (S_ISBLK(st.st_mode))
+		return UINT64_MAX / 4;
+	return (uint64_t)st.st_blocks * 512;
+}
+
+static bool want_checkpoint(struct build *b, size_t i, double stage_secs)
+{
+	const struct stage_inst *s = &b->recipe->stages[i];
+	if (!(s->type->flags & STAGE_NEEDS_IMAGE) || s->checkpoint == CKPT_NEVER)
+		return false;
+	if (s->checkpoint == CKPT_ALWAYS || stage_secs >= CKPT_LONG_STAGE_SECONDS)
+		return true;
+	double est = (double)allocated_bytes(image_path(b)) / b->ckpt_rate;
+	double elapsed = now_monotonic() - b->t_start;
+	return b->ckpt_seconds + est <= CKPT_BUDGET_SHARE * elapsed;
+}
+
+static void take_checkpoint(struct build *b, size_t i)
+{
+	const struct stage_inst *s = &b->recipe->stages[i];
+	struct ckpt_stats st = { 0 };
+	_cleanup_error_ struct af_error *err = NULL;
+	if (ckpt_take(b->ckpt_dir, b->plan.stages[i].disk_key, image_path(b), &st, &err) < 0) {
+		/* A lost checkpoint only costs time on a later resume. */
+		log_warn("checkpoint after stage '%s' failed, continuing without it: %s", s->id,
+			 af_error_msg(err));
+		return;
+	}
+	b->ckpt_seconds += st.seconds;
+	b->ckpt_bytes_new += st.bytes_new;
+	if (st.seconds > 0.01 && st.bytes_read > 0)
+		b->ckpt_rate = (double)st.bytes_read / st.seconds;
+	char sz[32];
+	log_debug("checkpoint after '%s': %llu data blocks, %s new, %.2fs", s->id,
+		  (unsigned long long)st.blocks_data, format_size(st.bytes_new, sz, sizeof(sz)),
+		  st.seconds);
+	journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:I, s:I}", "event", "checkpoint", "index",
+				   s->index, "id", s->id, "key", b->plan.stages[i].disk_key, "seconds",
+				   st.seconds, "bytes_new", (json_int_t)st.bytes_new, "blocks_data",
+				   (json_int_t)st.blocks_data));
+}
+
+/* ---- one stage ---------------------------------------------------------------- */
+
+static int run_stage(struct build *b, size_t i)
+{
+	const struct stage_inst *s = &b->recipe->stages[i];
+	const struct stage_type *type = s->type;
+	const char *key = b->plan.stages[i].key;
+	_cleanup_error_ struct af_error *err = NULL;
+	_cleanup_free_ char *log_path = xasprintf("%s/logs/%02d-%s.log", b->state, s->index, s->id);
+	_cleanup_free_ char *result_path = xasprintf("%s/.stage-result.json", b->state);
+	_cleanup_json_ json_t *outputs = json_object();
+	struct rootfs fs = { .loop = { .fd = -1 } };
+	bool chroot_used = false;
+
+	uint64_t timeout = s->timeout ? s->timeout : type->default_timeout;
+	double t0 = now_monotonic();
+	double deadline = timeout ? t0 + (double)timeout : 0;
+
+	_cleanup_fd_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND,
+				       0640);
+	if (log_fd < 0) {
+		log_error("stage '%s': cannot create log '%s': %s", s->id, log_path, strerror(errno));
+		return EXIT_STAGE_FAILED;
+	}
+	unlink(result_path);
+	if (journal_event(b, json_pack("{s:s, s:i, s:s, s:s}", "event", "stage_start", "index",
+				       s->index, "id", s->id, "key", key)) < 0)
+		return EXIT_STAGE_FAILED;
+	_cleanup_json_ json_t *start_ev = json_pack("{s:s, s:i, s:s}", "event", "stage_start", "index",
+						    s->index, "id", s->id);
+	log_event(start_ev);
+	if (isatty(STDOUT_FILENO) && !log_json_enabled()) {
+		printf("[%d/%zu] %-16s running...\r", s->index, b->recipe->n_stages, s->id);
+		fflush(stdout);
+	}
+	log_set_stage_fd(log_fd);
+
+	int r = 0;
+	if (type->flags & STAGE_NEEDS_MOUNT)
+		r = mount_root(b, i, &fs, &err);
+	if (r == 0) {
+		struct stage_ctx ctx = {
+			.id = s->id, .index = s->index, .key = key, .arch = b->recipe->arch,
+			.params = s->params, .recipe_dir = b->recipe->dir, .state_dir = b->state,
+			.cache_dir = b->cache, .image = image_path(b),
+			.root = (type->flags & STAGE_NEEDS_MOUNT) ? b->root_mnt : NULL,
+			.facts = b->facts, .outputs = outputs, .deadline = deadline, .log_fd = log_fd,
+		};
+		struct child_args args = { .type = type, .ctx = &ctx, .result_path = result_path };
+		chroot_used = (type->flags & STAGE_NEEDS_CHROOT) != 0;
+		fflush(NULL);
+		pid_t pid = sandbox_fork_isolated(stage_child, &args, log_fd, &err);
+		r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, &err);
+	}
+	/* The child's own message says more than its exit status. */
+	_cleanup_json_ json_t *res = json_load_file(result_path, 0, NULL);
+	unlink(result_path);
+	if (res && !json_is_true(json_object_get(res, "ok")) && af_error_errno(err) != ETIMEDOUT &&
+	    af_error_errno(err) != EINTR) {
+		af_error_clear(&err);
+		af_error_set(&err, 0, "%s", json_string_value(json_object_get(res, "error")));
+		r = -1;
+	}
+	if (chroot_used && fs.mounted) {
+		_cleanup_error_ struct af_error *e2 = NULL;
+		if (chroot_unprepare(b->root_mnt, &e2) < 0 && r == 0) {
+			err = steal_pointer(&e2);
+			r = -1;
+		}
+	}
+	if (fs.mounted || fs.loop.fd >= 0) {
+		_cleanup_error_ struct af_error *e2 = NULL;
+		if (rootfs_umount(&fs, &e2) < 0 && r == 0) {
+			err = steal_pointer(&e2);
+			r = -1;
+		}
+	}
+	log_set_stage_fd(-1);
+	double secs = now_monotonic() - t0;
+
+	if (r < 0) {
+		const char *msg = af_error_msg(err);
+		journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:s}", "event", "stage_fail", "index",
+					   s->index, "id", s->id, "key", key, "seconds", secs, "error",
+					   msg));
+		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
+		dprintf(log_fd, "amiforge: error: %s\n", msg);
+		print_log_tail(log_path);
+		log_error("stage %d '%s' (%s) failed: %s", s->index, s->id, type->name, msg);
+		log_error("full log: %s; fix the cause and run the same build again: it resumes at this stage",
+			  log_path);
+		return interrupted ? EXIT_INTERRUPTED : EXIT_STAGE_FAILED;
+	}
+	const json_t *outs = json_object_get(res, "outputs");
+	merge_outputs(b->facts, outs);
+	if (want_checkpoint(b, i, secs))
+		take_checkpoint(b, i);
+	if (journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:O}", "event", "stage_done", "index",
+				       s->index, "id", s->id, "key", key, "seconds", secs, "outputs",
+				       outs ? outs : json_object())) < 0)
+		return EXIT_STAGE_FAILED;
+	emit_stage_end(b, i, "done", secs, false);
+	return EXIT_OK;
+}
+
+/* ---- the build ------------------------------------------------------------------ */
+
+static int restore_disk(struct build *b)
+{
+	int j = b->plan.restore;
+	const struct stage_inst *s = &b->recipe->stages[j];
+	_cleanup_error_ struct af_error *err = NULL;
+	double t0 = now_monotonic();
+	if (ckpt_restore(b->ckpt_dir, b->plan.stages[j].disk_key, image_path(b), &err) < 0) {
+		log_error("cannot restore the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
+		log_error("run 'amiforge build --fresh' to start over");
+		return -1;
+	}
+	log_info("restored the disk as it was after stage %d '%s' (%.1fs)", s->index, s->id,
+		 now_monotonic() - t0);
+	return 0;
+}
+
+static int write_manifest(struct build *b)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	time_t now = time(NULL);
+	char stamp[32];
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+	_cleanup_free_ char *recipe_abs = realpath(b->recipe->path, NULL);
+	_cleanup_json_ json_t *m = json_pack(
+		"{s:i, s:s, s:s, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:f, s:I}, s:s}", "version", 1,
+		"name", b->recipe->name, "recipe", recipe_abs ? recipe_abs : b->recipe->path, "arch",
+		b->recipe->arch, "state", b->state, "image", image_path(b), "stages",
+		b->stage_reports, "outputs", b->facts, "timings", "total_seconds",
+		now_monotonic() - b->t_start, "checkpoint_seconds", b->ckpt_seconds,
+		"checkpoint_bytes_new", (json_int_t)b->ckpt_bytes_new, "finished", stamp);
+	_cleanup_free_ char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	_cleanup_free_ char *path = path_join(b->state, "manifest.json");
+	if (write_file_atomic(path, text, strlen(text), 0644, &err) < 0) {
+		log_error("%s", af_error_msg(err));
+		return -1;
+	}
+	return 0;
+}
+
+static void install_signal_handlers(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static int prepare(struct build *b)
+{
+	const struct build_opts *o = b->opts;
+	_cleanup_error_ struct af_error *err = NULL;
+	_cleanup_free_ char *state = runner_state_dir(o->state_dir, b->recipe->stem);
+	if (sandbox_require_root(&err) < 0) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_NOPERM;
+	}
+	if (access("/dev/loop-control", F_OK) < 0) {
+		log_error("loop devices are not available (/dev/loop-control: %s); load the loop module (modprobe loop) or run on a host that has it",
+			  strerror(errno));
+		return EXIT_UNAVAILABLE;
+	}
+	b->state = absolute_dir(state, &err);
+	if (!b->state) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	_cleanup_free_ char *cache = runner_cache_dir(o->cache_dir);
+	b->cache = absolute_dir(cache, &err);
+	if (!b->cache) {
+		log_error("package cache: %s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	b->journal = journal_open(b->state, &err);
+	if (!b->journal) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	b->ckpt_dir = path_join(b->state, "checkpoints");
+	b->root_mnt = path_join(b->state, "root");
+	_cleanup_free_ char *logs = path_join(b->state, "logs");
+	if (mkdir_p(b->ckpt_dir, 0700, &err) < 0 || mkdir_p(logs, 0755, &err) < 0 ||
+	    mkdir_p(b->root_mnt, 0755, &err) < 0 || sandbox_enter(&err) < 0) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	return EXIT_OK;
+}
+
+static int run_all(struct build *b)
+{
+	struct recipe *r = b->recipe;
+	if (b->opts->fresh && journal_event(b, json_pack("{s:s}", "event", "reset")) < 0)
+		return EXIT_STAGE_FAILED;
+	journal_event(b, json_pack("{s:s, s:s, s:b, s:i}", "event", "build_start", "recipe", r->path,
+				   "fresh", b->opts->fresh, "pid", (int)getpid()));
+	log_progress("building %s (%zu stages) in %s", r->name, r->n_stages, b->state);
+	for (size_t i = 0; i < r->n_stages; i++) {
+		const struct plan_stage *ps = &b->plan.stages[i];
+		if (ps->status == PLAN_DONE) {
+			merge_outputs(b->facts, json_object_get(ps->done_event, "outputs"));
+			emit_stage_end(b, i, "done",
+				       json_real_value(json_object_get(ps->done_event, "seconds")), true);
+		} else {
+			int rc = run_stage(b, i);
+			if (rc != EXIT_OK)
+				return rc;
+		}
+		if ((int)i == b->plan.restore && restore_disk(b) < 0)
+			return EXIT_STAGE_FAILED;
+		if (interrupted) {
+			log_error("build interrupted by signal %d", (int)interrupted);
+			return EXIT_INTERRUPTED;
+		}
+	}
+	return write_manifest(b) < 0 ? EXIT_STAGE_FAILED : EXIT_OK;
+}
+
+static void report_end(struct build *b, int rc)
+{
+	const char *status = rc == EXIT_OK ? "ok" : "failed";
+	journal_event(b, json_pack("{s:s, s:s}", "event", "build_end", "status", status));
+	_cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:f, s:s}", "event", "build_end", "status",
+					       status, "seconds", now_monotonic() - b->t_start, "image",
+					       image_path(b));
+	log_event(end);
+	if (rc == EXIT_OK)
+		log_progress("done in %.1fs (checkpoints %.1fs): %s", now_monotonic() - b->t_start,
+			     b->ckpt_seconds, image_path(b));
+}
+
+static int resolve_from(const struct recipe *r, const char *from)
+{
+	if (!from)
+		return -1;
+	int idx = recipe_find_stage(r, from);
+	if (idx < 0) {
+		_cleanup_free_ char *ids = NULL;
+		struct strbuf sb = STRBUF_INIT;
+		for (size_t i = 0; i < r->n_stages; i++)
+			strbuf_addf(&sb, "%s%s", i ? ", " : "", r->stages[i].id);
+		ids = strbuf_detach(&sb);
+		log_error("--from '%s': no stage with that id in %s; ids are: %s", from, r->path, ids);
+		return -2;
+	}
+	return idx;
+}
+
+int runner_build(const struct build_opts *o)
+{
+	struct diag_list diags = { 0 };
+	struct build b = { .opts = o, .ckpt_rate = 1.5e9 };
+	if (recipe_load(o->recipe, o->sets, o->n_sets, &b.recipe, &diags) < 0) {
+		for (size_t i = 0; i < diags.n; i++)
+			fprintf(stderr, "%s\n", diags.lines[i]);
+		diag_list_release(&diags);
+		return EXIT_RECIPE_INVALID;
+	}
+	int rc;
+	int from = resolve_from(b.recipe, o->from);
+	if (from == -2) {
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	b.t_start = now_monotonic();
+	install_signal_handlers();
+	rc = prepare(&b);
+	if (rc != EXIT_OK)
+		goto out;
+	plan_make(b.recipe, journal_events(b.journal), b.ckpt_dir, o->fresh, from, &b.plan);
+	b.facts = json_object();
+	b.stage_reports = json_array();
+	rc = run_all(&b);
+	report_end(&b, rc);
+out:
+	plan_release(&b.plan);
+	json_decref(b.facts);
+	json_decref(b.stage_reports);
+	if (b.journal)
+		journal_close(b.journal);
+	recipe_free(b.recipe);
+	free(b.state);
+	free(b.cache);
+	free(b.ckpt_dir);
+	free(b.root_mnt);
+	free(b.default_image);
+	return rc;
+}
