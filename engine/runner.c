@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -208,16 +209,20 @@ static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct af_er
 	}
 }
 
-static void print_log_tail(const char *log_path)
+/* Prints the log's last lines; returns true if the log says a disk was full. */
+static bool print_log_tail(const char *log_path)
 {
 	_cleanup_file_ FILE *f = fopen(log_path, "r");
+	bool full = false;
 	if (!f)
-		return;
+		return false;
 	char *lines[LOG_TAIL_LINES] = { 0 };
 	size_t n = 0;
 	char *line = NULL;
 	size_t cap = 0;
 	while (getline(&line, &cap, f) >= 0) {
+		if (strstr(line, "No space left on device"))
+			full = true;
 		free(lines[n % LOG_TAIL_LINES]);
 		lines[n % LOG_TAIL_LINES] = xstrdup(line);
 		n++;
@@ -232,6 +237,20 @@ static void print_log_tail(const char *log_path)
 	}
 	for (size_t i = 0; i < LOG_TAIL_LINES; i++)
 		free(lines[i]);
+	return full;
+}
+
+/* After a failure: say which disk is full, if one is. */
+static void explain_full_disk(struct build *b, bool log_says_full)
+{
+	struct statvfs sv;
+	if (statvfs(b->state, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < 16u << 20) {
+		char sz[32];
+		log_error("the filesystem holding %s has only %s free (No space left on device); free space there or use --state on a larger filesystem",
+			  b->state, format_size((uint64_t)sv.f_bavail * sv.f_frsize, sz, sizeof(sz)));
+	} else if (log_says_full) {
+		log_error("the image's filesystem is full (No space left on device); raise 'size:' of the allocate stage (or 'root_size:' of partition)");
+	}
 }
 
 /* ---- mounting around a stage ---------------------------------------------- */
@@ -384,8 +403,9 @@ static int run_stage(struct build *b, size_t i)
 					   msg));
 		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
 		dprintf(log_fd, "amiforge: error: %s\n", msg);
-		print_log_tail(log_path);
+		bool full = print_log_tail(log_path);
 		log_error("stage %d '%s' (%s) failed: %s", s->index, s->id, type->name, msg);
+		explain_full_disk(b, full || strstr(msg, "No space left") != NULL);
 		log_error("full log: %s; fix the cause and run the same build again: it resumes at this stage",
 			  log_path);
 		return interrupted ? EXIT_INTERRUPTED : EXIT_STAGE_FAILED;

@@ -1,0 +1,40 @@
+#!/bin/bash
+# Resume: the last stage fails; `build --set PASS=1` reports every earlier
+# stage as done without running it and finishes.  --from re-runs from a
+# stage; a changed parameter re-runs that stage and what follows only.
+. "$(dirname "$0")/lib.sh"
+TESTS="first-build-fails failure-names-stage resume-skips-done resume-ran-only-gate resume-image from-reruns fresh-quick param-change-quick no-leaks"
+require_root $TESTS
+require_loop $TESTS
+require_network $TESTS
+
+S=$WORK/resume R=$RECIPES/resume.yaml
+"$AMIFORGE" build "$R" --state "$S" >"$WORK/1.out" 2>"$WORK/1.err"
+rc=$?
+check first-build-fails test $rc = 1
+check failure-names-stage grep -q "stage 8 'gate' (run) failed: command exited with status 1" "$WORK/1.err"
+
+starts_before=$(grep -c '"stage_start"' "$S/journal")
+"$AMIFORGE" build "$R" --state "$S" --set PASS=1 >"$WORK/2.out" 2>"$WORK/2.err"
+rc=$?
+[ $rc = 0 ] || { cat "$WORK/2.out" "$WORK/2.err"; }
+check resume-skips-done bash -c '[ $0 = 0 ] && [ $(grep -c "done (cached)" "$1") = 7 ] && grep -q "^\[8/8\] gate .*done" "$1"' $rc "$WORK/2.out"
+# Only the gate stage started in the second build.
+check resume-ran-only-gate bash -c '[ $(( $(grep -c "\"stage_start\"" "$0") - $1 )) = 1 ] && tail -n 4 "$0" | grep -q "\"stage_start\".*\"gate\""' "$S/journal" "$starts_before"
+off=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"]["root.offset"])' "$S/manifest.json")
+check resume-image with_image "$S/disk.img" "$off" bash -c 'grep -qx built "$MNT/etc/amiforge-marker"'
+
+"$AMIFORGE" build "$R" --state "$S" --set PASS=1 --from marker >"$WORK/3.out" 2>&1
+check from-reruns bash -c '[ $(grep -c "done (cached)" "$0") = 6 ] && grep -q "^\[7/8\] marker .*done  " "$0"' "$WORK/3.out"
+
+# Quick recipe (no network): --fresh re-runs everything; a changed
+# parameter in stage 3 re-runs 3..4 and reuses 1..2.
+Q=$RECIPES/nodebootstrap.yaml QS=$WORK/quick
+"$AMIFORGE" build "$Q" --state "$QS" >/dev/null 2>&1
+"$AMIFORGE" build "$Q" --state "$QS" --fresh >"$WORK/q2.out" 2>&1
+check fresh-quick bash -c '! grep -q "cached" "$0" && [ $(grep -c " done " "$0") = 4 ]' "$WORK/q2.out"
+"$AMIFORGE" build "$Q" --state "$QS" --set LABEL=other >"$WORK/q3.out" 2>&1
+off=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"]["root.offset"])' "$QS/manifest.json")
+check param-change-quick bash -c '[ $(grep -c "done (cached)" "$0") = 2 ] && grep -q "^\[3/4\] mkfs .*done  " "$0" && [ "$(blkid -p -O "$2" -o value -s LABEL "$1")" = other ]' "$WORK/q3.out" "$QS/disk.img" "$off"
+check no-leaks no_leaks "$WORK"
+exit $T_FAILED
