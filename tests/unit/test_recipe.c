@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Recipe loading: a good recipe round trip, variables, and every malformed
+ * recipe in tests/recipes/bad/ against its NAME.expected diagnostics.
+ * NAME.args, when present, holds VAR=VALUE lines put in the environment
+ * while NAME.yaml loads (tests/integration/recipes.sh does the same). */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include "amiforge/error.h"
+#include "amiforge/recipe.h"
+#include "amiforge/util.h"
+
+static char *tmpdir;
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+	char *p = path_join(dir, name);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	free(p);
+}
+
+/* Loads dir/name; returns the recipe or NULL with the diagnostics. */
+static struct recipe *load(const char *dir, const char *name, char *const *sets, size_t n_sets,
+			   struct diag_list *d)
+{
+	char *p = path_join(dir, name);
+	struct recipe *r = NULL;
+	int rc = recipe_load(p, sets, n_sets, &r, d);
+	free(p);
+	if (rc < 0) {
+		assert_null(r);
+		assert_true(d->n > 0);
+		return NULL;
+	}
+	assert_int_equal(d->n, 0);
+	return r;
+}
+
+static struct recipe *load_ok(const char *dir, const char *name, char *const *sets, size_t n_sets)
+{
+	struct diag_list d = { 0 };
+	struct recipe *r = load(dir, name, sets, n_sets, &d);
+	for (size_t i = 0; i < d.n; i++)
+		fprintf(stderr, "unexpected: %s\n", d.lines[i]);
+	diag_list_release(&d);
+	assert_non_null(r);
+	return r;
+}
+
+/* The single diagnostic of a failing load, without the "PATH:" prefix. */
+static char *load_one_error(const char *dir, const char *name, char *const *sets, size_t n_sets)
+{
+	struct diag_list d = { 0 };
+	struct recipe *r = load(dir, name, sets, n_sets, &d);
+	assert_null(r);
+	for (size_t i = 0; i < d.n; i++)
+		fprintf(stderr, "diag: %s\n", d.lines[i]);
+	assert_int_equal(d.n, 1);
+	char *p = path_join(dir, name);
+	assert_true(str_has_prefix(d.lines[0], p));
+	char *msg = xstrdup(d.lines[0] + strlen(p) + 1);
+	free(p);
+	diag_list_release(&d);
+	return msg;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	tmpdir = test_mkdtemp();
+	unsetenv("SOURCE_DATE_EPOCH");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	test_rmdir_r(tmpdir);
+	free(tmpdir);
+	return 0;
+}
+
+static const char good_recipe[] =
+	"name: demo-${SUITE}\n"
+	"description: a round trip\n"
+	"arch: arm64\n"
+	"vars:\n"
+	"  SUITE: bookworm\n"
+	"stages:\n"
+	"  - allocate: {size: 2GiB, checkpoint: never}\n"
+	"  - partition:\n"
+	"      table: gpt\n"
+	"      esp: 256M\n"
+	"      bios_boot: yes\n"
+	"  - mkfs: {type: ext4, inode_size: 256, features: \"^metadata_csum\"}\n"
+	"  - fstab:\n"
+	"      entries:\n"
+	"        - {spec: tmpfs, file: /tmp, type: tmpfs, pass: 2}\n"
+	"  - run: {script: scripts/setup.sh, id: setup, timeout: 10m, checkpoint: always}\n"
+	"  - run: {command: [echo, hi], timeout: 0}\n"
+	"  - run:\n"
+	"      command: \"echo $HOME $$ ${X:-}\"\n"
+	"      env: {A: \"1\", B: 2}\n";
+
+static void test_round_trip(void **state)
+{
+	(void)state;
+	char *sdir = path_join(tmpdir, "scripts");
+	assert_int_equal(mkdir(sdir, 0755), 0);
+	static const char script[] = "#!/bin/sh\necho setup\n";
+	write_text(sdir, "setup.sh", script);
+	write_text(tmpdir, "demo.yml", good_recipe);
+
+	struct recipe *r = load_ok(tmpdir, "demo.yml", NULL, 0);
+	assert_string_equal(r->stem, "demo");
+	assert_string_equal(r->name, "demo-bookworm");
+	assert_string_equal(r->description, "a round trip");
+	assert_string_equal(r->arch, "arm64");
+	char *real = realpath(tmpdir, NULL);
+	assert_string_equal(r->dir, real);
+	assert_int_equal(r->n_stages, 7);
+
+	const char *ids[] = { "allocate", "partition", "mkfs", "fstab", "setup", "run-2", "run-3" };
+	for (size_t i = 0; i < 7; i++) {
+		assert_string_equal(r->stages[i].id, ids[i]);
+		assert_int_equal(r->stages[i].index, (int)i + 1);
+		assert_int_equal(recipe_find_stage(r, ids[i]), (int)i);
+		assert_true(json_is_object(r->stages[i].file_hashes));
+	}
+	assert_int_equal(recipe_find_stage(r, "nope"), -1);
+	assert_int_equal(r->stages[0].line, 7);
+	assert_int_equal(r->stages[0].column, 5);
+	assert_int_equal(r->stages[1].line, 8);
+
+	const struct stage_inst *a = &r->stages[0];
+	assert_string_equal(a->type->name, "allocate");
+	assert_int_equal(params_int(a->params, "size", 0), 2ll << 30);
+	assert_int_equal(a->checkpoint, CKPT_NEVER);
+	assert_int_equal(json_object_size(a->params), 1);  /* only what was written */
+
+	const struct stage_inst *p = &r->stages[1];
+	assert_string_equal(params_str(p->params, "table", NULL), "gpt");
+	assert_int_equal(params_int(p->params, "esp", 0), 256 << 20);
+	assert_true(json_is_true(params_get(p->params, "bios_boot")));
+	assert_int_equal(p->checkpoint, CKPT_AUTO);
+
+	const struct stage_inst *m = &r->stages[2];
+	assert_int_equal(params_int(m->params, "inode_size", 0), 256);
+	const json_t *feat = params_get(m->params, "features");
+	assert_true(json_is_array(feat));
+	assert_int_equal(json_array_size(feat), 1);
+	assert_string_equal(json_string_value(json_array_get(feat, 0)), "^metadata_csum");
+
+	const json_t *entries = params_get(r->stages[3].params, "entries");
+	assert_int_equal(json_array_size(entries), 1);
+	assert_int_equal(params_int(json_array_get(entries, 0), "pass", 0), 2);
+	assert_string_equal(params_str(json_array_get(entries, 0), "file", NULL), "/tmp");
+
+	const struct stage_inst *s = &r->stages[4];
+	assert_int_equal(s->timeout, 600);
+	assert_int_equal(s->checkpoint, CKPT_ALWAYS);
+	char *spath = path_join(real, "scripts/setup.sh");
+	assert_string_equal(params_str(s->params, "script", NULL), spath);
+	char hex[65];
+	sha256_hex(script, strlen(script), hex);
+	assert_string_equal(json_string_value(json_object_get(s->file_hashes, "script")), hex);
+	assert_int_equal(json_object_size(s->file_hashes), 1);
+
+	const struct stage_inst *c = &r->stages[5];
+	assert_int_equal(c->timeout, 0);  /* explicit 0: no timeout */
+	assert_true(json_is_array(params_get(c->params, "command")));
+	assert_int_equal(json_object_size(c->file_hashes), 0);
+
+	const struct stage_inst *e = &r->stages[6];
+	assert_int_equal(e->timeout, e->type->default_timeout);
+	assert_string_equal(params_str(e->params, "command", NULL), "echo $HOME $ ");
+	const json_t *env = params_get(e->params, "env");
+	assert_string_equal(params_str(env, "A", NULL), "1");
+	assert_string_equal(params_str(env, "B", NULL), "2");
+
+	recipe_free(r);
+	free(spath);
+	free(real);
+	free(sdir);
+}
+
+static void test_file_hash_changes(void **state)
+{
+	(void)state;
+	write_text(tmpdir, "s.sh", "echo one\n");
+	write_text(tmpdir, "h.yaml", "name: h\nstages:\n  - run: {script: ./s.sh}\n");
+	struct recipe *r1 = load_ok(tmpdir, "h.yaml", NULL, 0);
+	write_text(tmpdir, "s.sh", "echo two\n");
+	struct recipe *r2 = load_ok(tmpdir, "h.yaml", NULL, 0);
+	const char *h1 = json_string_value(json_object_get(r1->stages[0].file_hashes, "script"));
+	const char *h2 = json_string_value(json_object_get(r2->stages[0].file_hashes, "script"));
+	assert_non_null(h1);
+	assert_non_null(h2);
+	assert_string_not_equal(h1, h2);
+	recipe_free(r1);
+	recipe_free(r2);
+}
+
+static void test_path_symlink_escape(void **state)
+{
+	(void)state;
+	char *link = path_join(tmpdir, "passwd.sh");
+	assert_int_equal(symlink("/etc/passwd", link), 0);
+	write_text(tmpdir, "l.yaml", "name: l\nstages:\n  - run: {script: passwd.sh}\n");
+	char *msg = load_one_error(tmpdir, "l.yaml", NULL, 0);
+	assert_string_equal(msg, "3:19: parameter 'script' of stage 'run' must name a file inside the "
+				 "recipe's directory, got 'passwd.sh' (a symbolic link leading outside)");
+	free(msg);
+	free(link);
+}
+
+static const char vars_recipe[] =
+	"name: v-${FROM_SET}-${FROM_ENV}-${FROM_VARS}-${WITH_DEFAULT:-dflt}\n"
+	"description: \"${BUILD_DATE}T${BUILD_TIME} $$ $$$$ ${EMPTY:-${NESTED:-deep}} ${DERIVED} $PATH\"\n"
+	"vars:\n"
+	"  FROM_VARS: vars\n"
+	"  FROM_ENV: from-vars-loses\n"
+	"  FROM_SET: from-vars-loses\n"
+	"  DERIVED: \"${FROM_VARS}+\"\n"
+	"  EMPTY:\n"
+	"  BUILD_TIME: overridden\n"
+	"stages:\n"
+	"  - allocate: {size: \"${SIZE:-1}GiB\"}\n";
+
+static void test_variables(void **state)
+{
+	(void)state;
+	write_text(tmpdir, "v.yaml", vars_recipe);
+	setenv("FROM_ENV", "env", 1);
+	setenv("FROM_SET", "env-loses", 1);
+	setenv("SOURCE_DATE_EPOCH", "1700000000", 1);  /* 2023-11-14 22:13:20 UTC */
+	char *sets[] = { "FROM_SET=first", "FROM_SET=set", "SIZE=3" };
+	struct recipe *r = load_ok(tmpdir, "v.yaml", sets, 3);
+	assert_string_equal(r->name, "v-set-env-vars-dflt");
+	assert_string_equal(r->description, "20231114Toverridden $ $$ deep vars+ $PATH");
+	assert_int_equal(params_int(r->stages[0].params, "size", 0), 3ll << 30);
+	recipe_free(r);
+
+	/* Built-ins when nothing overrides them. */
+	write_text(tmpdir, "b.yaml", "name: b-${BUILD_DATE}-${BUILD_TIME}\nstages:\n  - allocate: {size: 1G}\n");
+	r = load_ok(tmpdir, "b.yaml", NULL, 0);
+	assert_string_equal(r->name, "b-20231114-221320");
+	recipe_free(r);
+
+	/* Without SOURCE_DATE_EPOCH: today's date, in the right shape. */
+	unsetenv("SOURCE_DATE_EPOCH");
+	r = load_ok(tmpdir, "b.yaml", NULL, 0);
+	assert_int_equal(strlen(r->name), strlen("b-YYYYMMDD-HHMMSS"));
+	assert_true(str_has_prefix(r->name, "b-20"));
+	recipe_free(r);
+
+	setenv("SOURCE_DATE_EPOCH", "yesterday", 1);
+	char *msg = load_one_error(tmpdir, "b.yaml", NULL, 0);
+	assert_string_equal(msg, "1:7: SOURCE_DATE_EPOCH 'yesterday' is not a number of seconds since 1970; "
+				 "fix or unset it");
+	free(msg);
+	unsetenv("SOURCE_DATE_EPOCH");
+	unsetenv("FROM_ENV");
+	unsetenv("FROM_SET");
+}
+
+static void test_bad_sets(void **state)
+{
+	(void)state;
+	write_text(tmpdir, "s.yaml", "name: s\nstages:\n  - allocate: {size: 1G, sise: 2G}\n");
+	char *sets[] = { "NOEQUALS", "1BAD=x", "GOOD=1" };
+	struct diag_list d = { 0 };
+	assert_null(load(tmpdir, "s.yaml", sets, 3, &d));
+	char *p = path_join(tmpdir, "s.yaml");
+	char *want[] = {
+		xasprintf("%s: --set 'NOEQUALS' is not VAR=VALUE", p),
+		xasprintf("%s: --set '1BAD=x': invalid variable name '1BAD'; use letters, digits and '_'", p),
+		xasprintf("%s:3:26: unknown parameter 'sise' for stage 'allocate'; did you mean 'size'?", p),
+	};
+	assert_int_equal(d.n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_string_equal(d.lines[i], want[i]);
+		free(want[i]);
+	}
+	/* A second load appends. */
+	assert_null(load(tmpdir, "s.yaml", NULL, 0, &d));
+	assert_int_equal(d.n, 4);
+	diag_list_release(&d);
+	assert_int_equal(d.n, 0);
+	free(p);
+}
+
+static void test_unreadable_and_stem(void **state)
+{
+	(void)state;
+	struct diag_list d = { 0 };
+	struct recipe *r = NULL;
+	assert_int_equal(recipe_load("/nonexistent/dir/x.yaml", NULL, 0, &r, &d), -1);
+	assert_null(r);
+	assert_int_equal(d.n, 1);
+	assert_string_equal(d.lines[0], "/nonexistent/dir/x.yaml: cannot read: No such file or directory");
+	diag_list_release(&d);
+
+	write_text(tmpdir, "plain", "name: p\nstages: [{allocate: {size: 1G}}]\n");
+	r = load_ok(tmpdir, "plain", NULL, 0);
+	assert_string_equal(r->stem, "plain");
+	assert_int_equal(r->stages[0].timeout, r->stages[0].type->default_timeout);
+	recipe_free(r);
+	write_text(tmpdir, "x.y.yaml", "name: p\nstages: [{allocate: {size: 1G}}]\n");
+	r = load_ok(tmpdir, "x.y.yaml", NULL, 0);
+	assert_string_equal(r->stem, "x.y");
+	recipe_free(r);
+}
+
+/* ---- the malformed recipes ---- */
+
+static void chdir_top(void)
+{
+	const char *top = getenv("TOP");
+	if (top && *top) {
+		assert_int_equal(chdir(top), 0);
+		return;
+	}
+	for (int i = 0; i < 8; i++) {
+		if (access("Makefile", F_OK) == 0 && access("tests/recipes/bad", F_OK) == 0)
+			return;
+		assert_int_equal(chdir(".."), 0);
+	}
+	fail_msg("cannot find the repository root (set TOP)");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of dir's files ending in suffix, without it. */
+static char **list_names(const char *dir, const char *suffix, size_t *n)
+{
+	DIR *d = opendir(dir);
+	char **v = NULL;
+	*n = 0;
+	if (!d)
+		return NULL;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (!str_has_suffix(e->d_name, suffix) || e->d_name[0] == '.')
+			continue;
+		v = xreallocarray(v, *n + 1, sizeof(*v));
+		v[(*n)++] = xstrndup(e->d_name, strlen(e->d_name) - strlen(suffix));
+	}
+	closedir(d);
+	qsort(v, *n, sizeof(*v), cmp_str);
+	return v;
+}
+
+/* Lines of a file (without newlines); NULL if it cannot be read. */
+static char **read_lines(const char *path, size_t *n)
+{
+	struct af_error *err = NULL;
+	size_t len;
+	char *buf = read_file(path, &len, &err);
+	*n = 0;
+	if (!buf) {
+		af_error_free(err);
+		return NULL;
+	}
+	char **v = NULL;
+	char *save = NULL;
+	for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		v = xreallocarray(v, *n + 1, sizeof(*v));
+		v[(*n)++] = xstrdup(l);
+	}
+	free(buf);
+	return v;
+}
+
+static void free_lines(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* One bad recipe; returns true when its diagnostics match. */
+static bool check_bad(const char *name)
+{
+	char *yaml = xasprintf("tests/recipes/bad/%s.yaml", name);
+	char *expected = xasprintf("tests/recipes/bad/%s.expected", name);
+	char *args = xasprintf("tests/recipes/bad/%s.args", name);
+	size_t n_env = 0, n_want = 0;
+	char **env = read_lines(args, &n_env);
+	for (size_t i = 0; i < n_env; i++) {
+		char *eq = strchr(env[i], '=');
+		assert_non_null(eq);
+		*eq = '\0';
+		setenv(env[i], eq + 1, 1);
+	}
+	char **want = read_lines(expected, &n_want);
+	struct diag_list d = { 0 };
+	struct recipe *r = NULL;
+	int rc = recipe_load(yaml, NULL, 0, &r, &d);
+	for (size_t i = 0; i < n_env; i++)
+		unsetenv(env[i]);
+	bool ok = rc == -1 && !r && want && d.n == n_want;
+	for (size_t i = 0; ok && i < n_want; i++)
+		ok = !strcmp(d.lines[i], want[i]);
+	if (!ok) {
+		fprintf(stderr, "%s: rc %d%s\n", yaml, rc, want ? "" : " (no .expected file)");
+		for (size_t i = 0; i < n_want; i++)
+			fprintf(stderr, "  want: %s\n", want[i]);
+		for (size_t i = 0; i < d.n; i++)
+			fprintf(stderr, "  got:  %s\n", d.lines[i]);
+	}
+	recipe_free(r);
+	diag_list_release(&d);
+	free_lines(want, n_want);
+	free_lines(env, n_env);
+	free(yaml);
+	free(expected);
+	free(args);
+	return ok;
+}
+
+static void test_bad_recipes(void **state)
+{
+	(void)state;
+	char *cwd = getcwd(NULL, 0);
+	chdir_top();
+	size_t n = 0, failed = 0;
+	char **names = list_names("tests/recipes/bad", ".yaml", &n);
+	assert_true(n >= 30);
+	for (size_t i = 0; i < n; i++)
+		failed += !check_bad(names[i]);
+	/* Every .expected has its recipe. */
+	size_t n_exp = 0;
+	char **exps = list_names("tests/recipes/bad", ".expected", &n_exp);
+	assert_int_equal(n_exp, n);
+	free_lines(exps, n_exp);
+	free_lines(names, n);
+	assert_int_equal(chdir(cwd), 0);
+	free(cwd);
+	if (failed)
+		fail_msg("%zu malformed recipe(s) did not give the expected diagnostics", failed);
+}
+
+static void test_good_recipes(void **state)
+{
+	(void)state;
+	char *cwd = getcwd(NULL, 0);
+	chdir_top();
+	static const char *const dirs[] = { "tests/recipes/good", "recipes" };
+	size_t total = 0;
+	for (size_t k = 0; k < 2; k++) {
+		size_t n = 0;
+		char **names = list_names(dirs[k], ".yaml", &n);
+		for (size_t i = 0; i < n; i++, total++) {
+			char *file = xasprintf("%s.yaml", names[i]);
+			recipe_free(load_ok(dirs[k], file, NULL, 0));
+			free(file);
+		}
+		free_lines(names, n);
+	}
+	assert_true(total >= 2);
+	assert_int_equal(chdir(cwd), 0);
+	free(cwd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_hash_changes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_path_symlink_escape, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_variables, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_sets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unreadable_and_stem, setup, teardown),
+		cmocka_unit_test(test_bad_recipes),
+		cmocka_unit_test(test_good_recipes),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
