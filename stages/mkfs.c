@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* mkfs: an ext2/3/4 filesystem in the root partition of the image, with a
+ * label, a UUID and a directory hash seed that are stable per stage key,
+ * then verified with libext2fs and libblkid.
+ *
+ * libext2fs has no "create a filesystem" call: mke2fs's main() is the only
+ * implementation of the layout policy (mke2fs.conf, flex_bg placement,
+ * journal sizing, resize inode), so the filesystem is made by running
+ * mke2fs from e2fsprogs on the image at the partition's byte offset
+ * (`-E offset=`), and everything it made is then checked with the
+ * libraries. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <blkid.h>
+#include <et/com_err.h>
+#include <ext2fs/ext2fs.h>
+
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/log.h"
+#include "amiforge/params.h"
+#include "amiforge/sandbox.h"
+#include "amiforge/stage.h"
+#include "amiforge/util.h"
+
+#define MKFS_BLOCK_SIZE 4096
+#define MKFS_LABEL_MAX 16
+
+/* 1% instead of mke2fs's 5%: the reserve exists so that root daemons can
+ * still write (and an admin can log in and clean up) when users fill the
+ * disk.  A single-purpose cloud root filesystem has no other users, and 5%
+ * of a 100 GiB volume is 5 GiB nobody can use; 1% still leaves root tens
+ * of megabytes on the smallest images.  Recipes can set reserved_percent. */
+#define MKFS_DEFAULT_RESERVED 1
+
+static const char *const mkfs_types[] = { "ext2", "ext3", "ext4", NULL };
+
+static const struct param_spec mkfs_params[] = {
+	{ .name = "type", .type = PT_ENUM, .choices = mkfs_types, .help = "filesystem type", .defval = "ext4" },
+	{ .name = "label", .type = PT_STRING, .help = "filesystem label (at most 16 bytes)", .defval = "rootfs" },
+	{ .name = "uuid", .type = PT_STRING, .help = "filesystem UUID", .defval = "derived from the stage key" },
+	{ .name = "features", .type = PT_STRINGS, .help = "mke2fs -O features, e.g. ^metadata_csum or dir_index" },
+	{ .name = "inode_size", .type = PT_INT, .help = "inode size in bytes (mke2fs -I)" },
+	{ .name = "pvgrub_compatible", .type = PT_BOOL,
+	  .help = "choose features and inode size that GRUB legacy (PV-GRUB) can read", .defval = "false" },
+	{ .name = "reserved_percent", .type = PT_INT, .help = "blocks reserved for root (mke2fs -m)", .defval = "1" },
+	{ .name = NULL },
+};
+
+/* GRUB legacy (0.97, and Amazon's PV-GRUB 1.05 built from it with Xen's
+ * ext4 extents patch) reads ext2/3 and extent-mapped files, nothing newer:
+ * - 64bit widens group descriptors to 64 bytes; GRUB legacy indexes the
+ *   descriptor table as 32-byte entries and reads garbage block numbers;
+ * - metadata_csum (and its seed) changes directory blocks (a checksum tail)
+ *   and block group layout checks it does not know;
+ * - inline_data keeps small files and directories inside the inode: GRUB
+ *   legacy only follows block maps and extents;
+ * - encrypt and casefold change how names are stored and compared;
+ * - orphan_file adds a special inode GRUB does not need but older readers
+ *   refuse by feature mask;
+ * - 128-byte inodes: GRUB legacy's ext2 reader assumes the on-disk inode is
+ *   sizeof(struct ext2_inode) == 128 bytes when walking the inode table.
+ * What stays on for ext4: extents, flex_bg, huge_file, dir_nlink, dir_index
+ * (htree directories are still readable linearly), sparse_super, filetype. */
+static const char *const mkfs_pvgrub_off[] = {
+	"64bit", "metadata_csum", "metadata_csum_seed", "inline_data", "encrypt", "casefold",
+#ifdef EXT4_FEATURE_COMPAT_ORPHAN_FILE
+	"orphan_file",
+#endif
+	NULL,
+};
+#define MKFS_PVGRUB_INODE_SIZE 128
+
+struct mkfs_opts {
+	const char *type;
+	const char *label;
+	char uuid[37];
+	char hash_seed[37];
+	int64_t inode_size;  /* 0: mke2fs's choice */
+	int64_t reserved;
+	bool pvgrub;
+	const json_t *features;
+	uint64_t offset, size;
+};
+
+/* A UUID from SHA-256(key ":" purpose) with the version-4/variant bits set:
+ * random-looking, but the same for the same stage key. */
+static void mkfs_derive_uuid(const char *key, const char *purpose, char out[37])
+{
+	_cleanup_free_ char *in = xasprintf("%s:%s", key ? key : "", purpose);
+	char hex[65];
+	sha256_hex(in, strlen(in), hex);
+	unsigned char b[16];
+	for (int i = 0; i < 16; i++)
+		sscanf(hex + 2 * i, "%2hhx", &b[i]);
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* 8-4-4-4-12 hex digits. */
+static bool mkfs_uuid_valid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static void mkfs_lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+static bool mkfs_pvgrub_forbidden(const char *feature)
+{
+	for (const char *const *f = mkfs_pvgrub_off; *f; f++)
+		if (strcmp(*f, feature) == 0)
+			return true;
+	return false;
+}
+
+static int mkfs_parse_opts(const struct stage_ctx *ctx, struct mkfs_opts *o, struct af_error **err)
+{
+	o->type = params_str(ctx->params, "type", "ext4");
+	o->label = params_str(ctx->params, "label", "rootfs");
+	o->pvgrub = params_bool(ctx->params, "pvgrub_compatible", false);
+	o->inode_size = params_int(ctx->params, "inode_size", o->pvgrub ? MKFS_PVGRUB_INODE_SIZE : 0);
+	o->reserved = params_int(ctx->params, "reserved_percent", MKFS_DEFAULT_RESERVED);
+	o->features = params_get(ctx->params, "features");
+	if (strcmp(o->type, "ext2") && strcmp(o->type, "ext3") && strcmp(o->type, "ext4"))
+		return af_error_set(err, 0, "filesystem type '%s' is not supported: use ext2, ext3 or ext4", o->type);
+	if (strlen(o->label) > MKFS_LABEL_MAX)
+		return af_error_set(err, 0, "label '%s' is %zu bytes long: ext filesystems allow at most %d", o->label,
+				    strlen(o->label), MKFS_LABEL_MAX);
+	const char *uuid = params_str(ctx->params, "uuid", NULL);
+	if (uuid && !mkfs_uuid_valid(uuid))
+		return af_error_set(err, 0, "uuid '%s' is not a UUID (like 0f2e4c1a-5b6d-4e7f-8a9b-0c1d2e3f4a5b)", uuid);
+	if (uuid)
+		snprintf(o->uuid, sizeof(o->uuid), "%s", uuid);
+	else
+		mkfs_derive_uuid(ctx->key, "fs-uuid", o->uuid);
+	mkfs_lower(o->uuid);
+	mkfs_derive_uuid(ctx->key, "fs-hash-seed", o->hash_seed);
+	if (o->reserved < 0 || o->reserved > 50)
+		return af_error_set(err, 0, "reserved_percent %" PRId64 " is out of range 0..50", o->reserved);
+	if (o->inode_size && (o->inode_size < 128 || (o->inode_size & (o->inode_size - 1))))
+		return af_error_set(err, 0, "inode_size %" PRId64 " must be a power of two of at least 128",
+				    o->inode_size);
+	if (o->pvgrub && o->inode_size != MKFS_PVGRUB_INODE_SIZE)
+		return af_error_set(err, 0, "inode_size %" PRId64 " cannot be read by GRUB legacy: drop inode_size or pvgrub_compatible",
+				    o->inode_size);
+	size_t i;
+	json_t *f;
+	json_array_foreach(o->features, i, f) {
+		const char *name = json_string_value(f);
+		if (o->pvgrub && name && name[0] != '^' && mkfs_pvgrub_forbidden(name))
+			return af_error_set(err, 0, "feature '%s' cannot be read by GRUB legacy: drop it or pvgrub_compatible",
+					    name);
+	}
+	return 0;
+}
+
+/* Root partition geometry from the facts of earlier stages. */
+static int mkfs_geometry(const struct stage_ctx *ctx, struct mkfs_opts *o, struct af_error **err)
+{
+	const json_t *off = json_object_get(ctx->facts, "root.offset");
+	const json_t *size = json_object_get(ctx->facts, "root.size");
+	o->offset = off ? (uint64_t)json_integer_value(off) : 0;
+	if (size) {
+		o->size = (uint64_t)json_integer_value(size);
+	} else {
+		struct stat st;
+		if (stat(ctx->image, &st) < 0)
+			return af_error_set(err, errno, "image '%s'", ctx->image);
+		o->size = (uint64_t)st.st_size - o->offset;
+	}
+	if (o->size / MKFS_BLOCK_SIZE < 64)
+		return af_error_set(err, 0, "root partition of %" PRIu64 " bytes is too small for a filesystem", o->size);
+	return 0;
+}
+
+static char *mkfs_features_arg(const struct mkfs_opts *o)
+{
+	struct strbuf sb = STRBUF_INIT;
+	if (o->pvgrub)
+		for (const char *const *f = mkfs_pvgrub_off; *f; f++)
+			strbuf_addf(&sb, "%s^%s", sb.len ? "," : "", *f);
+	size_t i;
+	json_t *f;
+	json_array_foreach(o->features, i, f)
+		strbuf_addf(&sb, "%s%s", sb.len ? "," : "", json_string_value(f));
+	return sb.len ? strbuf_detach(&sb) : NULL;
+}
+
+static int mkfs_run_mke2fs(const struct stage_ctx *ctx, const struct mkfs_opts *o, struct af_error **err)
+{
+	_cleanup_free_ char *reserved = xasprintf("%" PRId64, o->reserved);
+	_cleanup_free_ char *inode = xasprintf("%" PRId64, o->inode_size);
+	_cleanup_free_ char *ext = xasprintf("offset=%" PRIu64 ",root_owner=0:0,hash_seed=%s", o->offset, o->hash_seed);
+	_cleanup_free_ char *blocks = xasprintf("%" PRIu64, o->size / MKFS_BLOCK_SIZE);
+	_cleanup_free_ char *features = mkfs_features_arg(o);
+	const char *argv[32];
+	size_t n = 0;
+	argv[n++] = "mke2fs";
+	argv[n++] = "-F";
+	argv[n++] = "-q";
+	argv[n++] = "-t", argv[n++] = o->type;
+	argv[n++] = "-L", argv[n++] = o->label;
+	argv[n++] = "-U", argv[n++] = o->uuid;
+	argv[n++] = "-b", argv[n++] = "4096";
+	argv[n++] = "-m", argv[n++] = reserved;
+	if (o->inode_size)
+		argv[n++] = "-I", argv[n++] = inode;
+	if (features)
+		argv[n++] = "-O", argv[n++] = features;
+	argv[n++] = "-E", argv[n++] = ext;
+	argv[n++] = ctx->image;
+	argv[n++] = blocks;
+	argv[n] = NULL;
+
+	/* A fixed time makes the superblock timestamps reproducible. */
+	_cleanup_free_ char *fake_time = NULL;
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	if (sde && *sde && strspn(sde, "0123456789") == strlen(sde))
+		fake_time = xasprintf("E2FSPROGS_FAKE_TIME=%s", sde);
+	char *env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+			fake_time, NULL };
+	struct spawn_opts so = {
+		.argv = (char *const *)argv,
+		.env = env,
+		.out_fd = ctx->log_fd,
+		.in_fd = -1,
+		.deadline = ctx->deadline,
+	};
+	log_info("mke2fs -t %s -L %s -U %s%s%s -E %s %s %s", o->type, o->label, o->uuid, features ? " -O " : "",
+		 features ? features : "", ext, ctx->image, blocks);
+	if (sandbox_spawn(&so, err) < 0)
+		return af_error_wrap(err, "make %s filesystem on '%s' at offset %" PRIu64, o->type, ctx->image, o->offset);
+	return 0;
+}
+
+static void mkfs_close_fs(ext2_filsys *fs)
+{
+	if (*fs)
+		ext2fs_close_free(fs);
+}
+
+/* Opens what mke2fs wrote with libext2fs and checks it against the request. */
+static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, struct af_error **err)
+{
+	__attribute__((cleanup(mkfs_close_fs))) ext2_filsys fs = NULL;
+	char io_opts[64];
+	snprintf(io_opts, sizeof(io_opts), "offset=%" PRIu64, o->offset);
+	errcode_t rc = ext2fs_open2(image, io_opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (rc)
+		return af_error_set(err, 0, "open the new filesystem in '%s' at offset %" PRIu64 ": %s", image, o->offset,
+				    error_message(rc));
+	struct ext2_super_block *sb = fs->super;
+	char label[MKFS_LABEL_MAX + 1] = { 0 };
+	memcpy(label, sb->s_volume_name, MKFS_LABEL_MAX);
+	char uuid[37];
+	const unsigned char *u = sb->s_uuid;
+	snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+		 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	if (strcmp(label, o->label) != 0)
+		return af_error_set(err, 0, "the new filesystem has label '%s', not '%s'", label, o->label);
+	if (strcmp(uuid, o->uuid) != 0)
+		return af_error_set(err, 0, "the new filesystem has UUID %s, not %s", uuid, o->uuid);
+	if (ext2fs_blocks_count(sb) * (uint64_t)EXT2_BLOCK_SIZE(sb) > o->size)
+		return af_error_set(err, 0, "the new filesystem is larger than its partition (%" PRIu64 " bytes)", o->size);
+	if (o->inode_size && EXT2_INODE_SIZE(sb) != o->inode_size)
+		return af_error_set(err, 0, "the new filesystem has %d-byte inodes, not %" PRId64, EXT2_INODE_SIZE(sb),
+				    o->inode_size);
+	if (o->pvgrub) {
+		struct { const char *name; int on; } bad[] = {
+			{ "64bit", ext2fs_has_feature_64bit(sb) },
+			{ "metadata_csum", ext2fs_has_feature_metadata_csum(sb) },
+			{ "metadata_csum_seed", ext2fs_has_feature_csum_seed(sb) },
+			{ "inline_data", ext2fs_has_feature_inline_data(sb) },
+			{ "encrypt", ext2fs_has_feature_encrypt(sb) },
+			{ "casefold", ext2fs_has_feature_casefold(sb) },
+		};
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+			if (bad[i].on)
+				return af_error_set(err, 0, "the new filesystem has feature %s, which GRUB legacy cannot read",
+						    bad[i].name);
+	}
+	return 0;
+}
+
+static void mkfs_free_probe(blkid_probe *pr)
+{
+	if (*pr)
+		blkid_free_probe(*pr);
+}
+
+/* libblkid's view is what fstab and the bootloader will use: it must agree. */
+static int mkfs_verify_blkid(const char *image, const struct mkfs_opts *o, struct af_error **err)
+{
+	_cleanup_fd_ int fd = open(image, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return af_error_set(err, errno, "open '%s'", image);
+	__attribute__((cleanup(mkfs_free_probe))) blkid_probe pr = blkid_new_probe();
+	if (!pr)
+		BUG("out of memory");
+	if (blkid_probe_set_device(pr, fd, (blkid_loff_t)o->offset, (blkid_loff_t)o->size) < 0)
+		return af_error_set(err, 0, "probe '%s' at offset %" PRIu64 ": cannot set up libblkid", image, o->offset);
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
+	int rc = blkid_do_safeprobe(pr);
+	if (rc != 0)
+		return af_error_set(err, 0, "libblkid finds %s at offset %" PRIu64 " of '%s'",
+				    rc == 1 ? "no filesystem" : "ambiguous signatures", o->offset, image);
+	const char *want[][2] = { { "TYPE", o->type }, { "LABEL", o->label }, { "UUID", o->uuid } };
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		const char *v = NULL;
+		if (blkid_probe_lookup_value(pr, want[i][0], &v, NULL) < 0 || !v)
+			v = "";
+		if (strcasecmp(v, want[i][1]) != 0)
+			return af_error_set(err, 0, "libblkid reads %s='%s' on the new filesystem, expected '%s'", want[i][0],
+					    v, want[i][1]);
+	}
+	return 0;
+}
+
+static int mkfs_run(struct stage_ctx *ctx, struct af_error **err)
+{
+	struct mkfs_opts o = { 0 };
+	if (mkfs_parse_opts(ctx, &o, err) < 0 || mkfs_geometry(ctx, &o, err) < 0)
+		return -1;
+	if (mkfs_run_mke2fs(ctx, &o, err) < 0)
+		return -1;
+	if (mkfs_verify_ext2fs(ctx->image, &o, err) < 0 || mkfs_verify_blkid(ctx->image, &o, err) < 0)
+		return af_error_wrap(err, "verify '%s'", ctx->image);
+	json_object_set_new(ctx->outputs, "root.fstype", json_string(o.type));
+	json_object_set_new(ctx->outputs, "root.uuid", json_string(o.uuid));
+	json_object_set_new(ctx->outputs, "root.label", json_string(o.label));
+	json_object_set_new(ctx->outputs, "root.pvgrub_compatible", json_boolean(o.pvgrub));
+	log_info("made %s filesystem LABEL=%s UUID=%s", o.type, o.label, o.uuid);
+	return 0;
+}
+
+const struct stage_type stage_mkfs = {
+	.name = "mkfs",
+	.summary = "make an ext2/3/4 filesystem in the root partition (stable UUID; PV-GRUB compatible on request)",
+	.params = mkfs_params,
+	.flags = STAGE_NEEDS_IMAGE,
+	.run = mkfs_run,
+};

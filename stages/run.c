@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* run: a command or a script inside the image's chroot (prepared by the
+ * runner: /proc, a private /dev, /sys read-only, resolv.conf, policy-rc.d),
+ * with a cleared environment plus the recipe's `env`. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/log.h"
+#include "amiforge/params.h"
+#include "amiforge/sandbox.h"
+#include "amiforge/stage.h"
+#include "amiforge/util.h"
+
+#define RUN_SHORT 60
+
+static const struct param_spec run_params[] = {
+	{ .name = "command", .type = PT_COMMAND,
+	  .help = "a command: a string (run with /bin/sh -c) or a list (argv)" },
+	{ .name = "script", .type = PT_PATH, .help = "a script file beside the recipe, copied into the image and run" },
+	{ .name = "env", .type = PT_MAP, .help = "extra environment variables" },
+	{ .name = NULL },
+};
+
+/* The sandbox's cleared default environment (sandbox.h); `env` adds to it. */
+static const char *const run_default_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"LANG=C.UTF-8",
+	"DEBIAN_FRONTEND=noninteractive",
+	"HOME=/root",
+	"TERM=dumb",
+};
+
+static int run_check(const json_t *params, struct af_error **err)
+{
+	if ((params_get(params, "command") != NULL) == (params_get(params, "script") != NULL))
+		return af_error_set(err, 0, "run needs either command or script, not both");
+	return 0;
+}
+
+static void run_strv_free(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
+
+/* The environment: defaults, then the map (a map key replaces a default). */
+static char **run_build_env(const json_t *map)
+{
+	size_t n = ARRAY_SIZE(run_default_env) + (map ? json_object_size(map) : 0);
+	char **env = xcalloc(n + 1, sizeof(*env));
+	size_t k = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(run_default_env); i++) {
+		size_t nl = (size_t)(strchr(run_default_env[i], '=') - run_default_env[i]);
+		_cleanup_free_ char *name = xstrndup(run_default_env[i], nl);
+		if (!map || !json_object_get(map, name))
+			env[k++] = xstrdup(run_default_env[i]);
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)map, key, v)
+		env[k++] = xasprintf("%s=%s", key, json_string_value(v) ? json_string_value(v) : "");
+	return env;
+}
+
+/* A short form of the command for messages: "apt-get install -y foo...". */
+static char *run_shorten(const json_t *command, const char *script)
+{
+	struct strbuf sb = STRBUF_INIT;
+	if (script) {
+		const char *slash = strrchr(script, '/');
+		strbuf_addf(&sb, "script %s", slash ? slash + 1 : script);
+	} else if (json_is_string(command)) {
+		strbuf_addstr(&sb, json_string_value(command));
+	} else {
+		size_t i;
+		json_t *a;
+		json_array_foreach(command, i, a)
+			strbuf_addf(&sb, "%s%s", i ? " " : "", json_string_value(a));
+	}
+	char *s = strbuf_detach(&sb);
+	for (char *p = s; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	if (strlen(s) > RUN_SHORT)
+		strcpy(s + RUN_SHORT - 3, "...");
+	return s;
+}
+
+/* Copies SCRIPT into ROOT/tmp/amiforge-run-XXXXXX (0700); *inside gets its
+ * path in the chroot, *outside on the host. */
+static int run_copy_script(const char *root, const char *script, char **inside, char **outside,
+			   struct af_error **err)
+{
+	size_t len = 0;
+	_cleanup_free_ char *data = read_file(script, &len, err);
+	if (!data)
+		return -1;
+	_cleanup_free_ char *tmp = path_join(root, "tmp");
+	if (mkdir(tmp, 01777) < 0 && errno != EEXIST)
+		return af_error_set(err, errno, "mkdir '%s'", tmp);
+	_cleanup_free_ char *path = path_join(tmp, "amiforge-run-XXXXXX");
+	_cleanup_fd_ int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return af_error_set(err, errno, "create '%s'", path);
+	if (write_all(fd, data, len) < 0 || fchmod(fd, 0700) < 0 || close(steal_fd(&fd)) < 0) {
+		int e = errno;
+		unlink(path);
+		return af_error_set(err, e, "copy script '%s' to '%s'", script, path);
+	}
+	*inside = xasprintf("/tmp/%s", strrchr(path, '/') + 1);
+	*outside = steal_pointer(&path);
+	return 0;
+}
+
+static int run_run(struct stage_ctx *ctx, struct af_error **err)
+{
+	const json_t *command = params_get(ctx->params, "command");
+	const char *script = params_str(ctx->params, "script", NULL);
+	_cleanup_free_ char *inside = NULL, *outside = NULL;
+	_cleanup_free_ char *shortcmd = run_shorten(command, script);
+	char **env = run_build_env(params_get(ctx->params, "env"));
+	const char **argv = NULL;
+
+	if (script) {
+		if (run_copy_script(ctx->root, script, &inside, &outside, err) < 0) {
+			run_strv_free(env);
+			return -1;
+		}
+		argv = xcalloc(2, sizeof(*argv));
+		argv[0] = inside;
+	} else if (json_is_string(command)) {
+		argv = xcalloc(4, sizeof(*argv));
+		argv[0] = "/bin/sh";
+		argv[1] = "-c";
+		argv[2] = json_string_value(command);
+	} else {
+		size_t n = json_array_size(command), i;
+		json_t *a;
+		if (n == 0) {
+			run_strv_free(env);
+			return af_error_set(err, 0, "run: command is an empty list");
+		}
+		argv = xcalloc(n + 1, sizeof(*argv));
+		json_array_foreach(command, i, a)
+			argv[i] = json_string_value(a);
+	}
+	struct spawn_opts so = {
+		.argv = (char *const *)argv,
+		.chroot = ctx->root,
+		.env = env,
+		.out_fd = ctx->log_fd,
+		.in_fd = -1,
+		.deadline = ctx->deadline,
+	};
+	log_info("run: %s", shortcmd);
+	int r = sandbox_spawn(&so, err);
+	if (r < 0)
+		af_error_wrap(err, "command '%s'", shortcmd);
+	if (outside && unlink(outside) < 0 && r == 0)
+		r = af_error_set(err, errno, "remove '%s'", outside);
+	free(argv);
+	run_strv_free(env);
+	return r;
+}
+
+const struct stage_type stage_run = {
+	.name = "run",
+	.summary = "run a command or a script in the image's chroot",
+	.params = run_params,
+	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
+	.default_timeout = 3600,
+	.check = run_check,
+	.run = run_run,
+};
