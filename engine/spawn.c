@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Running a command, optionally chrooted, with a cleared environment and a
+ * deadline.  The command and everything in its process group die at the
+ * deadline; with the engine, through PR_SET_PDEATHSIG. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/close_range.h>
+
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/sandbox.h"
+#include "amiforge/util.h"
+
+extern char **environ;
+
+/* DESIGN §6: nothing of the engine's environment (credentials, proxies, the
+ * caller's locale) reaches commands in the chroot. */
+static char *const default_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"LANG=C.UTF-8",
+	"DEBIAN_FRONTEND=noninteractive",
+	"HOME=/root",
+	"TERM=dumb",
+	NULL,
+};
+
+/* What the child reports over the exec pipe when it fails before exec. */
+enum spawn_step { STEP_STDIO = 1, STEP_CHROOT, STEP_EXEC };
+struct spawn_failure {
+	int step;
+	int errnum;
+};
+
+static _Noreturn void child_fail(int pipefd, enum spawn_step step)
+{
+	struct spawn_failure f = { step, errno };
+	if (write(pipefd, &f, sizeof(f)) < 0) {
+		/* nothing left to tell it with */
+	}
+	_exit(127);
+}
+
+/* Signal dispositions set to SIG_IGN and the signal mask survive exec: a
+ * shell pipeline in the chroot must see SIGPIPE as usual. */
+static void child_reset_signals(void)
+{
+	sigset_t none;
+
+	for (int s = 1; s < NSIG; s++) {
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	}
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* stdin/stdout/stderr, moved above 2 first so that in_fd == 1 or
+ * out_fd == 0 cannot overwrite each other. */
+static int child_stdio(const struct spawn_opts *o)
+{
+	int in = o->in_fd >= 0 ? fcntl(o->in_fd, F_DUPFD_CLOEXEC, 3)
+			       : open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int out = o->out_fd >= 0 ? fcntl(o->out_fd, F_DUPFD_CLOEXEC, 3) : -1;
+
+	if (in < 0 || (o->out_fd >= 0 && out < 0))
+		return -1;
+	if (dup2(in, STDIN_FILENO) < 0)
+		return -1;
+	if (out >= 0 && (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0))
+		return -1;
+	return 0;
+}
+
+static _Noreturn void spawn_child(const struct spawn_opts *o, pid_t parent, int pipefd)
+{
+	setsid();  /* its own process group: the deadline kills all of it */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
+	child_reset_signals();
+	if (child_stdio(o) < 0)
+		child_fail(pipefd, STEP_STDIO);
+	if (o->chroot && (chroot(o->chroot) < 0 || chdir("/") < 0))
+		child_fail(pipefd, STEP_CHROOT);
+	/* Nothing of the engine (journal, lock, image fds) leaks into the
+	 * command; the pipe closes itself on exec. */
+	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != pipefd)
+				close(fd);
+	}
+	/* execvpe() would search the engine's PATH; execvp() searches the
+	 * command's once environ is replaced. */
+	environ = (char **)(o->env ? o->env : default_env);
+	execvp(o->argv[0], o->argv);
+	child_fail(pipefd, STEP_EXEC);
+}
+
+static int pidfd_open_compat(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Waits for PID until DEADLINE (0: forever).  0 reaped (*status set), 1 the
+ * deadline passed first, -1 errno. */
+static int wait_until(pid_t pid, double deadline, int *status)
+{
+	_cleanup_fd_ int pidfd = pidfd_open_compat(pid);
+
+	for (;;) {
+		pid_t r = waitpid(pid, status, WNOHANG);
+		double left = deadline > 0 ? deadline - now_monotonic() : -1;
+		if (r == pid)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (deadline > 0 && left <= 0)
+			return 1;
+		if (pidfd >= 0) {
+			struct pollfd p = { .fd = pidfd, .events = POLLIN };
+			int ms = left < 0 ? -1 : (int)(left * 1000) + 1;
+			if (poll(&p, 1, ms) < 0 && errno != EINTR)
+				return -1;
+		} else {
+			/* Before Linux 5.3: no pidfd to sleep on. */
+			sleep_ms(left < 0 || left > 0.02 ? 20 : (long)(left * 1000) + 1);
+		}
+	}
+}
+
+static int error_timeout(struct af_error **err, const char *cmd, double secs)
+{
+	/* errnum set by hand: ": Connection timed out" would only confuse. */
+	af_error_set(err, 0, "'%s' timed out after %.*fs", cmd, secs < 10 ? 1 : 0, secs);
+	if (err && *err)
+		(*err)->errnum = ETIMEDOUT;
+	return -1;
+}
+
+static int report(const struct spawn_opts *o, int status, int pipefd, struct af_error **err)
+{
+	struct spawn_failure f;
+	const char *cmd = o->argv[0];
+
+	if (read(pipefd, &f, sizeof(f)) == (ssize_t)sizeof(f)) {
+		if (f.step == STEP_CHROOT)
+			return af_error_set(err, f.errnum, "cannot chroot into '%s' to run '%s'",
+					    o->chroot, cmd);
+		if (f.step == STEP_STDIO)
+			return af_error_set(err, f.errnum, "cannot set up stdin and stdout for '%s'", cmd);
+		return af_error_set(err, f.errnum, "cannot run '%s'%s", cmd,
+				    o->chroot ? " in the chroot" : "");
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status))
+		return af_error_set(err, 0, "'%s' exited with status %d", cmd, WEXITSTATUS(status));
+	if (WIFSIGNALED(status))
+		return af_error_set(err, 0, "'%s' killed by signal %d (%s)", cmd, WTERMSIG(status),
+				    strsignal(WTERMSIG(status)));
+	return af_error_set(err, 0, "'%s' ended with wait status %#x", cmd, (unsigned)status);
+}
+
+int sandbox_spawn(const struct spawn_opts *o, struct af_error **err)
+{
+	int pipefd[2];
+	pid_t parent = getpid(), pid;
+	double start = now_monotonic();
+	int status = 0, rc, errsv;
+
+	if (!o->argv || !o->argv[0])
+		BUG("sandbox_spawn without a command");
+	if (o->deadline > 0 && start >= o->deadline) {
+		af_error_set(err, 0, "'%s' not started: the stage's time is up", o->argv[0]);
+		if (err && *err)
+			(*err)->errnum = ETIMEDOUT;
+		return -1;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return af_error_set(err, errno, "cannot create a pipe to run '%s'", o->argv[0]);
+	pid = fork();
+	if (pid == 0) {
+		close(pipefd[0]);
+		spawn_child(o, parent, pipefd[1]);
+	}
+	errsv = errno;
+	close(pipefd[1]);
+	if (pid < 0) {
+		close(pipefd[0]);
+		return af_error_set(err, errsv, "cannot fork to run '%s'", o->argv[0]);
+	}
+	rc = wait_until(pid, o->deadline, &status);
+	if (rc != 0) {
+		errsv = errno;
+		/* The child may not have reached setsid() yet: kill it by pid too. */
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		close(pipefd[0]);
+		if (rc < 0)
+			return af_error_set(err, errsv, "cannot wait for '%s'", o->argv[0]);
+		return error_timeout(err, o->argv[0], o->deadline - start);
+	}
+	rc = report(o, status, pipefd[0], err);
+	close(pipefd[0]);
+	return rc;
+}
