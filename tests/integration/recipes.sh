@@ -13,8 +13,11 @@ bad=(tests/recipes/bad/*.yaml)
 good=(recipes/*.yaml tests/recipes/good/*.yaml)
 
 if [ ! -x "$AMIFORGE" ]; then
-	for f in "${bad[@]}" "${good[@]}"; do
-		[ -e "$f" ] && echo "skip $f: $AMIFORGE is not built (make)"
+	for f in "${bad[@]}"; do
+		[ -e "$f" ] && echo "skip bad/$(basename "$f" .yaml): $AMIFORGE is not built (make)"
+	done
+	for f in "${good[@]}"; do
+		[ -e "$f" ] && echo "skip valid/$f: $AMIFORGE is not built (make)"
 	done
 	exit 0
 fi
