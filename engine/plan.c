@@ -7,12 +7,40 @@
 #include "amiforge/plan.h"
 #include "amiforge/util.h"
 
+/* A copy of PARAMS in which every PT_PATH value is relative to the recipe's
+ * directory: the key must not depend on where the repository is checked
+ * out (the file's content is hashed separately). */
+static json_t *params_for_key(const struct param_spec *spec, const json_t *params, const char *dir)
+{
+	json_t *copy = json_deep_copy(params);
+	size_t dl = strlen(dir);
+	for (const struct param_spec *ps = spec; ps && ps->name; ps++) {
+		json_t *v = json_object_get(copy, ps->name);
+		if (!v)
+			continue;
+		if (ps->type == PT_PATH && json_is_string(v)) {
+			const char *p = json_string_value(v);
+			if (strncmp(p, dir, dl) == 0 && p[dl] == '/')
+				json_object_set_new(copy, ps->name, json_string(p + dl + 1));
+		} else if (ps->type == PT_OBJECT && ps->sub) {
+			json_object_set_new(copy, ps->name, params_for_key(ps->sub, v, dir));
+		} else if (ps->type == PT_LIST && ps->sub && json_is_array(v)) {
+			for (size_t k = 0; k < json_array_size(v); k++)
+				json_array_set_new(v, k,
+						   params_for_key(ps->sub, json_array_get(v, k), dir));
+		}
+	}
+	return copy;
+}
+
 static void stage_key(const struct recipe *r, size_t i, const char *prev, char key[65])
 {
 	const struct stage_inst *s = &r->stages[i];
+	_cleanup_json_ json_t *params = params_for_key(s->type->params, s->params,
+						       r->dir ? r->dir : "/");
 	_cleanup_json_ json_t *doc = json_pack("{s:i, s:s, s:s, s:s, s:O, s:O}", "v", 1, "prev", prev,
 					       "arch", r->arch, "type", s->type->name, "params",
-					       s->params, "files",
+					       params, "files",
 					       s->file_hashes ? s->file_hashes : json_object());
 	if (!doc)
 		BUG("cannot build key document for stage %zu", i + 1);

@@ -330,7 +330,7 @@ static int run_stage(struct build *b, size_t i)
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	bool chroot_used = false;
 
-	uint64_t timeout = s->timeout ? s->timeout : type->default_timeout;
+	uint64_t timeout = s->timeout; /* the loader applied the type's default */
 	double t0 = now_monotonic();
 	double deadline = timeout ? t0 + (double)timeout : 0;
 

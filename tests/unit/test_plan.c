@@ -103,6 +103,23 @@ static void test_keys_chain(void **state)
 	assert_string_not_equal(a[0], b[0]);
 }
 
+/* The same recipe checked out elsewhere has the same keys. */
+static void test_keys_independent_of_checkout(void **state)
+{
+	struct fixture *f = *state;
+	char a[N][65], b[N][65];
+	f->r.dir = (char *)"/srv/ci-1/repo";
+	json_object_set_new(f->st[2].params, "script", json_string("/srv/ci-1/repo/setup.sh"));
+	plan_keys(&f->r, a);
+	f->r.dir = (char *)"/home/runner/work/repo";
+	json_object_set_new(f->st[2].params, "script", json_string("/home/runner/work/repo/setup.sh"));
+	plan_keys(&f->r, b);
+	assert_string_equal(a[3], b[3]);
+	json_object_set_new(f->st[2].params, "script", json_string("/home/runner/work/repo/other.sh"));
+	plan_keys(&f->r, b);
+	assert_string_not_equal(a[2], b[2]);
+}
+
 static void test_resume_from_checkpoint(void **state)
 {
 	struct fixture *f = *state;
@@ -176,6 +193,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_keys_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_independent_of_checkout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_done_keeps_image, setup, teardown),
 	};
