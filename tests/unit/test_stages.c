@@ -36,22 +36,22 @@ static void test_mirror_one_line(void **state)
 	char *dir = test_mkdtemp();
 	write_text(dir, "sources.list",
 		   "# comment\n"
-		   "deb-src http://src.example.org/debian bookworm main\n"
-		   "deb [arch=amd64 signed-by=/k.gpg] http://sec.example.org/debian-security/ bookworm-security main\n"
+		   "deb-src file:///srv/src/debian bookworm main\n"
+		   "deb [arch=amd64 signed-by=/k.gpg] file:///srv/sec/debian-security/ bookworm-security main\n"
 		   "\n"
-		   "deb http://one.example.org/debian/ bookworm main contrib\n"
-		   "deb http://two.example.org/debian trixie main\n");
+		   "deb file:///srv/one/debian/ bookworm main contrib\n"
+		   "deb file:///srv/two/debian trixie main\n");
 	struct af_error *err = NULL;
 	char *m = mirror_for(dir, "bookworm", &err);
-	assert_string_equal(m, "http://one.example.org/debian");
+	assert_string_equal(m, "file:///srv/one/debian");
 	free(m);
 	/* An exact suite entry wins over the first plain one. */
 	m = mirror_for(dir, "trixie", &err);
-	assert_string_equal(m, "http://two.example.org/debian");
+	assert_string_equal(m, "file:///srv/two/debian");
 	free(m);
 	/* Another suite: the first plain Debian suite's URI. */
 	m = mirror_for(dir, "sid", &err);
-	assert_string_equal(m, "http://one.example.org/debian");
+	assert_string_equal(m, "file:///srv/one/debian");
 	free(m);
 	assert_null(err);
 	test_rmdir_r(dir);
@@ -64,26 +64,26 @@ static void test_mirror_deb822(void **state)
 	char *d = path_join(dir, "sources.list.d");
 	assert_int_equal(mkdir(d, 0755), 0);
 	write_text(d, "00-off.sources",
-		   "Types: deb\nURIs: http://off.example.org/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n");
+		   "Types: deb\nURIs: file:///srv/off/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n");
 	write_text(d, "debian.sources",
 		   "Types: deb deb-src\n"
 		   "# a comment inside\n"
-		   "URIs: http://sec.example.org/debian-security\n"
+		   "URIs: file:///srv/sec/debian-security\n"
 		   "Suites: bookworm-security\n"
 		   "Components: main\n"
 		   "\n"
 		   "Types: deb\n"
-		   "URIs: http://main.example.org/debian\n"
+		   "URIs: file:///srv/main/debian\n"
 		   "Suites: bookworm\n"
 		   " bookworm-updates\n"
 		   "Components: main\n");
-	write_text(d, "ignored.list.disabled", "deb http://nope.example.org/debian bookworm main\n");
+	write_text(d, "ignored.list.disabled", "deb file:///srv/nope/debian bookworm main\n");
 	struct af_error *err = NULL;
 	char *m = mirror_for(dir, "bookworm", &err);
-	assert_string_equal(m, "http://main.example.org/debian");
+	assert_string_equal(m, "file:///srv/main/debian");
 	free(m);
 	m = mirror_for(dir, "trixie", &err);
-	assert_string_equal(m, "http://main.example.org/debian");
+	assert_string_equal(m, "file:///srv/main/debian");
 	free(m);
 	assert_null(err);
 	test_rmdir_r(dir);
@@ -100,9 +100,9 @@ static void test_mirror_fallback_and_none(void **state)
 	assert_non_null(strstr(af_error_msg(err), "set mirror: in the recipe"));
 	af_error_clear(&err);
 	write_text(dir, "sources.list", "deb cdrom:[Debian]/ bookworm main\n"
-					"deb http://sec.example.org/debian-security bookworm-security main\n");
+					"deb file:///srv/sec/debian-security bookworm-security main\n");
 	char *m = mirror_for(dir, "bookworm", &err);
-	assert_string_equal(m, "http://sec.example.org/debian-security");
+	assert_string_equal(m, "file:///srv/sec/debian-security");
 	free(m);
 	test_rmdir_r(dir);
 	free(dir);
@@ -123,28 +123,28 @@ static void test_debootstrap_argv(void **state)
 	json_t *p = json_pack("{s:s, s:[s,s], s:[s], s:[s,s]}", "suite", "bookworm", "include", "sudo", "openssh-server",
 			      "exclude", "nano", "components", "main", "contrib");
 	struct deb_argv a = { 0 };
-	deb_build_argv("debootstrap", p, "x86_64", "http://m.example.org/debian", "/t", "/c/debs", &a);
+	deb_build_argv("debootstrap", p, "x86_64", "file:///srv/m/debian", "/t", "/c/debs", &a);
 	char *s = argv_text(&a);
 	assert_string_equal(s, "debootstrap|--variant=minbase|--arch=amd64|--components=main,contrib|"
 			       "--include=sudo,openssh-server|--exclude=nano|--cache-dir=/c/debs|bookworm|/t|"
-			       "http://m.example.org/debian");
+			       "file:///srv/m/debian");
 	free(s);
 	deb_argv_release(&a);
-	deb_build_argv("mmdebstrap", p, "arm64", "http://m.example.org/debian", "/t", "/c/debs", &a);
+	deb_build_argv("mmdebstrap", p, "arm64", "file:///srv/m/debian", "/t", "/c/debs", &a);
 	s = argv_text(&a);
 	assert_non_null(strstr(s, "mmdebstrap|--mode=root|--variant=minbase|--arch=arm64|"));
 	assert_null(strstr(s, "--exclude"));
 	assert_non_null(strstr(s, "--setup-hook=sync-in /c/debs /var/cache/apt/archives/"));
 	assert_non_null(strstr(s, "--customize-hook=sync-out /var/cache/apt/archives /c/debs"));
 	assert_non_null(strstr(s, "force-unsafe-io"));
-	assert_true(str_has_suffix(s, "|bookworm|/t|http://m.example.org/debian"));
+	assert_true(str_has_suffix(s, "|bookworm|/t|file:///srv/m/debian"));
 	free(s);
 	deb_argv_release(&a);
 	json_decref(p);
 
 	/* debootstrap has no "standard" variant: its default is that. */
 	p = json_pack("{s:s, s:s}", "suite", "bookworm", "variant", "standard");
-	deb_build_argv("debootstrap", p, "x86_64", "http://m", "/t", "/c", &a);
+	deb_build_argv("debootstrap", p, "x86_64", "file:///srv/m", "/t", "/c", &a);
 	s = argv_text(&a);
 	assert_null(strstr(s, "--variant"));
 	free(s);
