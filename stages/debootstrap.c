@@ -395,6 +395,21 @@ static void deb_argv_release(struct deb_argv *a)
 	a->n = 0;
 }
 
+/* 'text' quoted for a POSIX shell. */
+static char *deb_shell_quote(const char *text)
+{
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, "'");
+	for (const char *c = text; *c; c++) {
+		if (*c == '\'')
+			strbuf_addstr(&sb, "'\\''");
+		else
+			strbuf_add(&sb, c, 1);
+	}
+	strbuf_addstr(&sb, "'");
+	return strbuf_detach(&sb);
+}
+
 /* The command line for TOOL.  Pure: unit-tested. */
 static void deb_build_argv(const char *tool, const json_t *params, const char *arch, const char *mirror,
 			   const char *target, const char *cache, struct deb_argv *a)
@@ -421,16 +436,20 @@ static void deb_build_argv(const char *tool, const json_t *params, const char *a
 	if (keyring)
 		deb_arg(a, xasprintf("--keyring=%s", keyring));
 	if (mm) {
-		/* The documented cache recipe (man mmdebstrap, "sync-in"): keep
-		 * every downloaded .deb, copy the cache in before apt runs and
-		 * the new ones out after.  The unsafe-io file makes dpkg skip
-		 * fsyncs (DESIGN §6) and is removed before the end. */
+		/* The shared cache is bind-mounted over the target's apt archive
+		 * (in the stage's private mount namespace), so no .deb is copied
+		 * in or out; it is unmounted in a customize hook, before
+		 * mmdebstrap's cleanup would empty it.  essential/unlink is
+		 * skipped so the essential .debs stay cached.  The unsafe-io
+		 * file makes dpkg skip fsyncs (DESIGN §6) and is removed before
+		 * the end. */
+		_cleanup_free_ char *qcache = deb_shell_quote(cache);
 		deb_arg(a, xstrdup("--skip=download/empty,essential/unlink"));
 		deb_arg(a, xstrdup("--aptopt=Acquire::Retries \"3\""));
-		deb_arg(a, xstrdup("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dpkg/dpkg.cfg.d"
-				   " && echo force-unsafe-io > \"$1\"/" DEB_UNSAFE_IO));
-		deb_arg(a, xasprintf("--setup-hook=sync-in %s /var/cache/apt/archives/", cache));
-		deb_arg(a, xasprintf("--customize-hook=sync-out /var/cache/apt/archives %s", cache));
+		deb_arg(a, xasprintf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dpkg/dpkg.cfg.d"
+				     " && echo force-unsafe-io > \"$1\"/" DEB_UNSAFE_IO
+				     " && mount --bind %s \"$1\"/var/cache/apt/archives", qcache));
+		deb_arg(a, xstrdup("--customize-hook=umount \"$1\"/var/cache/apt/archives"));
 		deb_arg(a, xstrdup("--customize-hook=rm -f \"$1\"/" DEB_UNSAFE_IO));
 	} else {
 		deb_arg(a, xasprintf("--cache-dir=%s", cache));
@@ -438,6 +457,35 @@ static void deb_build_argv(const char *tool, const json_t *params, const char *a
 	deb_arg(a, xstrdup(params_str(params, "suite", "")));
 	deb_arg(a, xstrdup(target));
 	deb_arg(a, xstrdup(mirror));
+}
+
+/* debootstrap and mmdebstrap copy the build host's /etc/resolv.conf and
+ * /etc/hostname into the target.  Neither belongs in an image: the
+ * resolver is the build network's (DESIGN §6: visible only while building;
+ * run stages get it bound in) and the name is the build machine's. */
+static int deb_drop_host_files(const char *root, struct af_error **err)
+{
+	static const char *const files[] = { "etc/resolv.conf", "etc/hostname" };
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		_cleanup_free_ char *host_path = xasprintf("/%s", files[i]);
+		_cleanup_free_ char *path = path_join(root, files[i]);
+		struct stat st;
+		if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		size_t hl = 0, il = 0;
+		struct af_error *ignore = NULL;
+		_cleanup_free_ char *host = read_file(host_path, &hl, &ignore);
+		af_error_free(ignore);
+		ignore = NULL;
+		_cleanup_free_ char *img = read_file(path, &il, &ignore);
+		af_error_free(ignore);
+		if (!host || !img || hl != il || memcmp(host, img, hl) != 0)
+			continue;
+		if (unlink(path) < 0)
+			return af_error_set(err, errno, "cannot remove the build host's copy '%s'", path);
+		log_info("removed /%s copied from the build host", files[i]);
+	}
+	return 0;
 }
 
 /* debootstrap has no unsafe-io switch: dpkg reads this file in the target
@@ -595,6 +643,8 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 		return af_error_set(err, errno, "remove '%s'", unsafe);
 	deb_remove_debs(ctx->root, "var/cache/apt/archives");
 	deb_remove_debs(ctx->root, "var/cache/apt/archives/partial");
+	if (deb_drop_host_files(ctx->root, err) < 0)
+		return -1;
 	if (deb_verify_status(ctx->root, params_get(ctx->params, "include"), err) < 0)
 		return -1;
 	json_object_set_new(ctx->outputs, "debootstrap.suite", json_string(suite));
