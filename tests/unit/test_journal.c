@@ -300,8 +300,8 @@ static void test_lock_other_process(void **state)
 		alarm(10);
 		struct af_error *cerr = NULL;
 		struct journal *cj = journal_open(dir, &cerr);
-		char c = cj ? 'y' : 'n';
-		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+		char c = cj ? 'y' : 'n', g;
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &g, 1) != 1)
 			_exit(3);
 		journal_close(cj);
 		af_error_free(cerr);
