@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,12 +31,6 @@
 #define BS ((size_t)BLOCKSTORE_BLOCK_SIZE)
 #define PAGE 4096u
 #define HASH_LEN 32
-
-static inline void cleanup_md_ctxp(EVP_MD_CTX **c)
-{
-	EVP_MD_CTX_free(*c);
-}
-#define _cleanup_md_ctx_ __attribute__((cleanup(cleanup_md_ctxp)))
 
 /* ---- small helpers ---- */
 
@@ -219,8 +214,14 @@ static int pool_run(size_t n, void *ctx, int (*fn)(struct worker *, size_t, stru
 		if (!w[i].md || !EVP_DigestInit_ex(w[i].md, sha, NULL))
 			BUG("cannot set up SHA-256");
 	}
+	/* Signals stay with the engine's main thread: workers start with all
+	 * of them blocked. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (unsigned i = 1; i < nw; i++)
 		started[i] = pthread_create(&tid[i], NULL, worker_main, &w[i]) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	worker_main(&w[0]);
 	for (unsigned i = 0; i < nw; i++) {
 		if (started[i])
@@ -253,11 +254,13 @@ static int worker_sha256(struct worker *w, const void *data, uint8_t out[HASH_LE
 
 /* ---- checkpoint files ---- */
 
+enum { BLOCK_ZERO = 0, BLOCK_DATA = 1, BLOCK_NEW = 2 /* data stored by this ckpt_take */ };
+
 struct ckpt {
 	uint64_t size;
 	uint64_t nblocks;
 	uint8_t (*hash)[HASH_LEN];
-	uint8_t *is_data; /* 0: a zero block (null) */
+	uint8_t *is_data; /* BLOCK_*; a zero block is null in the file */
 };
 
 static void ckpt_free(struct ckpt *c)
@@ -338,7 +341,7 @@ static int ckpt_load(const char *dir, const char *key, struct ckpt *c, struct af
 			return af_error_set(
 			    err, 0, "checkpoint '%s': block %zu is not a SHA-256 hex", path, b);
 		}
-		c->is_data[b] = 1;
+		c->is_data[b] = BLOCK_DATA;
 	}
 	return 0;
 }
@@ -391,10 +394,11 @@ static int list_data_blocks(struct take *t, bool seek_data, struct af_error **er
 }
 
 /* Written under a temporary name and renamed, so that a crash never leaves
- * a partial block under its hash.  Durability comes later, in one pass. */
-static int store_block(struct take *t, struct worker *w, const uint8_t h[HASH_LEN],
-		       struct af_error **err)
+ * a partial block under its hash.  Writeback starts now, overlapping the
+ * hashing of later blocks; sync_new_blocks() waits for it. */
+static int store_block(struct take *t, struct worker *w, uint64_t b, struct af_error **err)
 {
+	const uint8_t *h = t->c.hash[b];
 	char name[68], tmp[128], dirname[3];
 	block_name(h, name);
 	memcpy(dirname, name, 2);
@@ -407,7 +411,9 @@ static int store_block(struct take *t, struct worker *w, const uint8_t h[HASH_LE
 	    openat(t->blocks_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return af_error_set(err, errno, "cannot create block file '%s'", tmp);
-	if (write_all(fd, w->buf, BS) < 0 || close(steal_fd(&fd)) < 0) {
+	if (write_all(fd, w->buf, BS) < 0 ||
+	    (sync_file_range(fd, 0, BS, SYNC_FILE_RANGE_WRITE) < 0 && errno != ENOSYS) ||
+	    close(steal_fd(&fd)) < 0) {
 		int errsv = errno;
 		unlinkat(t->blocks_fd, tmp, 0);
 		return af_error_set(err, errsv, "cannot write block '%s'", name);
@@ -418,6 +424,7 @@ static int store_block(struct take *t, struct worker *w, const uint8_t h[HASH_LE
 		return af_error_set(err, errsv, "cannot rename block '%s'", name);
 	}
 	__atomic_store_n(&t->dirty_dirs[h[0]], 1, __ATOMIC_RELAXED);
+	t->c.is_data[b] = BLOCK_NEW;
 	w->blocks_new++;
 	w->bytes_new += BS;
 	return 0;
@@ -442,21 +449,30 @@ static int take_one(struct worker *w, size_t item, struct af_error **err)
 		return 0;
 	if (worker_sha256(w, w->buf, t->c.hash[b]) < 0)
 		return af_error_set(err, 0, "SHA-256 failed (OpenSSL)");
-	t->c.is_data[b] = 1;
+	t->c.is_data[b] = BLOCK_DATA;
 	w->blocks_data++;
 	if (block_present(t->blocks_fd, t->c.hash[b]))
 		return 0;
-	return store_block(t, w, t->c.hash[b], err);
+	return store_block(t, w, b, err);
 }
 
-/* New blocks become durable before the checkpoint that names them: one
- * syncfs for the data (cheaper than an fsync per block), then the
- * directories that got new names. */
+/* New blocks become durable before the checkpoint that names them.  Not
+ * syncfs(): that would also flush the working image's dirty pages, which
+ * nothing needs on disk (measured: 1.6s against 1.0s for 440 MiB of new
+ * blocks).  Their writeback is already under way, so each fdatasync mostly
+ * waits, and the journal commits once. */
 static int sync_new_blocks(struct take *t, const char *blocks_dir, struct af_error **err)
 {
-	if (syncfs(t->blocks_fd) < 0)
-		return af_error_set(err, errno, "cannot sync the checkpoint store '%s'",
-				    blocks_dir);
+	for (uint64_t b = 0; b < t->c.nblocks; b++) {
+		if (t->c.is_data[b] != BLOCK_NEW)
+			continue;
+		char name[68];
+		block_name(t->c.hash[b], name);
+		_cleanup_fd_ int fd = openat(t->blocks_fd, name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || fdatasync(fd) < 0)
+			return af_error_set(err, errno, "cannot sync block '%s/%s'", blocks_dir,
+					    name);
+	}
 	for (int i = 0; i < 256; i++) {
 		if (!t->dirty_dirs[i])
 			continue;
