@@ -28,11 +28,17 @@
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
-/* auto checkpoints keep their total time under this share of build time */
-#define CKPT_BUDGET_SHARE 0.05
-/* a stage that took at least this long is always worth a checkpoint */
+/* `checkpoint: auto` takes a checkpoint after a stage that touches the
+ * image when the stage took long (re-running it would cost more than the
+ * checkpoint), when the checkpoint is cheap in absolute terms (so a resume
+ * skips every completed stage), or when it fits in a budget that keeps all
+ * checkpoints under a share of the build's time (DESIGN §5: 5%). */
 #define CKPT_LONG_STAGE_SECONDS 10.0
+#define CKPT_CHEAP_SECONDS 0.5
+#define CKPT_BUDGET_SHARE 0.05
 #define LOG_TAIL_LINES 25
+/* run_stages(): the planned checkpoint could not be restored */
+#define RESTORE_FAILED (-1)
 
 static volatile sig_atomic_t interrupted;
 
@@ -288,7 +294,7 @@ static bool want_checkpoint(struct build *b, size_t i, double stage_secs)
 		return true;
 	double est = (double)allocated_bytes(image_path(b)) / b->ckpt_rate;
 	double elapsed = now_monotonic() - b->t_start;
-	return b->ckpt_seconds + est <= CKPT_BUDGET_SHARE * elapsed;
+	return est <= CKPT_CHEAP_SECONDS || b->ckpt_seconds + est <= CKPT_BUDGET_SHARE * elapsed;
 }
 
 static void take_checkpoint(struct build *b, size_t i)
@@ -304,7 +310,9 @@ static void take_checkpoint(struct build *b, size_t i)
 	}
 	b->ckpt_seconds += st.seconds;
 	b->ckpt_bytes_new += st.bytes_new;
-	if (st.seconds > 0.01 && st.bytes_read > 0)
+	/* Estimate later checkpoints from ones that mostly read and hashed:
+	 * the first after a big stage is dominated by writing new blocks. */
+	if (st.seconds > 0.01 && st.bytes_new * 10 < st.bytes_read)
 		b->ckpt_rate = (double)st.bytes_read / st.seconds;
 	char sz[32];
 	log_debug("checkpoint after '%s': %llu data blocks, %s new, %.2fs", s->id,
@@ -431,8 +439,7 @@ static int restore_disk(struct build *b)
 	_cleanup_error_ struct af_error *err = NULL;
 	double t0 = now_monotonic();
 	if (ckpt_restore(b->ckpt_dir, b->plan.stages[j].disk_key, image_path(b), &err) < 0) {
-		log_error("cannot restore the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
-		log_error("run 'amiforge build --fresh' to start over");
+		log_warn("cannot restore the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
 		return -1;
 	}
 	log_info("restored the disk as it was after stage %d '%s' (%.1fs)", s->index, s->id,
@@ -526,14 +533,9 @@ static int prepare(struct build *b)
 	return EXIT_OK;
 }
 
-static int run_all(struct build *b)
+static int run_stages(struct build *b)
 {
 	struct recipe *r = b->recipe;
-	if (b->opts->fresh && journal_event(b, json_pack("{s:s}", "event", "reset")) < 0)
-		return EXIT_STAGE_FAILED;
-	journal_event(b, json_pack("{s:s, s:s, s:b, s:i}", "event", "build_start", "recipe", r->path,
-				   "fresh", b->opts->fresh, "pid", (int)getpid()));
-	log_progress("building %s (%zu stages) in %s", r->name, r->n_stages, b->state);
 	for (size_t i = 0; i < r->n_stages; i++) {
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
@@ -546,13 +548,44 @@ static int run_all(struct build *b)
 				return rc;
 		}
 		if ((int)i == b->plan.restore && restore_disk(b) < 0)
-			return EXIT_STAGE_FAILED;
+			return RESTORE_FAILED;
 		if (interrupted) {
 			log_error("build interrupted by signal %d", (int)interrupted);
 			return EXIT_INTERRUPTED;
 		}
 	}
 	return write_manifest(b) < 0 ? EXIT_STAGE_FAILED : EXIT_OK;
+}
+
+/* Runs the plan; a checkpoint that cannot be restored (damaged by a power
+ * loss, or edited by hand) is dropped and the build re-planned from an
+ * earlier one, down to a build from scratch. */
+static int run_all(struct build *b, int from)
+{
+	struct recipe *r = b->recipe;
+	if (b->opts->fresh && journal_event(b, json_pack("{s:s}", "event", "reset")) < 0)
+		return EXIT_STAGE_FAILED;
+	journal_event(b, json_pack("{s:s, s:s, s:b, s:i}", "event", "build_start", "recipe", r->path,
+				   "fresh", b->opts->fresh, "pid", (int)getpid()));
+	log_progress("building %s (%zu stages) in %s", r->name, r->n_stages, b->state);
+	for (;;) {
+		plan_make(r, journal_events(b->journal), b->ckpt_dir, b->opts->fresh, from, &b->plan);
+		b->facts = json_object();
+		b->stage_reports = json_array();
+		int rc = run_stages(b);
+		if (rc != RESTORE_FAILED)
+			return rc;
+		_cleanup_free_ char *bad = xasprintf("%s/%s.ckpt", b->ckpt_dir,
+						     b->plan.stages[b->plan.restore].disk_key);
+		if (unlink(bad) < 0) {
+			log_error("cannot drop the damaged checkpoint '%s': %s", bad, strerror(errno));
+			return EXIT_STAGE_FAILED;
+		}
+		log_warn("dropped the damaged checkpoint %s; planning again from an earlier one", bad);
+		plan_release(&b->plan);
+		json_decref(b->facts);
+		json_decref(b->stage_reports);
+	}
 }
 
 static void report_end(struct build *b, int rc)
@@ -606,10 +639,7 @@ int runner_build(const struct build_opts *o)
 	rc = prepare(&b);
 	if (rc != EXIT_OK)
 		goto out;
-	plan_make(b.recipe, journal_events(b.journal), b.ckpt_dir, o->fresh, from, &b.plan);
-	b.facts = json_object();
-	b.stage_reports = json_array();
-	rc = run_all(&b);
+	rc = run_all(&b, from);
 	report_end(&b, rc);
 out:
 	plan_release(&b.plan);

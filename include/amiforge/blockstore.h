@@ -7,7 +7,14 @@
  * Zero blocks are never stored; a block already present is not stored again.
  * Only allocated extents of the image are read (SEEK_DATA/SEEK_HOLE); holes
  * are zero blocks.  A restore is exact: byte-for-byte the image that was
- * checkpointed, and sparse where it was zero. */
+ * checkpointed, and sparse where it was zero.
+ *
+ * Durability: KEY.ckpt is written atomically and fsync'd; block data is
+ * written back by the kernel without waiting for it (waiting cost as much as
+ * the checkpoint itself).  After a power loss a checkpoint can therefore
+ * name a short or missing block: ckpt_usable() says false and ckpt_restore()
+ * (which verifies every block's SHA-256) fails cleanly, and the runner falls
+ * back to an earlier checkpoint.  A crash of the engine alone loses nothing. */
 #ifndef AMIFORGE_BLOCKSTORE_H
 #define AMIFORGE_BLOCKSTORE_H
 
