@@ -30,8 +30,11 @@ static int allocate_check(const json_t *params, struct af_error **err)
 {
 	bool has_size = params_get(params, "size") != NULL;
 	bool has_device = params_get(params, "device") != NULL;
-	if (has_size == has_device)
-		return af_error_set(err, 0, "allocate needs either size or device, not both");
+	if (has_size && has_device)
+		return af_error_set(err, 0, "allocate takes size or device, not both");
+	if (!has_size && !has_device)
+		return af_error_set(err, 0,
+				    "allocate needs size (a new sparse image, e.g. size: 2GiB) or device (an existing block device)");
 	return 0;
 }
 

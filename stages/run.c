@@ -38,8 +38,13 @@ static const char *const run_default_env[] = {
 
 static int run_check(const json_t *params, struct af_error **err)
 {
-	if ((params_get(params, "command") != NULL) == (params_get(params, "script") != NULL))
-		return af_error_set(err, 0, "run needs either command or script, not both");
+	bool has_command = params_get(params, "command") != NULL;
+	bool has_script = params_get(params, "script") != NULL;
+	if (has_command && has_script)
+		return af_error_set(err, 0, "run takes command or script, not both");
+	if (!has_command && !has_script)
+		return af_error_set(err, 0,
+				    "run needs command (a string or a list) or script (a file beside the recipe)");
 	return 0;
 }
 

@@ -501,7 +501,7 @@ static void test_run_helpers(void **state)
 	json_decref(p);
 	p = json_pack("{s:i, s:s}", "size", 1, "device", "/dev/x");
 	assert_int_equal(allocate_check(p, &err), -1);
-	assert_string_equal(af_error_msg(err), "allocate needs either size or device, not both");
+	assert_string_equal(af_error_msg(err), "allocate takes size or device, not both");
 	af_error_clear(&err);
 	json_decref(p);
 	p = json_pack("{s:s, s:i}", "table", "mbr", "esp", 1);
