@@ -427,6 +427,20 @@ int sha256_path_hex(const char *path, char hex[65], struct af_error **err)
 	return 0;
 }
 
+void uuid_derive(const char *seed, const char *purpose, char out[37])
+{
+	_cleanup_free_ char *in = xasprintf("%s:%s", seed ? seed : "", purpose);
+	unsigned char b[32];
+	unsigned int len = 0;
+	if (!EVP_Digest(in, strlen(in), b, &len, EVP_sha256(), NULL))
+		BUG("EVP_Digest(sha256) failed");
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+		 b[15]);
+}
+
 double now_monotonic(void)
 {
 	struct timespec ts;

@@ -89,22 +89,6 @@ struct mkfs_opts {
 	uint64_t offset, size;
 };
 
-/* A UUID from SHA-256(key ":" purpose) with the version-4/variant bits set:
- * random-looking, but the same for the same stage key. */
-static void mkfs_derive_uuid(const char *key, const char *purpose, char out[37])
-{
-	_cleanup_free_ char *in = xasprintf("%s:%s", key ? key : "", purpose);
-	char hex[65];
-	sha256_hex(in, strlen(in), hex);
-	unsigned char b[16];
-	for (int i = 0; i < 16; i++)
-		sscanf(hex + 2 * i, "%2hhx", &b[i]);
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-		 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
 /* 8-4-4-4-12 hex digits. */
 static bool mkfs_uuid_valid(const char *s)
 {
@@ -151,9 +135,9 @@ static int mkfs_parse_opts(const struct stage_ctx *ctx, struct mkfs_opts *o, str
 	if (uuid)
 		snprintf(o->uuid, sizeof(o->uuid), "%s", uuid);
 	else
-		mkfs_derive_uuid(ctx->key, "fs-uuid", o->uuid);
+		uuid_derive(ctx->key, "fs-uuid", o->uuid);
 	mkfs_lower(o->uuid);
-	mkfs_derive_uuid(ctx->key, "fs-hash-seed", o->hash_seed);
+	uuid_derive(ctx->key, "fs-hash-seed", o->hash_seed);
 	if (o->reserved < 0 || o->reserved > 50)
 		return af_error_set(err, 0, "reserved_percent %" PRId64 " is out of range 0..50", o->reserved);
 	if (o->inode_size && (o->inode_size < 128 || (o->inode_size & (o->inode_size - 1))))

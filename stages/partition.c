@@ -3,6 +3,7 @@
  * the image file (or device), every partition aligned to 1 MiB, and read it
  * back.  Identifiers (MBR disk id, GPT disk and partition GUIDs) are derived
  * from the stage key, so rebuilding the same recipe gives the same bytes. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -57,20 +58,12 @@ static int partition_check(const json_t *params, struct af_error **err)
 	return 0;
 }
 
-/* A version-4 style UUID from SHA-256(key ":" purpose): stable per stage key. */
-static void partition_derive_uuid(const char *key, const char *purpose, char out[37])
+/* GPT GUIDs are written in upper case, as fdisk prints them. */
+static void uuid_derive_upper(const char *key, const char *purpose, char out[37])
 {
-	_cleanup_free_ char *in = xasprintf("%s:%s", key ? key : "", purpose);
-	char hex[65];
-	sha256_hex(in, strlen(in), hex);
-	unsigned char b[16];
-	for (int i = 0; i < 16; i++)
-		sscanf(hex + 2 * i, "%2hhx", &b[i]);
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37, "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-%02X%02X%02X%02X%02X%02X",
-		 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-		 b[14], b[15]);
+	uuid_derive(key, purpose, out);
+	for (char *c = out; *c; c++)
+		*c = (char)toupper((unsigned char)*c);
 }
 
 static uint64_t partition_align_down(uint64_t v) { return v / PART_MIB * PART_MIB; }
@@ -183,11 +176,11 @@ static int partition_write(const char *image, const char *key, bool gpt, uint64_
 	if ((rc = fdisk_create_disklabel(cxt, gpt ? "gpt" : "dos")))
 		return partition_fdisk_err(err, rc, "create partition table", image);
 	if (gpt) {
-		partition_derive_uuid(key, "gpt-disk", id);
+		uuid_derive_upper(key, "gpt-disk", id);
 	} else {
 		/* The MBR disk signature: 32 bits of the key's hash, never 0. */
 		char g[37];
-		partition_derive_uuid(key, "mbr-disk", g);
+		uuid_derive_upper(key, "mbr-disk", g);
 		unsigned long sig = strtoul((char[9]){ g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], 0 }, NULL, 16);
 		snprintf(id, sizeof(id), "0x%08lx", sig ? sig : 1ul);
 	}
@@ -197,18 +190,18 @@ static int partition_write(const char *image, const char *key, bool gpt, uint64_
 	size_t n = 0;
 	char guid[37];
 	if (plan->bios_size) {
-		partition_derive_uuid(key, "part-bios", guid);
+		uuid_derive_upper(key, "part-bios", guid);
 		if (partition_add(cxt, image, n++, plan->bios_off, plan->bios_size,
 				  partition_type(cxt, gpt, PART_TYPE_BIOS), guid, "BIOS boot", err) < 0)
 			return -1;
 	}
 	if (plan->esp_size) {
-		partition_derive_uuid(key, "part-esp", guid);
+		uuid_derive_upper(key, "part-esp", guid);
 		if (partition_add(cxt, image, n++, plan->esp_off, plan->esp_size,
 				  partition_type(cxt, gpt, PART_TYPE_ESP), guid, "EFI System", err) < 0)
 			return -1;
 	}
-	partition_derive_uuid(key, "part-root", guid);
+	uuid_derive_upper(key, "part-root", guid);
 	if (partition_add(cxt, image, n, plan->root_off, plan->root_size, partition_type(cxt, gpt, PART_TYPE_LINUX),
 			  gpt ? guid : NULL, gpt ? "rootfs" : NULL, err) < 0)
 		return -1;

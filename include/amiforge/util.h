@@ -64,6 +64,11 @@ void sha256_hex(const void *data, size_t len, char hex[65]);
  * symlink targets and file contents, in sorted order).  0 or -1 + err. */
 int sha256_path_hex(const char *path, char hex[65], struct af_error **err);
 
+/* A UUID (lower case, 36 characters + NUL) from SHA-256(seed ":" purpose)
+ * with the version-4/variant bits set: random-looking, but the same for the
+ * same stage key, so rebuilds are identical. */
+void uuid_derive(const char *seed, const char *purpose, char out[37]);
+
 /* Monotonic clock in seconds. */
 double now_monotonic(void);
 

@@ -343,15 +343,15 @@ static void test_makedev_groups(void **state)
 static void test_uuid_derivation(void **state)
 {
 	char a[37], b[37], c[37], P[37];
-	mkfs_derive_uuid("0123abcd", "fs-uuid", a);
-	mkfs_derive_uuid("0123abcd", "fs-uuid", b);
-	mkfs_derive_uuid("0123abce", "fs-uuid", c);
+	uuid_derive("0123abcd", "fs-uuid", a);
+	uuid_derive("0123abcd", "fs-uuid", b);
+	uuid_derive("0123abce", "fs-uuid", c);
 	assert_string_equal(a, b);
 	assert_string_not_equal(a, c);
 	assert_true(mkfs_uuid_valid(a));
 	assert_int_equal(a[14], '4');
 	assert_non_null(strchr("89ab", a[19]));
-	partition_derive_uuid("0123abcd", "fs-uuid", P);
+	uuid_derive_upper("0123abcd", "fs-uuid", P);
 	assert_true(strcasecmp(P, a) == 0);
 	assert_true(mkfs_uuid_valid("0F2E4C1A-5B6D-4E7F-8A9B-0C1D2E3F4A5B"));
 	assert_false(mkfs_uuid_valid("0f2e4c1a5b6d4e7f8a9b0c1d2e3f4a5b"));
