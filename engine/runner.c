@@ -144,10 +144,12 @@ static void merge_outputs(json_t *facts, const json_t *outputs)
 
 /* ---- the stage child ---------------------------------------------------- */
 
+/* The stage child reports over a pipe, not a file: STATE may be the very
+ * thing that is full. */
 struct child_args {
 	const struct stage_type *type;
 	struct stage_ctx *ctx;
-	const char *result_path;
+	int result_fd;   /* write end */
 };
 
 static int stage_child(void *arg)
@@ -165,7 +167,9 @@ static int stage_child(void *arg)
 	json_t *res = r == 0 ? json_pack("{s:b, s:O}", "ok", 1, "outputs", a->ctx->outputs)
 			     : json_pack("{s:b, s:s, s:i}", "ok", 0, "error", af_error_msg(err), "errno",
 					 af_error_errno(err));
-	int w = res ? json_dump_file(res, a->result_path, JSON_COMPACT) : -1;
+	char *text = res ? json_dumps(res, JSON_COMPACT) : NULL;
+	int w = text ? write_all(a->result_fd, text, strlen(text)) : -1;
+	free(text);
 	json_decref(res);
 	af_error_free(err);
 	return r == 0 && w == 0 ? 0 : 1;
@@ -173,13 +177,25 @@ static int stage_child(void *arg)
 
 /* Waits for the stage child, enforcing the deadline and passing on
  * SIGINT/SIGTERM.  Returns 0 when it exited 0, else -1 + err. */
-static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct af_error **err)
+/* Reads what is there without blocking; the pipe is non-blocking. */
+static void drain_pipe(int fd, struct strbuf *sb)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		strbuf_add(sb, buf, (size_t)n);
+}
+
+static int wait_child(pid_t pid, double deadline, uint64_t timeout, int result_fd,
+		      struct strbuf *result, struct af_error **err)
 {
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	for (;;) {
+		drain_pipe(result_fd, result);
 		int status;
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		if (w == pid) {
+			drain_pipe(result_fd, result);
 			if (pidfd >= 0)
 				close(pidfd);
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -206,12 +222,9 @@ static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct af_er
 						    (unsigned long long)timeout);
 			return af_error_set(err, EINTR, "build interrupted by signal %d", (int)interrupted);
 		}
-		if (pidfd >= 0) {
-			struct pollfd p = { .fd = pidfd, .events = POLLIN };
-			poll(&p, 1, 200);
-		} else {
-			usleep(100 * 1000);
-		}
+		struct pollfd p[2] = { { .fd = result_fd, .events = POLLIN },
+				       { .fd = pidfd, .events = POLLIN } };
+		poll(p, pidfd >= 0 ? 2 : 1, 200);
 	}
 }
 
@@ -326,6 +339,28 @@ static void take_checkpoint(struct build *b, size_t i)
 
 /* ---- one stage ---------------------------------------------------------------- */
 
+/* Forks the stage child and waits for it; its report (JSON) lands in result. */
+static int fork_stage(const struct stage_type *type, struct stage_ctx *ctx, double deadline,
+		      uint64_t timeout, struct strbuf *result, struct af_error **err)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return af_error_set(err, errno, "cannot create a pipe for stage '%s'", ctx->id);
+	struct child_args args = { .type = type, .ctx = ctx, .result_fd = fds[1] };
+	fflush(NULL);
+	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) {
+		af_error_set(err, errno, "cannot set up the pipe of stage '%s'", ctx->id);
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	pid_t pid = sandbox_fork_isolated(stage_child, &args, ctx->log_fd, err);
+	close(fds[1]);
+	int r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, fds[0], result, err);
+	close(fds[0]);
+	return r;
+}
+
 static int run_stage(struct build *b, size_t i)
 {
 	const struct stage_inst *s = &b->recipe->stages[i];
@@ -333,8 +368,8 @@ static int run_stage(struct build *b, size_t i)
 	const char *key = b->plan.stages[i].key;
 	_cleanup_error_ struct af_error *err = NULL;
 	_cleanup_free_ char *log_path = xasprintf("%s/logs/%02d-%s.log", b->state, s->index, s->id);
-	_cleanup_free_ char *result_path = xasprintf("%s/.stage-result.json", b->state);
 	_cleanup_json_ json_t *outputs = json_object();
+	struct strbuf result = STRBUF_INIT;
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	bool chroot_used = false;
 
@@ -348,7 +383,6 @@ static int run_stage(struct build *b, size_t i)
 		log_error("stage '%s': cannot create log '%s': %s", s->id, log_path, strerror(errno));
 		return EXIT_STAGE_FAILED;
 	}
-	unlink(result_path);
 	if (journal_event(b, json_pack("{s:s, s:i, s:s, s:s}", "event", "stage_start", "index",
 				       s->index, "id", s->id, "key", key)) < 0)
 		return EXIT_STAGE_FAILED;
@@ -372,15 +406,12 @@ static int run_stage(struct build *b, size_t i)
 			.root = (type->flags & STAGE_NEEDS_MOUNT) ? b->root_mnt : NULL,
 			.facts = b->facts, .outputs = outputs, .deadline = deadline, .log_fd = log_fd,
 		};
-		struct child_args args = { .type = type, .ctx = &ctx, .result_path = result_path };
 		chroot_used = (type->flags & STAGE_NEEDS_CHROOT) != 0;
-		fflush(NULL);
-		pid_t pid = sandbox_fork_isolated(stage_child, &args, log_fd, &err);
-		r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, &err);
+		r = fork_stage(type, &ctx, deadline, timeout, &result, &err);
 	}
 	/* The child's own message says more than its exit status. */
-	_cleanup_json_ json_t *res = json_load_file(result_path, 0, NULL);
-	unlink(result_path);
+	_cleanup_json_ json_t *res = result.len ? json_loads(result.buf, 0, NULL) : NULL;
+	strbuf_release(&result);
 	if (res && !json_is_true(json_object_get(res, "ok")) && af_error_errno(err) != ETIMEDOUT &&
 	    af_error_errno(err) != EINTR) {
 		af_error_clear(&err);

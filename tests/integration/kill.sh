@@ -3,7 +3,7 @@
 # device or process of the build remains, and the next build completes.  The
 # final image's file tree equals a clean build's.
 . "$(dirname "$0")/lib.sh"
-TESTS="kill-debootstrap no-leaks-after-debootstrap-kill kill-run no-leaks-after-run-kill resume-after-kills clean-build same-tree"
+TESTS="kill-debootstrap no-leaks-after-debootstrap-kill kill-run found-chrooted-sleep no-leaks-after-run-kill resume-after-kills clean-build same-tree"
 require_root $TESTS
 require_loop $TESTS
 require_network $TESTS
@@ -25,17 +25,6 @@ wait_stage() { # PID ID EXTRA_SECONDS
 	return 1
 }
 
-# Processes whose root or cwd is inside DIR (a chroot left behind).
-export -f no_leaks
-no_chrooted() {
-	local p r
-	for p in /proc/[0-9]*; do
-		r=$(readlink "$p/root" 2>/dev/null) || continue
-		case "$r" in "$1"*) echo "process ${p#/proc/} still has root $r"; return 1 ;; esac
-	done
-}
-
-export -f no_chrooted
 "$AMIFORGE" build "$R" --state "$S" >"$WORK/k1.out" 2>&1 &
 pid=$!
 if wait_stage $pid debootstrap 8; then
@@ -44,18 +33,22 @@ if wait_stage $pid debootstrap 8; then
 else
 	wait $pid; cat "$WORK/k1.out"; not_ok kill-debootstrap
 fi
-check no-leaks-after-debootstrap-kill bash -c 'no_leaks "$0" && no_chrooted "$0"' "$S"
+check no-leaks-after-debootstrap-kill no_leaks "$S"
 
 "$AMIFORGE" build "$R" --state "$S" --set SLEEP=120 >"$WORK/k2.out" 2>&1 &
 pid=$!
 if wait_stage $pid nap 2; then
-	sleeper=$(pgrep -x sleep -n)
+	# the stage's sleep, chrooted into the image mounted under STATE
+	for p in $(pgrep -x sleep); do
+		case "$(readlink /proc/$p/root)" in "$S"*) sleeper=$p ;; esac
+	done
 	kill -KILL $pid; wait $pid 2>/dev/null
 	ok kill-run
 else
 	wait $pid; cat "$WORK/k2.out"; not_ok kill-run
 fi
-check no-leaks-after-run-kill bash -c 'no_leaks "$0" && no_chrooted "$0" && ! pgrep -x sleep | grep -qx "${1:-none}"' "$S" "${sleeper:-}"
+check found-chrooted-sleep test -n "${sleeper:-}"
+check no-leaks-after-run-kill bash -c 'no_leaks "$0" && ! kill -0 "$1" 2>/dev/null' "$S" "${sleeper:-999999}"
 
 if "$AMIFORGE" build "$R" --state "$S" >"$WORK/k3.out" 2>&1; then ok resume-after-kills; else cat "$WORK/k3.out"; not_ok resume-after-kills; fi
 

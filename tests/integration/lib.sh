@@ -27,14 +27,15 @@ host_mirror() {
 	[ -n "$m" ] || m=$(grep -h -E '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | grep -v security | head -1 | awk '{print $2}')
 	echo "${m%/}"
 }
-require_network() {
+# True if the host's Debian mirror answers.
+have_network() {
 	local m; m=$(host_mirror)
-	[ -n "$m" ] || skip_all "no Debian apt source on this host" "$@"
-	python3 - "$m" <<'PY' || skip_all "the Debian mirror $m does not answer" "$@"
+	[ -n "$m" ] && python3 - "$m" <<'PY'
 import sys, urllib.request
 urllib.request.urlopen(sys.argv[1] + "/dists/bookworm/Release", timeout=15).read(100)
 PY
 }
+require_network() { have_network || skip_all "the host's Debian mirror ($(host_mirror)) does not answer" "$@"; }
 
 # A scratch directory removed at exit; state directories live in it.
 WORK=$(mktemp -d /var/tmp/amiforge-it.XXXXXX)
@@ -48,15 +49,29 @@ no_leaks() { # DIR
 	local dir=$1 i
 	for i in $(seq 50); do
 		if ! findmnt -rn -o TARGET,SOURCE | grep -q -- "$dir" &&
-			! losetup -a | grep -q -- "$dir" &&
-			! pgrep -f -- "$dir" >/dev/null; then
+			! losetup -a | grep -q -- "$dir" && [ -z "$(leaked_procs "$dir")" ]; then
 			return 0
 		fi
 		sleep 0.2
 	done
-	echo "leftovers for $dir:"; findmnt -rn | grep -- "$dir"; losetup -a | grep -- "$dir"; pgrep -af -- "$dir"
+	echo "leftovers for $dir:"; findmnt -rn | grep -- "$dir"; losetup -a | grep -- "$dir"
+	for i in $(leaked_procs "$dir"); do ps -o pid=,args= -p "$i"; done
 	return 1
 }
+
+# Processes mentioning DIR in their command line, or whose root or working
+# directory is inside it, other than this test and its ancestors.
+leaked_procs() { # DIR
+	local own=" " p=$BASHPID r
+	while [ "$p" -gt 1 ]; do own+="$p "; p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status"); done
+	for p in /proc/[0-9]*; do
+		p=${p#/proc/}
+		case "$own" in *" $p "*) continue ;; esac
+		r=$(readlink "/proc/$p/root" 2>/dev/null; readlink "/proc/$p/cwd" 2>/dev/null; tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)
+		case "$r" in *"$1"*) echo "$p" ;; esac
+	done
+}
+export -f no_leaks leaked_procs
 
 # Runs COMMAND... with the image's root filesystem mounted read-only at $MNT,
 # in a private mount namespace (the mount and its loop vanish afterwards).
