@@ -67,7 +67,7 @@ leaked_procs() { # DIR
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
 		case "$own" in *" $p "*) continue ;; esac
-		r=$(readlink "/proc/$p/root" 2>/dev/null; readlink "/proc/$p/cwd" 2>/dev/null; tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)
+		r=$({ readlink "/proc/$p/root"; readlink "/proc/$p/cwd"; tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null)
 		case "$r" in *"$1"*) echo "$p" ;; esac
 	done
 }
