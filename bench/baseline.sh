@@ -22,5 +22,6 @@ unshare -m --propagation private bash -euo pipefail -c '
 	chmod 600 console
 	printf "LABEL=rootfs / ext4 defaults 0 1\nproc /proc proc defaults 0 0\n" >"$mnt/etc/fstab"
 	echo amiforge >"$mnt/etc/hostname"
+	cd /
 	umount "$mnt"
 ' _ "$img" "$mnt" "$mirror" "$cache/baseline-debs"
