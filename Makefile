@@ -23,7 +23,7 @@ LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stag
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
-HEADERS := $(wildcard include/amiforge/*.h)
+HEADERS := $(wildcard include/amiforge/*.h include/amiforge/aws/*.h)
 
 .PHONY: all deps demo check unit asan bench install clean valgrind
 all: amiforge

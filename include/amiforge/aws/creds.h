@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Credentials, region and endpoints (DESIGN §8, reference/FORMATS.md §5):
+ *
+ * credentials: 1. environment AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY
+ *                 (+ AWS_SESSION_TOKEN, or the legacy AWS_SECURITY_TOKEN);
+ *              2. profile in the shared credentials file
+ *                 (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials),
+ *                 section [NAME];
+ *              3. profile in the config file (AWS_CONFIG_FILE, else
+ *                 ~/.aws/config), section [profile NAME] ([default] for
+ *                 "default"); keys aws_access_key_id, aws_secret_access_key,
+ *                 aws_session_token (or aws_security_token);
+ *              4. instance metadata (IMDSv2) role credentials, cached and
+ *                 refreshed when they expire within AWS_CREDS_REFRESH_SECS.
+ *              The profile NAME: opts->profile, else AWS_PROFILE, else
+ *              AWS_DEFAULT_PROFILE, else "default".
+ * region:      recipe value, AWS_REGION, AWS_DEFAULT_REGION, `region` of the
+ *              profile in the config file, IMDS placement/region.
+ * endpoints:   AWS_ENDPOINT_URL_<SERVICE> (EC2, EBS, S3), AWS_ENDPOINT_URL,
+ *              else the regional default https://SERVICE.REGION.amazonaws.com
+ *              (.com.cn for cn-* regions).
+ *
+ * Secrets: struct aws_creds is the only holder of a secret key or token;
+ * nothing here logs them; aws_creds_release wipes them.  Use aws_redact()
+ * on any text that might carry them before it reaches a log or a terminal. */
+#ifndef AMIFORGE_AWS_CREDS_H
+#define AMIFORGE_AWS_CREDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+struct af_error;
+
+/* IMDS credentials are refreshed when they expire within this many seconds
+ * (IMDS publishes new ones at least 5 minutes before expiry). */
+#define AWS_CREDS_REFRESH_SECS (10 * 60)
+
+struct aws_creds {
+	char *access_key_id;       /* owned */
+	char *secret_access_key;   /* owned, secret */
+	char *session_token;       /* owned, secret, NULL if none */
+	time_t expiration;         /* 0: does not expire */
+	/* Where they came from, for messages: "environment", "profile 'x' in
+	 * /root/.aws/credentials", "instance metadata role 'r'".  Owned. */
+	char *source;
+};
+
+/* Wipes and frees the fields of C, then zeroes it.  NULL-safe. */
+void aws_creds_release(struct aws_creds *c);
+/* Deep copy of SRC into *dst (dst is overwritten, not released first). */
+void aws_creds_copy(struct aws_creds *dst, const struct aws_creds *src);
+
+/* The instance metadata service, as an interface so that a fuller IMDS
+ * client (engine/aws/imds.c) or a test fake can stand in for the built-in
+ * one.
+ * get: GET /latest/PATH (PATH like "meta-data/placement/region" or
+ *      "meta-data/iam/security-credentials/"), IMDSv2 token first, v1
+ *      fallback.  Returns 0 and sets *body (NUL-terminated, caller frees);
+ *      1 when not available (IMDS disabled, unreachable, 404) with
+ *      *body untouched; -1 + err on any other failure. */
+struct aws_imds {
+	int (*get)(void *data, const char *path, char **body, struct af_error **err);
+	void *data;
+	/* Where it is, for messages ("http://169.254.169.254"). */
+	const char *describe;
+};
+
+/* The built-in client over http.c: endpoint AWS_EC2_METADATA_SERVICE_ENDPOINT
+ * (default http://169.254.169.254), disabled when AWS_EC2_METADATA_DISABLED
+ * is "true", timeout AWS_METADATA_SERVICE_TIMEOUT seconds (default 1), one
+ * attempt.  The returned object is static; environment read at each call. */
+const struct aws_imds *aws_imds_builtin(void);
+
+struct aws_creds_opts {
+	const char *profile;          /* NULL: AWS_PROFILE, AWS_DEFAULT_PROFILE, "default" */
+	const struct aws_imds *imds;  /* NULL: aws_imds_builtin() */
+	bool no_imds;                 /* skip step 4 (and the region's IMDS step) */
+};
+
+/* Resolves once through the chain.  0 and *out filled (caller releases), or
+ * -1 + err.  When nothing is found the message lists every place looked at
+ * and why each gave nothing, e.g.
+ *   no AWS credentials found: environment (AWS_ACCESS_KEY_ID not set);
+ *   profile 'default' in /h/.aws/credentials (no such file); ...; instance
+ *   metadata at http://169.254.169.254 (not available) (set
+ *   AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure a profile)
+ * A profile that exists but lacks a key is an error naming file and section. */
+int aws_creds_resolve(const struct aws_creds_opts *opts, struct aws_creds *out,
+		      struct af_error **err);
+
+/* A cached, thread-safe credential source for long runs: resolves on first
+ * use, re-resolves when the cached credentials expire within
+ * AWS_CREDS_REFRESH_SECS.  opts is copied (strings duplicated; the imds
+ * object is borrowed and must outlive the chain).  Never fails; free with
+ * aws_creds_chain_free (NULL-safe). */
+struct aws_creds_chain;
+struct aws_creds_chain *aws_creds_chain_new(const struct aws_creds_opts *opts);
+/* A chain that always returns a copy of C (tests, --dry-run). */
+struct aws_creds_chain *aws_creds_chain_new_static(const struct aws_creds *c);
+void aws_creds_chain_free(struct aws_creds_chain *chain);
+/* Current credentials: 0 and *out filled (a copy; caller releases), or -1 +
+ * err (as aws_creds_resolve). */
+int aws_creds_chain_get(struct aws_creds_chain *chain, struct aws_creds *out,
+			struct af_error **err);
+
+/* Region: recipe_region (may be NULL), AWS_REGION, AWS_DEFAULT_REGION, the
+ * profile's `region` in the config file, IMDS (unless opts->no_imds).
+ * 0 and *region (caller frees) [+ *source, static string, if source is not
+ * NULL: "recipe", "AWS_REGION", "AWS_DEFAULT_REGION", "profile",
+ * "instance metadata"], or -1 + err listing where it looked. */
+int aws_region_resolve(const char *recipe_region, const struct aws_creds_opts *opts,
+		       char **region, const char **source, struct af_error **err);
+
+/* Base URL for SERVICE ("ec2", "ebs", "s3"; lower case) in REGION, without a
+ * trailing slash: AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL, else the
+ * regional default.  *custom (may be NULL) is set true when it came from the
+ * environment (S3 then uses path-style addressing).  Caller frees. */
+char *aws_endpoint_url(const char *service, const char *region, bool *custom);
+
+/* Infers the signing service and region from an AWS host name:
+ * "ec2.eu-west-1.amazonaws.com" -> ec2, eu-west-1; "s3.amazonaws.com" ->
+ * s3, us-east-1; "bucket.s3.us-east-2.amazonaws.com" -> s3, us-east-2;
+ * "ebs.eu-central-1.amazonaws.com" -> ebs, eu-central-1.  Returns 0 and
+ * sets both (caller frees), or -1 (no error object) when HOST is not an AWS
+ * endpoint or does not name them. */
+int aws_host_infer(const char *host, char **service, char **region);
+
+/* Returns a copy of TEXT (caller frees) with every occurrence of a secret
+ * replaced by "[REDACTED]": the secret key and session token of C (if C is
+ * not NULL), the values of AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
+ * AWS_SECURITY_TOKEN in the environment, the Signature=..., X-Amz-Signature
+ * and X-Amz-Security-Token values, and "x-amz-security-token:" header values. */
+char *aws_redact(const char *text, const struct aws_creds *c);
+
+/* "AKIA...WXYZ" style short form of an access key id (not a secret, but
+ * logs need no more).  out holds at least 16 bytes.  Returns out. */
+char *aws_akid_short(const char *akid, char out[16]);
+
+#endif
