@@ -40,6 +40,7 @@
 #define MKFS_DEFAULT_RESERVED 1
 
 static const char *const mkfs_types[] = { "ext2", "ext3", "ext4", NULL };
+static const char *const mkfs_esp_types[] = { "vfat", "none", NULL };
 
 static const struct param_spec mkfs_params[] = {
 	{ .name = "type", .type = PT_ENUM, .choices = mkfs_types, .help = "filesystem type", .defval = "ext4" },
@@ -50,6 +51,9 @@ static const struct param_spec mkfs_params[] = {
 	{ .name = "pvgrub_compatible", .type = PT_BOOL,
 	  .help = "choose features and inode size that GRUB legacy (PV-GRUB) can read", .defval = "false" },
 	{ .name = "reserved_percent", .type = PT_INT, .help = "blocks reserved for root (mke2fs -m)", .defval = "1" },
+	{ .name = "esp_fstype", .type = PT_ENUM, .choices = mkfs_esp_types,
+	  .help = "filesystem of the EFI system partition, when the partition stage made one (vfat: FAT32 by mkfs.vfat)",
+	  .defval = "vfat" },
 	{ .name = NULL },
 };
 
@@ -320,6 +324,29 @@ static int mkfs_verify_blkid(const char *image, const struct mkfs_opts *o, struc
 	return 0;
 }
 
+/* ---- the EFI system partition (esp_fstype) ----
+ * FAT32 made by mkfs.vfat (dosfstools) at the ESP's sector offset, with a
+ * volume id from the stage key and --invariant, so rebuilds are identical.
+ * The bootloader stage mounts it and installs GRUB for UEFI there. */
+static int mkfs_esp(const struct stage_ctx *ctx, struct af_error **err)
+{
+	const json_t *off = json_object_get(ctx->facts, "esp.offset"), *size = json_object_get(ctx->facts, "esp.size");
+	if (!off || !size || strcmp(params_str(ctx->params, "esp_fstype", "vfat"), "vfat") != 0)
+		return 0;
+	char id[37];
+	uuid_derive(ctx->key, "esp-volid", id);
+	_cleanup_free_ char *volid = xstrndup(id, 8);
+	_cleanup_free_ char *offset = xasprintf("--offset=%" PRIu64, (uint64_t)json_integer_value(off) / 512);
+	_cleanup_free_ char *kib = xasprintf("%" PRIu64, (uint64_t)json_integer_value(size) / 1024);
+	const char *argv[] = { "mkfs.vfat", "-F", "32", "-n", "ESP", "-i", volid, "--invariant", offset, ctx->image, kib, NULL };
+	struct spawn_opts so = { .argv = (char *const *)argv, .out_fd = ctx->log_fd, .in_fd = -1, .deadline = ctx->deadline };
+	log_info("mkfs.vfat -F 32 -n ESP -i %s %s %s %s", volid, offset, ctx->image, kib);
+	if (sandbox_spawn(&so, err) < 0)
+		return af_error_wrap(err, "make the FAT filesystem of the EFI system partition (mkfs.vfat is in dosfstools)");
+	json_object_set_new(ctx->outputs, "esp.fstype", json_string("vfat"));
+	return 0;
+}
+
 static int mkfs_run(struct stage_ctx *ctx, struct af_error **err)
 {
 	struct mkfs_opts o = { 0 };
@@ -334,7 +361,7 @@ static int mkfs_run(struct stage_ctx *ctx, struct af_error **err)
 	json_object_set_new(ctx->outputs, "root.label", json_string(o.label));
 	json_object_set_new(ctx->outputs, "root.pvgrub_compatible", json_boolean(o.pvgrub));
 	log_info("made %s filesystem LABEL=%s UUID=%s", o.type, o.label, o.uuid);
-	return 0;
+	return mkfs_esp(ctx, err);
 }
 
 const struct stage_type stage_mkfs = {

@@ -1,0 +1,708 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* bootloader: makes the image bootable.
+ *
+ * - type: pvgrub writes /boot/grub/menu.lst for Amazon's PV-GRUB (GRUB 0.97
+ *   with Xen's patches, reference/FORMATS.md §6) after checking with
+ *   libext2fs that GRUB legacy can read the root filesystem.
+ * - type: grub installs GRUB 2 inside the chroot: BIOS (grub-pc, boot code in
+ *   the MBR and the core image in the MBR gap or the GPT BIOS boot partition,
+ *   written through a loop device of the whole disk while the root
+ *   partition stays mounted through its own offset loop, DESIGN §6) and/or
+ *   UEFI (grub-efi on the ESP, also at the removable path); grub.cfg is made
+ *   by grub-mkconfig in the chroot and checked for the root= it must carry.
+ * - type: none does nothing (images that boot their kernel directly).
+ *
+ * The loop devices and the ESP mount are made in the stage child's private
+ * mount namespace and vanish with it. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <blkid.h>
+#include <et/com_err.h>
+#include <ext2fs/ext2fs.h>
+
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/log.h"
+#include "amiforge/params.h"
+#include "amiforge/sandbox.h"
+#include "amiforge/stage.h"
+#include "amiforge/util.h"
+
+static const char *const boot_types[] = { "grub", "pvgrub", "none", NULL };
+static const char *const boot_firmwares[] = { "auto", "bios", "uefi", "both", NULL };
+static const char *const boot_root_by[] = { "label", "uuid", NULL };
+
+static const struct param_spec boot_params[] = {
+	{ .name = "type", .type = PT_ENUM, .flags = PARAM_REQUIRED, .choices = boot_types,
+	  .help = "grub (GRUB 2 for HVM), pvgrub (menu.lst for PV-GRUB) or none" },
+	{ .name = "firmware", .type = PT_ENUM, .choices = boot_firmwares,
+	  .help = "grub: bios, uefi or both; auto is uefi when the disk has an ESP (both with a BIOS boot partition), else bios",
+	  .defval = "auto" },
+	{ .name = "root_by", .type = PT_ENUM, .choices = boot_root_by,
+	  .help = "root= on the kernel command line by LABEL= or UUID= of the root filesystem", .defval = "label" },
+	{ .name = "cmdline", .type = PT_STRING, .help = "more kernel command line arguments" },
+	{ .name = "menu_timeout", .type = PT_INT, .help = "seconds the boot menu waits",
+	  .defval = "1 (grub), 0 (pvgrub)" },
+	{ .name = "title", .type = PT_STRING, .help = "pvgrub: title of the menu entry", .defval = "Linux VERSION" },
+	{ .name = NULL },
+};
+
+/* ---- paths inside the image ------------------------------------------------ */
+
+/* REL inside the image at ROOTFD, symlinks resolved as if ROOTFD were "/":
+ * nothing the image contains can make the stage write on the host. */
+static int boot_open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_CLOEXEC),
+		.mode = (flags & O_CREAT) ? mode : 0,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	while (*rel == '/')
+		rel++;
+	return (int)syscall(SYS_openat2, rootfd, *rel ? rel : ".", &how, sizeof(how));
+}
+
+/* mkdir -p of REL inside the image, one component at a time, each opened
+ * in the image's root. */
+static int boot_mkdir_in_root(int rootfd, const char *root, const char *rel, struct af_error **err)
+{
+	_cleanup_fd_ int cur = boot_open_in_root(rootfd, "/", O_PATH | O_DIRECTORY, 0);
+	_cleanup_free_ char *copy = xstrdup(rel);
+	char *save = NULL;
+	for (char *c = strtok_r(copy, "/", &save); c && cur >= 0; c = strtok_r(NULL, "/", &save)) {
+		if (mkdirat(cur, c, 0755) < 0 && errno != EEXIST)
+			return af_error_set(err, errno, "create directory '%s' in the image '%s'", rel, root);
+		struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+					.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+		int next = (int)syscall(SYS_openat2, cur, c, &how, sizeof(how));
+		close(cur);
+		cur = next;
+	}
+	if (cur < 0)
+		return af_error_set(err, errno, "open directory '%s' in the image '%s' (a symlink on the way is refused)", rel,
+				    root);
+	return 0;
+}
+
+/* Writes TEXT to REL (an absolute path inside the image) atomically. */
+static int boot_write_in_root(int rootfd, const char *root, const char *rel, const char *text, mode_t mode,
+			      struct af_error **err)
+{
+	const char *slash = strrchr(rel, '/');
+	_cleanup_free_ char *dir = xstrndup(rel, (size_t)(slash - rel));
+	if (*dir && boot_mkdir_in_root(rootfd, root, dir, err) < 0)
+		return -1;
+	_cleanup_fd_ int dfd = boot_open_in_root(rootfd, *dir ? dir : "/", O_PATH | O_DIRECTORY, 0);
+	if (dfd < 0)
+		return af_error_set(err, errno, "open '%s%s' in the image", root, dir);
+	_cleanup_free_ char *tmp = xasprintf("%s.amiforge-tmp", slash + 1);
+	unlinkat(dfd, tmp, 0);
+	_cleanup_fd_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return af_error_set(err, errno, "create '%s%s.amiforge-tmp'", root, rel);
+	if (write_all(fd, text, strlen(text)) < 0 || fchmod(fd, mode) < 0 || close(steal_fd(&fd)) < 0 ||
+	    renameat(dfd, tmp, dfd, slash + 1) < 0) {
+		int e = errno;
+		unlinkat(dfd, tmp, 0);
+		return af_error_set(err, e, "write '%s%s'", root, rel);
+	}
+	return 0;
+}
+
+static bool boot_exists_in_root(int rootfd, const char *rel)
+{
+	_cleanup_fd_ int fd = boot_open_in_root(rootfd, rel, O_PATH, 0);
+	return fd >= 0;
+}
+
+/* ---- the kernel ------------------------------------------------------------ */
+
+struct boot_kernel {
+	char *version;  /* "6.1.0-50-amd64" */
+	char *image;    /* "/boot/vmlinuz-6.1.0-50-amd64" */
+	char *initrd;   /* "/boot/initrd.img-6.1.0-50-amd64" or NULL */
+};
+
+static void boot_kernel_release(struct boot_kernel *k)
+{
+	free(k->version);
+	free(k->image);
+	free(k->initrd);
+	*k = (struct boot_kernel){ 0 };
+}
+
+static char *boot_abs(const char *p)
+{
+	return p[0] == '/' ? xstrdup(p) : xasprintf("/%s", p);
+}
+
+/* The newest /boot/vmlinuz-VERSION in the image (Debian's version order). */
+static char *boot_newest_kernel(int rootfd)
+{
+	_cleanup_fd_ int bfd = boot_open_in_root(rootfd, "boot", O_RDONLY | O_DIRECTORY, 0);
+	if (bfd < 0)
+		return NULL;
+	DIR *d = fdopendir(steal_fd(&bfd));
+	if (!d)
+		return NULL;
+	char *best = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (str_has_prefix(de->d_name, "vmlinuz-") && (!best || strverscmp(de->d_name + 8, best) > 0)) {
+			free(best);
+			best = xstrdup(de->d_name + 8);
+		}
+	closedir(d);
+	return best;
+}
+
+/* The kernel stage's facts, else the newest kernel found in /boot. */
+static int boot_find_kernel(int rootfd, const json_t *facts, struct boot_kernel *k, struct af_error **err)
+{
+	const char *image = json_string_value(json_object_get(facts, "kernel.image"));
+	const char *initrd = json_string_value(json_object_get(facts, "kernel.initrd"));
+	const char *version = json_string_value(json_object_get(facts, "kernel.version"));
+	if (image) {
+		k->image = boot_abs(image);
+		k->initrd = initrd && *initrd ? boot_abs(initrd) : NULL;
+		k->version = xstrdup(version ? version : "");
+	} else {
+		k->version = boot_newest_kernel(rootfd);
+		if (!k->version)
+			return af_error_set(err, 0, "no kernel in the image (no /boot/vmlinuz-*, no kernel stage facts); add a kernel stage before the bootloader");
+		k->image = xasprintf("/boot/vmlinuz-%s", k->version);
+		_cleanup_free_ char *rd = xasprintf("/boot/initrd.img-%s", k->version);
+		if (boot_exists_in_root(rootfd, rd))
+			k->initrd = steal_pointer(&rd);
+	}
+	if (!boot_exists_in_root(rootfd, k->image))
+		return af_error_set(err, 0, "the kernel '%s' is not in the image; rebuild from the kernel stage", k->image);
+	if (k->initrd && !boot_exists_in_root(rootfd, k->initrd))
+		return af_error_set(err, 0, "the initrd '%s' is not in the image; rebuild from the kernel stage", k->initrd);
+	return 0;
+}
+
+/* ---- PV-GRUB menu.lst ------------------------------------------------------ */
+
+struct boot_entry {
+	const char *title, *kernel, *initrd;  /* initrd may be NULL */
+};
+
+struct boot_menu {
+	bool partitioned;     /* root (hd0,0) rather than (hd0) */
+	int64_t timeout;
+	const char *cmdline;  /* everything after the kernel path */
+	struct boot_entry entries[2];  /* default, fallback */
+};
+
+/* The menu.lst text (FORMATS.md §6).  Pure. */
+static char *boot_menu_lst(const struct boot_menu *m)
+{
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addf(&sb, "# /boot/grub/menu.lst for PV-GRUB, written by amiforge.\n"
+			 "default 0\nfallback 1\ntimeout %" PRId64 "\nhiddenmenu\n",
+		    m->timeout);
+	for (size_t i = 0; i < ARRAY_SIZE(m->entries); i++) {
+		const struct boot_entry *e = &m->entries[i];
+		strbuf_addf(&sb, "\ntitle %s\nroot %s\nkernel %s %s\n", e->title, m->partitioned ? "(hd0,0)" : "(hd0)",
+			    e->kernel, m->cmdline);
+		if (e->initrd)
+			strbuf_addf(&sb, "initrd %s\n", e->initrd);
+	}
+	return strbuf_detach(&sb);
+}
+
+/* "root=LABEL=x ro console=... extra". */
+static char *boot_cmdline(const char *root_spec, const char *console, const char *extra)
+{
+	return xasprintf("root=%s ro %s%s%s", root_spec, console, extra && *extra ? " " : "", extra ? extra : "");
+}
+
+/* GRUB legacy (PV-GRUB is GRUB 0.97 plus Xen's patches for ext4 extents)
+ * indexes 32-byte group descriptors, knows nothing of checksummed metadata,
+ * inline data, encryption or case folding, and walks the inode table in
+ * 128-byte steps as GRUB 0.97 does.  The mkfs stage's pvgrub_compatible
+ * makes exactly such a filesystem.  Returns 0, or -1 + err naming every
+ * problem and the fix. */
+static int boot_pvgrub_check_super(struct ext2_super_block *sb, struct af_error **err)
+{
+	struct strbuf why = STRBUF_INIT;
+	const struct { const char *name; int on; } bad[] = {
+		{ "64bit", ext2fs_has_feature_64bit(sb) },
+		{ "metadata_csum", ext2fs_has_feature_metadata_csum(sb) },
+		{ "metadata_csum_seed", ext2fs_has_feature_csum_seed(sb) },
+		{ "inline_data", ext2fs_has_feature_inline_data(sb) },
+		{ "encrypt", ext2fs_has_feature_encrypt(sb) },
+		{ "casefold", ext2fs_has_feature_casefold(sb) },
+		{ "meta_bg", ext2fs_has_feature_meta_bg(sb) },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		if (bad[i].on)
+			strbuf_addf(&why, "%sfeature %s", why.len ? ", " : "", bad[i].name);
+	unsigned isize = sb->s_rev_level == EXT2_GOOD_OLD_REV ? EXT2_GOOD_OLD_INODE_SIZE : sb->s_inode_size;
+	if (isize != EXT2_GOOD_OLD_INODE_SIZE)
+		strbuf_addf(&why, "%s%u-byte inodes", why.len ? ", " : "", isize);
+	if (!why.len)
+		return 0;
+	af_error_set(err, 0, "GRUB legacy (PV-GRUB) cannot read the root filesystem: %s; make it with mkfs {pvgrub_compatible: true} (128-byte inodes, mke2fs -I 128 -O ^64bit,^metadata_csum,^inline_data)",
+		     why.buf);
+	strbuf_release(&why);
+	return -1;
+}
+
+static void boot_close_fs(ext2_filsys *fs)
+{
+	if (*fs)
+		ext2fs_close_free(fs);
+}
+
+static int boot_pvgrub_check_fs(const char *image, uint64_t offset, const char *fstype, struct af_error **err)
+{
+	if (fstype && strcmp(fstype, "ext2") && strcmp(fstype, "ext3") && strcmp(fstype, "ext4"))
+		return af_error_set(err, 0, "PV-GRUB support here covers ext2/3/4 only, the root filesystem is %s; make it with mkfs {type: ext4, pvgrub_compatible: true}",
+				    fstype);
+	__attribute__((cleanup(boot_close_fs))) ext2_filsys fs = NULL;
+	char io_opts[64];
+	snprintf(io_opts, sizeof(io_opts), "offset=%" PRIu64, offset);
+	errcode_t rc = ext2fs_open2(image, io_opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (rc)
+		return af_error_set(err, 0, "open the root filesystem in '%s' at offset %" PRIu64 ": %s", image, offset,
+				    error_message(rc));
+	return boot_pvgrub_check_super(fs->super, err);
+}
+
+static const char *boot_fact_str(const json_t *facts, const char *name)
+{
+	return json_string_value(json_object_get(facts, name));
+}
+
+/* LABEL=... or UUID=... of the root filesystem from the mkfs facts. */
+static char *boot_root_spec(const struct stage_ctx *ctx, struct af_error **err)
+{
+	bool by_label = strcmp(params_str(ctx->params, "root_by", "label"), "label") == 0;
+	const char *v = boot_fact_str(ctx->facts, by_label ? "root.label" : "root.uuid");
+	if (!v || !*v) {
+		af_error_set(err, 0, "the root filesystem has no %s in the build's facts; %s", by_label ? "label" : "UUID",
+			     by_label ? "set label: in mkfs or use root_by: uuid" : "use root_by: label");
+		return NULL;
+	}
+	return xasprintf("%s=%s", by_label ? "LABEL" : "UUID", v);
+}
+
+static int boot_pvgrub(struct stage_ctx *ctx, int rootfd, struct af_error **err)
+{
+	const char *table = boot_fact_str(ctx->facts, "partition.table");
+	uint64_t off = (uint64_t)json_integer_value(json_object_get(ctx->facts, "root.offset"));
+	if (boot_pvgrub_check_fs(ctx->image, off, boot_fact_str(ctx->facts, "root.fstype"), err) < 0)
+		return -1;
+	struct boot_kernel k = { 0 };
+	if (boot_find_kernel(rootfd, ctx->facts, &k, err) < 0) {
+		boot_kernel_release(&k);
+		return -1;
+	}
+	_cleanup_free_ char *spec = boot_root_spec(ctx, err);
+	if (!spec) {
+		boot_kernel_release(&k);
+		return -1;
+	}
+	_cleanup_free_ char *cmdline = boot_cmdline(spec, "console=hvc0", params_str(ctx->params, "cmdline", NULL));
+	_cleanup_free_ char *title = params_get(ctx->params, "title")
+					     ? xstrdup(params_str(ctx->params, "title", ""))
+					     : xasprintf("Linux %s", k.version);
+	_cleanup_free_ char *fb_title = xasprintf("%s (fallback)", title);
+	/* The fallback boots through Debian's /vmlinuz and /initrd.img links,
+	 * which follow kernel upgrades made on the instance: when an upgrade
+	 * removes the version named in the first entry, this one still boots.
+	 * Without the links it repeats the first entry. */
+	bool links = boot_exists_in_root(rootfd, "vmlinuz") && (!k.initrd || boot_exists_in_root(rootfd, "initrd.img"));
+	struct boot_menu m = {
+		.partitioned = table && strcmp(table, "none") != 0,
+		.timeout = params_int(ctx->params, "menu_timeout", 0),
+		.cmdline = cmdline,
+		.entries = { { title, k.image, k.initrd },
+			     { fb_title, links ? "/vmlinuz" : k.image, !k.initrd ? NULL : links ? "/initrd.img" : k.initrd } },
+	};
+	_cleanup_free_ char *text = boot_menu_lst(&m);
+	int r = boot_write_in_root(rootfd, ctx->root, "/boot/grub/menu.lst", text, 0644, err);
+	if (r == 0) {
+		json_object_set_new(ctx->outputs, "bootloader.config", json_string("/boot/grub/menu.lst"));
+		json_object_set_new(ctx->outputs, "bootloader.pvgrub_root", json_string(m.partitioned ? "(hd0,0)" : "(hd0)"));
+		json_object_set_new(ctx->outputs, "kernel.cmdline", json_string(cmdline));
+		log_info("wrote /boot/grub/menu.lst: root %s, kernel %s %s", m.partitioned ? "(hd0,0)" : "(hd0)", k.image,
+			 cmdline);
+	}
+	boot_kernel_release(&k);
+	return r;
+}
+
+/* ---- GRUB 2 ------------------------------------------------------------------ */
+
+struct boot_grub {
+	bool bios, uefi;
+	const char *efi_target;   /* x86_64-efi | arm64-efi */
+	const char *efi_package;  /* grub-efi-amd64 | grub-efi-arm64 (-bin with BIOS) */
+	const char *removable;    /* EFI/BOOT/BOOTX64.EFI | EFI/BOOT/BOOTAA64.EFI */
+	const char *console;      /* kernel console= arguments */
+};
+
+/* /etc/default/grub.d/amiforge.cfg: read by grub-mkconfig after
+ * /etc/default/grub, here and on every update-grub on the instance.  The
+ * root is named by GRUB_DEVICE with the UUID form disabled, so root= never
+ * becomes the build's loop device.  Pure. */
+static char *boot_grub_defaults(int64_t timeout, const char *root_spec, const char *console, const char *extra)
+{
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addf(&sb, "# written by amiforge's bootloader stage\n"
+			 "GRUB_TIMEOUT=%" PRId64 "\n"
+			 "GRUB_TIMEOUT_STYLE=menu\n"
+			 "GRUB_CMDLINE_LINUX=\"%s%s%s\"\n"
+			 "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n"
+			 "GRUB_TERMINAL=\"console serial\"\n"
+			 "GRUB_SERIAL_COMMAND=\"serial --unit=0 --speed=115200\"\n"
+			 "GRUB_DISABLE_OS_PROBER=true\n"
+			 "GRUB_DEVICE=\"%s\"\n"
+			 "GRUB_DISABLE_LINUX_UUID=true\n"
+			 "GRUB_DISABLE_LINUX_PARTUUID=true\n",
+		    timeout, console, extra && *extra ? " " : "", extra ? extra : "", root_spec);
+	return strbuf_detach(&sb);
+}
+
+/* Every `linux` line of grub.cfg must boot the wanted root: returns 0, or
+ * -1 + err quoting the first bad line.  Pure. */
+static int boot_grub_cfg_check(const char *cfg, const char *root_spec, struct af_error **err)
+{
+	_cleanup_free_ char *want = xasprintf("root=%s ", root_spec);
+	int n = 0;
+	for (const char *line = cfg; line && *line;) {
+		const char *end = strchrnul(line, '\n');
+		const char *p = line;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (str_has_prefix(p, "linux") && (p[5] == ' ' || p[5] == '\t')) {
+			_cleanup_free_ char *l = xstrndup(p, (size_t)(end - p));
+			_cleanup_free_ char *lsp = xasprintf("%s ", l);
+			n++;
+			if (!strstr(lsp, want) || strstr(lsp, "root=/dev/loop") || strstr(lsp, "root=/dev/mapper"))
+				return af_error_set(err, 0, "grub.cfg boots the wrong root: '%s' (wanted root=%s)", l, root_spec);
+		}
+		line = *end ? end + 1 : end;
+	}
+	if (n == 0)
+		return af_error_set(err, 0, "grub.cfg has no linux line: grub-mkconfig found no kernel in /boot; add a kernel stage before the bootloader");
+	return 0;
+}
+
+static int boot_chroot_run(const struct stage_ctx *ctx, const char *const *argv, struct af_error **err)
+{
+	struct spawn_opts so = {
+		.argv = (char *const *)argv,
+		.chroot = ctx->root,
+		.out_fd = ctx->log_fd,
+		.in_fd = -1,
+		.deadline = ctx->deadline,
+	};
+	return sandbox_spawn(&so, err);
+}
+
+static int boot_chroot_sh(const struct stage_ctx *ctx, const char *script, struct af_error **err)
+{
+	const char *argv[] = { "/bin/sh", "-ec", script, NULL };
+	return boot_chroot_run(ctx, argv, err);
+}
+
+/* Installs PKGS (space separated) with apt in the chroot unless all of them
+ * already are.  grub-pc's questions are answered first (no install device:
+ * the stage installs the boot code itself). */
+static int boot_apt_install(const struct stage_ctx *ctx, const char *pkgs, struct af_error **err)
+{
+	_cleanup_free_ char *script = xasprintf(
+		"missing=\n"
+		"for p in %s; do\n"
+		"  dpkg-query -W -f='${Status}\\n' \"$p\" 2>/dev/null | grep -q '^install ok installed$' || missing=\"$missing $p\"\n"
+		"done\n"
+		"[ -n \"$missing\" ] || { echo \"amiforge: already installed: %s\"; exit 0; }\n"
+		"printf '%%s\\n' 'grub-pc grub-pc/install_devices multiselect' \\\n"
+		"  'grub-pc grub-pc/install_devices_empty boolean true' | debconf-set-selections\n"
+		"ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -q\n"
+		"apt-get install -y -q --no-install-recommends $missing || { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; }\n"
+		"apt-get clean\n",
+		pkgs, pkgs);
+	log_info("bootloader: apt-get install %s (if missing)", pkgs);
+	if (boot_chroot_sh(ctx, script, err) < 0)
+		return af_error_wrap(err, "install %s in the image", pkgs);
+	return 0;
+}
+
+/* "/dev/loopN" for the block device DEV, as the kernel names it. */
+static char *boot_devname(dev_t dev)
+{
+	_cleanup_free_ char *uevent = xasprintf("/sys/dev/block/%u:%u/uevent", major(dev), minor(dev));
+	_cleanup_free_ char *text = read_file(uevent, NULL, NULL);
+	const char *p = text ? strstr(text, "DEVNAME=") : NULL;
+	if (!p)
+		return xasprintf("/dev/block-%u-%u", major(dev), minor(dev));
+	return xasprintf("/dev/%.*s", (int)strcspn(p + 8, "\n"), p + 8);
+}
+
+/* Makes the block device node PATH (an absolute /dev/... name) inside the
+ * chroot's private /dev, so tools in the chroot can open it. */
+static int boot_mknod_in_root(const char *root, const char *path, dev_t dev, struct af_error **err)
+{
+	_cleanup_free_ char *p = path_join(root, path);
+	if (mknod(p, S_IFBLK | 0660, dev) < 0 && errno != EEXIST)
+		return af_error_set(err, errno, "create the device node '%s'", p);
+	return 0;
+}
+
+/* The whole disk through its own loop device, visible in the chroot. */
+static int boot_disk_loop(const struct stage_ctx *ctx, struct loopdev *disk, struct af_error **err)
+{
+	struct stat st;
+	if (stat(ctx->image, &st) < 0)
+		return af_error_set(err, errno, "stat '%s'", ctx->image);
+	if (S_ISBLK(st.st_mode)) {
+		disk->fd = -1;
+		disk->path = xstrdup(ctx->image);
+		return boot_mknod_in_root(ctx->root, ctx->image, st.st_rdev, err);
+	}
+	if (loop_attach(ctx->image, 0, 0, false, disk, err) < 0)
+		return af_error_wrap(err, "attach the whole disk for GRUB");
+	if (fstat(disk->fd, &st) < 0)
+		return af_error_set(err, errno, "stat '%s'", disk->path);
+	return boot_mknod_in_root(ctx->root, disk->path, st.st_rdev, err);
+}
+
+/* grub-install follows / to the root filesystem's device: the runner's
+ * offset loop device, which the chroot's private /dev lacks. */
+static int boot_root_node(const struct stage_ctx *ctx, struct af_error **err)
+{
+	struct stat st;
+	if (stat(ctx->root, &st) < 0)
+		return af_error_set(err, errno, "stat '%s'", ctx->root);
+	_cleanup_free_ char *name = boot_devname(st.st_dev);
+	return boot_mknod_in_root(ctx->root, name, st.st_dev, err);
+}
+
+static void boot_free_probe(blkid_probe *pr)
+{
+	if (*pr)
+		blkid_free_probe(*pr);
+}
+
+/* The ESP's filesystem type as libblkid reads it, or NULL. */
+static char *boot_probe_type(const char *image, uint64_t off, uint64_t size)
+{
+	_cleanup_fd_ int fd = open(image, O_RDONLY | O_CLOEXEC);
+	__attribute__((cleanup(boot_free_probe))) blkid_probe pr = fd >= 0 ? blkid_new_probe() : NULL;
+	const char *v = NULL;
+	if (!pr || blkid_probe_set_device(pr, fd, (blkid_loff_t)off, (blkid_loff_t)size) < 0)
+		return NULL;
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+	if (blkid_do_safeprobe(pr) != 0 || blkid_probe_lookup_value(pr, "TYPE", &v, NULL) < 0 || !v)
+		return NULL;
+	return xstrdup(v);
+}
+
+/* The ESP mounted at ROOT/boot/efi (in this child's namespace only). */
+static int boot_mount_esp(const struct stage_ctx *ctx, int rootfd, struct loopdev *esp, struct af_error **err)
+{
+	const json_t *off = json_object_get(ctx->facts, "esp.offset"), *size = json_object_get(ctx->facts, "esp.size");
+	if (!off || !size)
+		return af_error_set(err, 0, "UEFI boot needs an EFI system partition; use partition {table: gpt, esp: 128MiB}");
+	uint64_t o = (uint64_t)json_integer_value(off), s = (uint64_t)json_integer_value(size);
+	_cleanup_free_ char *type = boot_probe_type(ctx->image, o, s);
+	if (!type || strcmp(type, "vfat") != 0)
+		return af_error_set(err, 0, "the EFI system partition holds %s, not a FAT filesystem; give mkfs esp_fstype: vfat",
+				    type ? type : "no filesystem");
+	if (boot_mkdir_in_root(rootfd, ctx->root, "/boot/efi", err) < 0)
+		return -1;
+	_cleanup_fd_ int mp = boot_open_in_root(rootfd, "boot/efi", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+	if (mp < 0)
+		return af_error_set(err, errno, "open '%s/boot/efi'", ctx->root);
+	if (loop_attach(ctx->image, o, s, false, esp, err) < 0)
+		return af_error_wrap(err, "attach the EFI system partition");
+	char fdp[32];
+	snprintf(fdp, sizeof(fdp), "/proc/self/fd/%d", mp);
+	if (mount(esp->path, fdp, "vfat", MS_NOATIME, "umask=0077") < 0)
+		return af_error_set(err, errno, "mount the EFI system partition %s on '%s/boot/efi'", esp->path, ctx->root);
+	return 0;
+}
+
+static int boot_umount_esp(const struct stage_ctx *ctx, struct af_error **err)
+{
+	_cleanup_free_ char *mp = path_join(ctx->root, "boot/efi");
+	if (umount2(mp, 0) < 0)
+		return af_error_set(err, errno, "unmount the EFI system partition from '%s'", mp);
+	return 0;
+}
+
+static int boot_grub_choose(const struct stage_ctx *ctx, struct boot_grub *g, struct af_error **err)
+{
+	const char *fw = params_str(ctx->params, "firmware", "auto");
+	bool arm = ctx->arch && strcmp(ctx->arch, "arm64") == 0;
+	bool esp = json_object_get(ctx->facts, "esp.offset") != NULL;
+	bool biosboot = json_object_get(ctx->facts, "bios_boot.partnum") != NULL;
+	if (strcmp(fw, "auto") == 0) {
+		g->uefi = esp || arm;
+		g->bios = !arm && (!esp || biosboot);
+	} else {
+		g->bios = strcmp(fw, "bios") == 0 || strcmp(fw, "both") == 0;
+		g->uefi = strcmp(fw, "uefi") == 0 || strcmp(fw, "both") == 0;
+	}
+	if (arm && g->bios)
+		return af_error_set(err, 0, "arm64 has no BIOS: use firmware: uefi");
+	const char *table = boot_fact_str(ctx->facts, "partition.table");
+	if (!table || strcmp(table, "none") == 0)
+		return af_error_set(err, 0, "GRUB needs a partitioned disk (the boot code lives outside the filesystem); use partition {table: mbr} or {table: gpt, ...}, or bootloader type: pvgrub");
+	if (g->bios && strcmp(table, "gpt") == 0 && !biosboot)
+		return af_error_set(err, 0, "GRUB for BIOS on a GPT disk needs a BIOS boot partition; use partition {table: gpt, bios_boot: true}");
+	g->efi_target = arm ? "arm64-efi" : "x86_64-efi";
+	g->efi_package = arm ? (g->bios ? "grub-efi-arm64-bin" : "grub-efi-arm64")
+			     : (g->bios ? "grub-efi-amd64-bin" : "grub-efi-amd64");
+	g->removable = arm ? "EFI/BOOT/BOOTAA64.EFI" : "EFI/BOOT/BOOTX64.EFI";
+	g->console = arm ? "console=tty0 console=ttyAMA0,115200" : "console=tty0 console=ttyS0,115200n8";
+	return 0;
+}
+
+/* Boot code in the MBR, core image in the MBR gap / BIOS boot partition. */
+static int boot_grub_bios(const struct stage_ctx *ctx, const char *disk, struct af_error **err)
+{
+	const char *argv[] = { "grub-install", "--target=i386-pc", "--boot-directory=/boot",
+			       /* The root's own loop device has no partition table: name
+				* the partition maps so the core image can find it. */
+			       "--modules=part_msdos part_gpt ext2", disk, NULL };
+	log_info("grub-install --target=i386-pc %s", disk);
+	if (boot_chroot_run(ctx, argv, err) < 0)
+		return af_error_wrap(err, "install GRUB for BIOS on %s", disk);
+	return 0;
+}
+
+static int boot_grub_efi(const struct stage_ctx *ctx, const struct boot_grub *g, struct af_error **err)
+{
+	_cleanup_free_ char *target = xasprintf("--target=%s", g->efi_target);
+	const char *argv[] = { "grub-install", target, "--efi-directory=/boot/efi", "--boot-directory=/boot",
+			       "--bootloader-id=debian", "--no-nvram", "--modules=part_gpt part_msdos ext2", NULL, NULL };
+	log_info("grub-install %s on the ESP", target);
+	if (boot_chroot_run(ctx, argv, err) < 0)
+		return af_error_wrap(err, "install GRUB for UEFI");
+	/* The removable path is what firmware without boot entries (a new
+	 * instance's NVRAM is empty) loads. */
+	argv[6] = "--removable";
+	argv[7] = "--modules=part_gpt part_msdos ext2";
+	log_info("grub-install %s --removable", target);
+	if (boot_chroot_run(ctx, argv, err) < 0)
+		return af_error_wrap(err, "install GRUB for UEFI at the removable path %s", g->removable);
+	return 0;
+}
+
+static int boot_grub_config(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, const char *spec,
+			    struct af_error **err)
+{
+	_cleanup_free_ char *defaults = boot_grub_defaults(params_int(ctx->params, "menu_timeout", 1), spec, g->console,
+							    params_str(ctx->params, "cmdline", NULL));
+	if (boot_write_in_root(rootfd, ctx->root, "/etc/default/grub.d/amiforge.cfg", defaults, 0644, err) < 0)
+		return -1;
+	const char *argv[] = { "grub-mkconfig", "-o", "/boot/grub/grub.cfg", NULL };
+	if (boot_chroot_run(ctx, argv, err) < 0)
+		return af_error_wrap(err, "generate grub.cfg");
+	_cleanup_fd_ int fd = boot_open_in_root(rootfd, "boot/grub/grub.cfg", O_RDONLY | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return af_error_set(err, errno, "open '%s/boot/grub/grub.cfg'", ctx->root);
+	_cleanup_free_ char *fdp = xasprintf("/proc/self/fd/%d", fd);
+	_cleanup_free_ char *cfg = read_file(fdp, NULL, err);
+	if (!cfg)
+		return -1;
+	return boot_grub_cfg_check(cfg, spec, err);
+}
+
+static int boot_grub_run(struct stage_ctx *ctx, int rootfd, struct af_error **err)
+{
+	struct boot_grub g = { 0 };
+	if (boot_grub_choose(ctx, &g, err) < 0)
+		return -1;
+	_cleanup_free_ char *spec = boot_root_spec(ctx, err);
+	if (!spec)
+		return -1;
+	struct boot_kernel k = { 0 };
+	int r = boot_find_kernel(rootfd, ctx->facts, &k, err);
+	boot_kernel_release(&k);
+	if (r < 0)
+		return -1;
+	_cleanup_free_ char *pkgs = xasprintf("%s%s%s", g.bios ? "grub-pc" : "", g.bios && g.uefi ? " " : "",
+					      g.uefi ? g.efi_package : "");
+	if (boot_apt_install(ctx, pkgs, err) < 0)
+		return -1;
+	if (boot_root_node(ctx, err) < 0)
+		return -1;
+	if (g.bios) {
+		struct loopdev disk = { .fd = -1 };
+		r = boot_disk_loop(ctx, &disk, err);
+		if (r == 0)
+			r = boot_grub_bios(ctx, disk.path, err);
+		if (disk.fd >= 0 && fsync(disk.fd) < 0 && r == 0)
+			r = af_error_set(err, errno, "sync %s", disk.path);
+		loop_release(&disk);
+		free(disk.path);
+		if (r < 0)
+			return -1;
+	}
+	if (g.uefi) {
+		struct loopdev esp = { .fd = -1 };
+		r = boot_mount_esp(ctx, rootfd, &esp, err);
+		if (r == 0) {
+			r = boot_grub_efi(ctx, &g, err);
+			if (boot_umount_esp(ctx, err) < 0)
+				r = -1;
+		}
+		loop_release(&esp);
+		free(esp.path);
+		if (r < 0)
+			return -1;
+	}
+	if (boot_grub_config(ctx, rootfd, &g, spec, err) < 0)
+		return -1;
+	json_object_set_new(ctx->outputs, "bootloader.config", json_string("/boot/grub/grub.cfg"));
+	json_object_set_new(ctx->outputs, "bootloader.firmware",
+			    json_string(g.bios && g.uefi ? "both" : g.bios ? "bios" : "uefi"));
+	log_info("GRUB installed for %s; grub.cfg boots root=%s", g.bios && g.uefi ? "BIOS and UEFI" : g.bios ? "BIOS" : "UEFI",
+		 spec);
+	return 0;
+}
+
+static int boot_run(struct stage_ctx *ctx, struct af_error **err)
+{
+	const char *type = params_str(ctx->params, "type", "none");
+	json_object_set_new(ctx->outputs, "bootloader.type", json_string(type));
+	if (strcmp(type, "none") == 0) {
+		log_info("bootloader: none (the image boots its kernel directly)");
+		return 0;
+	}
+	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return af_error_set(err, errno, "open '%s'", ctx->root);
+	if (strcmp(type, "pvgrub") == 0)
+		return boot_pvgrub(ctx, rootfd, err);
+	return boot_grub_run(ctx, rootfd, err);
+}
+
+const struct stage_type stage_bootloader = {
+	.name = "bootloader",
+	.summary = "make the image bootable: GRUB 2 (BIOS/UEFI), a PV-GRUB menu.lst, or none",
+	.params = boot_params,
+	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
+	.default_timeout = 1800,
+	.run = boot_run,
+};
