@@ -62,7 +62,8 @@ void aws_creds_copy(struct aws_creds *dst, const struct aws_creds *src);
 struct aws_imds {
 	int (*get)(void *data, const char *path, char **body, struct af_error **err);
 	void *data;
-	/* Where it is, for messages ("http://169.254.169.254"). */
+	/* Where it is, for messages ("http://169.254.169.254"); NULL: the
+	 * built-in endpoint (AWS_EC2_METADATA_SERVICE_ENDPOINT or the default). */
 	const char *describe;
 };
 
@@ -129,8 +130,11 @@ int aws_host_infer(const char *host, char **service, char **region);
 /* Returns a copy of TEXT (caller frees) with every occurrence of a secret
  * replaced by "[REDACTED]": the secret key and session token of C (if C is
  * not NULL), the values of AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
- * AWS_SECURITY_TOKEN in the environment, the Signature=..., X-Amz-Signature
- * and X-Amz-Security-Token values, and "x-amz-security-token:" header values. */
+ * AWS_SECURITY_TOKEN in the environment, the values of the query parameters
+ * X-Amz-Signature and X-Amz-Security-Token (presigned URLs), and the value
+ * of "x-amz-security-token:" header lines (case-insensitive).  The
+ * Signature= of an Authorization header is kept: it is a one-request MAC,
+ * not a secret, and --dry-run must show it. */
 char *aws_redact(const char *text, const struct aws_creds *c);
 
 /* "AKIA...WXYZ" style short form of an access key id (not a secret, but

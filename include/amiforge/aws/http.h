@@ -95,6 +95,9 @@ struct http_signing {
 	const char *region;
 	const char *service;            /* signing name: "ec2", "ebs", "s3" */
 	unsigned sigv4_flags;           /* SIGV4_S3, SIGV4_UNSIGNED_PAYLOAD, ... */
+	/* A fixed X-Amz-Date for every attempt (tests, `aws request --date`);
+	 * NULL: the time of each attempt. */
+	const char *amz_date;
 };
 
 struct http_request {
@@ -164,6 +167,14 @@ int http_batch_run(const struct http_batch *batch, struct af_error **err);
  * (release both).  0 when all succeeded, else -1 + err (first failure). */
 int http_batch_run_items(struct http_batch_item *items, size_t n, int max_parallel,
 			 struct af_error **err);
+
+/* Splits URL as the client sends it: *host is the Host header value
+ * (host[:port], the port only when not the scheme's default), *path the
+ * percent-encoded path as given ("/" at least), *query the query without
+ * '?' or NULL.  0 and all set (caller frees), or -1 + err for a malformed
+ * URL. */
+int http_url_split(const char *url, char **host, char **path, char **query,
+		   struct af_error **err);
 
 /* Calls curl_global_init once.  Safe to call many times. */
 void http_global_init(void);
