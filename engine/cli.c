@@ -7,9 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "amiforge/aws/awscli.h"
 #include "amiforge/blockstore.h"
+#include "amiforge/boottest.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
+#include "amiforge/imds_responder.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
@@ -31,6 +34,10 @@ static const char usage_text[] =
 	"  status [--state DIR | RECIPE]   what the journal holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
 	"  stages                      the stage types and their parameters\n"
+	"  aws request METHOD URL [--service S] [--region R] [-H 'K: V']... [-d @FILE] [--dry-run]\n"
+	"                              send (or show) one SigV4-signed request\n"
+	"  boot-test IMAGE [--hvm|--pvgrub] [--uefi|--bios] [--user NAME] [--accel tcg|kvm] [--timeout S]\n"
+	"                              boot in QEMU with a metadata service, ssh in, report\n"
 	"  version                     print the version\n"
 	"\n"
 	"exit codes: 0 ok, 1 a stage failed, 2 usage, 65 recipe invalid, 69 tool or service\n"
@@ -359,6 +366,16 @@ static const struct command {
 	{ "version", cmd_version, "" },
 };
 
+/* Commands with options of their own: they parse argv themselves. */
+static const struct raw_command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} raw_commands[] = {
+	{ "__imds-responder", imds_responder_main },  /* hidden: QEMU's guestfwd runs it */
+	{ "aws", awscli_main },
+	{ "boot-test", boottest_main },
+};
+
 int cli_main(int argc, char **argv)
 {
 	enum log_level level = LOG_LEVEL_INFO;
@@ -380,6 +397,9 @@ int cli_main(int argc, char **argv)
 	if (i >= argc)
 		return usage_error("%s", "no command given");
 	log_init(level, false);
+	for (size_t c = 0; c < ARRAY_SIZE(raw_commands); c++)
+		if (!strcmp(raw_commands[c].name, argv[i]))
+			return raw_commands[c].fn(argc - i, argv + i);
 	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
 		if (strcmp(commands[c].name, argv[i]))
 			continue;

@@ -1,0 +1,1393 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `amiforge boot-test IMAGE`: boot the image in QEMU the way EC2 would
+ * (user networking, a metadata service at 169.254.169.254, a key pair made
+ * for the test), ssh in as the admin user and check the image (DESIGN §7).
+ *
+ * Nothing is left behind: QEMU runs in its own process group with
+ * PR_SET_PDEATHSIG, the per-connection metadata responders (which libslirp
+ * detaches from QEMU) are reparented to us as a child subreaper and killed
+ * at the end, the disk is opened with snapshot=on (its overlay lives in the
+ * temporary directory), and the temporary directory with the private key is
+ * removed, after a failure all but the console and responder logs. */
+#include <blkid/blkid.h>
+#include <errno.h>
+#include <et/com_err.h>
+#include <ext2fs/ext2fs.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amiforge/boottest.h"
+#include "amiforge/cleanup.h"
+#include "amiforge/error.h"
+#include "amiforge/imds_responder.h"
+#include "amiforge/log.h"
+#include "amiforge/runner.h"
+#include "amiforge/util.h"
+
+/* ======================= menu.lst (GRUB legacy) ======================= */
+
+static char *ml_trim(char *s)
+{
+	s += strspn(s, " \t");
+	size_t n = strlen(s);
+	while (n && strchr(" \t\r", s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static int ml_number(const char *arg, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(arg, &end, 10);
+	if (errno || end == arg || (*end && !strchr(" \t", *end)) || v < 0 || v > 1000)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+static void ml_entry_release(struct menulst_entry *e)
+{
+	free(e->title);
+	free(e->root);
+	free(e->kernel);
+	free(e->args);
+	free(e->initrd);
+}
+
+void menulst_release(struct menulst *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		ml_entry_release(&m->entries[i]);
+	free(m->entries);
+	*m = (struct menulst){ 0 };
+}
+
+/* A kernel line: GRUB options ("--type=netbsd"), the path, the arguments. */
+static int ml_kernel(struct menulst_entry *e, char *arg)
+{
+	while (str_has_prefix(arg, "--")) {
+		arg += strcspn(arg, " \t");
+		arg += strspn(arg, " \t");
+	}
+	size_t pl = strcspn(arg, " \t");
+	if (pl == 0)
+		return -1;
+	free(e->kernel);
+	free(e->args);
+	e->kernel = xstrndup(arg, pl);
+	e->args = xstrdup(ml_trim(arg + pl));
+	return 0;
+}
+
+static int ml_global(struct menulst *m, const char *cmd, const char *arg)
+{
+	if (!strcmp(cmd, "default"))
+		return !strcmp(arg, "saved") ? (m->default_entry = 0) : ml_number(arg, &m->default_entry);
+	if (!strcmp(cmd, "fallback"))
+		return ml_number(arg, &m->fallback);
+	return 0;  /* timeout, hiddenmenu, serial, color...: nothing to boot by */
+}
+
+static int ml_in_entry(struct menulst_entry *e, const char *cmd, char *arg)
+{
+	if (!strcmp(cmd, "root") || !strcmp(cmd, "rootnoverify")) {
+		if (!*arg)
+			return -1;
+		free(e->root);
+		e->root = xstrndup(arg, strcspn(arg, " \t"));
+	} else if (!strcmp(cmd, "kernel")) {
+		return ml_kernel(e, arg);
+	} else if (!strcmp(cmd, "initrd")) {
+		if (!*arg)
+			return -1;
+		free(e->initrd);
+		e->initrd = xstrndup(arg, strcspn(arg, " \t"));
+	}
+	return 0;
+}
+
+int menulst_parse(const char *text, struct menulst *out, struct af_error **err)
+{
+	struct menulst m = { .fallback = -1 };
+	_cleanup_free_ char *copy = xstrdup(text);
+	int lineno = 0;
+
+	for (char *p = copy, *line; (line = strsep(&p, "\n")); ) {
+		lineno++;
+		line = ml_trim(line);
+		if (!*line || *line == '#')
+			continue;
+		size_t cl = strcspn(line, " \t=");
+		char *arg = line + cl;
+		if (*arg)
+			*arg++ = '\0';
+		arg = ml_trim(arg + strspn(arg, " \t="));
+		int rc = 0;
+		if (!strcmp(line, "title")) {
+			m.entries = xreallocarray(m.entries, m.n + 1, sizeof(*m.entries));
+			m.entries[m.n++] = (struct menulst_entry){ .title = xstrdup(arg) };
+		} else if (m.n == 0) {
+			rc = ml_global(&m, line, arg);
+		} else {
+			rc = ml_in_entry(&m.entries[m.n - 1], line, arg);
+		}
+		if (rc < 0) {
+			menulst_release(&m);
+			return af_error_set(err, 0, "menu.lst line %d: '%s' needs %s", lineno, line,
+					    !strcmp(line, "default") || !strcmp(line, "fallback")
+						    ? "an entry number" : "a device or path");
+		}
+	}
+	if (m.n == 0) {
+		menulst_release(&m);
+		return af_error_set(err, 0, "menu.lst has no 'title' entry: nothing to boot");
+	}
+	*out = m;
+	return 0;
+}
+
+const struct menulst_entry *menulst_default(const struct menulst *m, struct af_error **err)
+{
+	if ((size_t)m->default_entry >= m->n) {
+		af_error_set(err, 0, "menu.lst: default entry %d does not exist (entries 0 to %zu)",
+			     m->default_entry, m->n - 1);
+		return NULL;
+	}
+	const struct menulst_entry *e = &m->entries[m->default_entry];
+	if (!e->kernel) {
+		af_error_set(err, 0, "menu.lst: default entry %d ('%s') has no kernel line", m->default_entry,
+			     e->title);
+		return NULL;
+	}
+	return e;
+}
+
+char *menulst_split_path(const char *path, char **device)
+{
+	*device = NULL;
+	if (path[0] == '(') {
+		const char *close = strchr(path, ')');
+		if (close) {
+			*device = xstrndup(path, (size_t)(close - path + 1));
+			path = close + 1;
+		}
+	}
+	return xstrdup(*path ? path : "/");
+}
+
+int menulst_device_partition(const char *device, int *partition, struct af_error **err)
+{
+	int part = -1, used = 0;
+	if (!strcmp(device, "(hd0)")) {
+		*partition = -1;
+		return 0;
+	}
+	if (sscanf(device, "(hd0,%d)%n", &part, &used) == 1 && device[used] == '\0' && part >= 0 && part < 128) {
+		*partition = part;
+		return 0;
+	}
+	return af_error_set(err, 0, "menu.lst: device '%s' is not one PV-GRUB reads: use (hd0) or (hd0,N)", device);
+}
+
+/* A console the PV guest has that the QEMU guest does not. */
+static bool bt_is_pv_console(const char *tok)
+{
+	static const char *const moved[] = { "console=hvc", "console=xvc", "console=ttyS" };
+	for (size_t i = 0; i < ARRAY_SIZE(moved); i++)
+		if (str_has_prefix(tok, moved[i]))
+			return true;
+	return false;
+}
+
+char *boottest_serial_cmdline(const char *args)
+{
+	struct strbuf sb = STRBUF_INIT;
+	_cleanup_free_ char *copy = xstrdup(args);
+	char *save = NULL;
+
+	for (char *tok = strtok_r(copy, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+		if (bt_is_pv_console(tok))
+			continue;
+		strbuf_addf(&sb, "%s%s", sb.len ? " " : "", tok);
+	}
+	/* Last, so that it is /dev/console: where systemd and the kernel log. */
+	strbuf_addf(&sb, "%sconsole=ttyS0", sb.len ? " " : "");
+	return strbuf_detach(&sb);
+}
+
+/* ============================== report =============================== */
+
+void boottest_report_add(struct boottest_report *r, const char *name, enum boottest_status st,
+			 const char *detail)
+{
+	if (r->n >= BOOTTEST_MAX_CHECKS)
+		BUG("too many boot-test checks");
+	r->checks[r->n++] = (struct boottest_check){ name, st, detail ? xstrdup(detail) : NULL };
+}
+
+bool boottest_report_passed(const struct boottest_report *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->checks[i].status != BOOTTEST_OK)
+			return false;
+	return r->n > 0;
+}
+
+void boottest_report_format(const struct boottest_report *r, struct strbuf *out)
+{
+	static const char *const status[] = { [BOOTTEST_OK] = "ok", [BOOTTEST_FAILED] = "FAILED",
+					      [BOOTTEST_SKIPPED] = "skipped" };
+	strbuf_addf(out, "boot-test %s (%s, %s, %s)\n", r->image, r->boot, r->firmware, r->accel);
+	if (r->boot_seconds >= 0)
+		strbuf_addf(out, "  boot to ssh      %.1fs\n", r->boot_seconds);
+	size_t bad = 0;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct boottest_check *c = &r->checks[i];
+		if (c->detail)
+			strbuf_addf(out, "  %-16s %-7s %s\n", c->name, status[c->status], c->detail);
+		else
+			strbuf_addf(out, "  %-16s %s\n", c->name, status[c->status]);
+		bad += c->status != BOOTTEST_OK;
+	}
+	if (boottest_report_passed(r)) {
+		strbuf_addf(out, "result: passed (%zu checks)\n", r->n);
+		return;
+	}
+	strbuf_addstr(out, "result: FAILED:");
+	const char *sep = " ";
+	for (size_t i = 0; i < r->n; i++)
+		if (r->checks[i].status == BOOTTEST_FAILED) {
+			strbuf_addf(out, "%s%s", sep, r->checks[i].name);
+			sep = ", ";
+		}
+	strbuf_addf(out, " (%zu of %zu checks not passed)\n", bad, r->n);
+	if (r->kept_dir)
+		strbuf_addf(out, "console log: %s/console.log\n", r->kept_dir);
+}
+
+void boottest_report_release(struct boottest_report *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->checks[i].detail);
+	free(r->kept_dir);
+	r->n = 0;
+	r->kept_dir = NULL;
+}
+
+/* ========================== reading the image ========================= */
+
+struct bt_part {
+	int partno;       /* 1-based, as the kernel numbers them */
+	uint64_t offset, size;
+	bool esp;
+};
+
+struct bt_disk {
+	const char *table;  /* "none", "dos" or "gpt" */
+	size_t n;
+	struct bt_part part[16];
+};
+
+static void bt_free_probe(blkid_probe *pr)
+{
+	if (*pr)
+		blkid_free_probe(*pr);
+}
+
+#define BT_ESP_GUID "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+
+static int bt_probe_disk(const char *image, struct bt_disk *d, struct af_error **err)
+{
+	__attribute__((cleanup(bt_free_probe))) blkid_probe pr = blkid_new_probe_from_filename(image);
+	*d = (struct bt_disk){ .table = "none" };
+	if (!pr)
+		return af_error_set(err, errno, "cannot probe '%s' with libblkid", image);
+	blkid_probe_enable_superblocks(pr, 0);
+	blkid_probe_enable_partitions(pr, 1);
+	blkid_probe_set_partitions_flags(pr, BLKID_PARTS_ENTRY_DETAILS);
+	blkid_partlist ls = blkid_probe_get_partitions(pr);
+	blkid_parttable tab = ls ? blkid_partlist_get_table(ls) : NULL;
+	if (!tab)
+		return 0;
+	d->table = !strcmp(blkid_parttable_get_type(tab), "gpt") ? "gpt" : "dos";
+	int n = blkid_partlist_numof_partitions(ls);
+	for (int i = 0; i < n && d->n < ARRAY_SIZE(d->part); i++) {
+		blkid_partition p = blkid_partlist_get_partition(ls, i);
+		const char *type = blkid_partition_get_type_string(p);
+		d->part[d->n++] = (struct bt_part){
+			.partno = blkid_partition_get_partno(p),
+			.offset = (uint64_t)blkid_partition_get_start(p) * 512,
+			.size = (uint64_t)blkid_partition_get_size(p) * 512,
+			.esp = (type && !strcasecmp(type, BT_ESP_GUID)) || blkid_partition_get_type(p) == 0xef,
+		};
+	}
+	return 0;
+}
+
+static const struct bt_part *bt_find_part(const struct bt_disk *d, int partno)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (d->part[i].partno == partno)
+			return &d->part[i];
+	return NULL;
+}
+
+static bool bt_has_esp(const struct bt_disk *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (d->part[i].esp)
+			return true;
+	return false;
+}
+
+static void bt_close_fs(ext2_filsys *fs)
+{
+	if (*fs)
+		ext2fs_close_free(fs);
+}
+
+/* The ext2/3/4 filesystem at OFFSET, read-only; NULL + err if there is none. */
+static ext2_filsys bt_open_fs(const char *image, uint64_t offset, struct af_error **err)
+{
+	ext2_filsys fs = NULL;
+	char opts[64];
+	snprintf(opts, sizeof(opts), "offset=%" PRIu64, offset);
+	errcode_t rc = ext2fs_open2(image, opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (rc) {
+		af_error_set(err, 0, "no ext2/3/4 filesystem at offset %" PRIu64 " of '%s': %s", offset, image,
+			     error_message(rc));
+		return NULL;
+	}
+	return fs;
+}
+
+/* Reads PATH (symlinks followed inside the filesystem) into *data, or into
+ * the file OUT when data is NULL.  0, 1 if it does not exist, -1 + err. */
+static int bt_fs_read(ext2_filsys fs, const char *path, char **data, const char *out, struct af_error **err)
+{
+	ext2_ino_t ino;
+	struct ext2_inode inode;
+	if (ext2fs_namei_follow(fs, EXT2_ROOT_INO, EXT2_ROOT_INO, path, &ino) != 0)
+		return 1;
+	errcode_t rc = ext2fs_read_inode(fs, ino, &inode);
+	if (rc)
+		return af_error_set(err, 0, "read the inode of '%s': %s", path, error_message(rc));
+	if (!LINUX_S_ISREG(inode.i_mode))
+		return af_error_set(err, 0, "'%s' in the image is not a regular file", path);
+	ext2_file_t f;
+	if ((rc = ext2fs_file_open(fs, ino, 0, &f)))
+		return af_error_set(err, 0, "open '%s' in the image: %s", path, error_message(rc));
+	_cleanup_fd_ int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+	struct strbuf sb = STRBUF_INIT;
+	int ret = out && fd < 0 ? af_error_set(err, errno, "cannot create '%s'", out) : 0;
+	while (ret == 0) {
+		char buf[65536];
+		unsigned int got = 0;
+		if ((rc = ext2fs_file_read(f, buf, sizeof(buf), &got))) {
+			ret = af_error_set(err, 0, "read '%s' in the image: %s", path, error_message(rc));
+		} else if (got == 0) {
+			break;
+		} else if (fd >= 0) {
+			if (write_all(fd, buf, got) < 0)
+				ret = af_error_set(err, errno, "write '%s'", out);
+		} else {
+			strbuf_add(&sb, buf, got);
+		}
+	}
+	ext2fs_file_close(f);
+	if (ret == 0 && data)
+		*data = strbuf_detach(&sb);
+	else
+		strbuf_release(&sb);
+	return ret;
+}
+
+/* Where PV-GRUB looks for menu.lst, in its order (FORMATS.md §6). */
+static const struct { int part; const char *path; } bt_menulst_places[] = {
+	{ -1, "/boot/grub/menu.lst" }, { 0, "/boot/grub/menu.lst" }, { 0, "/grub/menu.lst" },
+	{ 1, "/boot/grub/menu.lst" },  { 1, "/grub/menu.lst" },      { 2, "/boot/grub/menu.lst" },
+	{ 2, "/grub/menu.lst" },       { 3, "/boot/grub/menu.lst" }, { 3, "/grub/menu.lst" },
+};
+
+/* The filesystem GRUB legacy calls (hd0) (part -1) or (hd0,N). */
+static ext2_filsys bt_open_grub_device(const char *image, const struct bt_disk *d, int part, struct af_error **err)
+{
+	if (part < 0) {
+		if (strcmp(d->table, "none") != 0) {
+			af_error_set(err, 0, "'%s' has a partition table: PV-GRUB's (hd0) is the whole disk, "
+				     "use (hd0,0) for its first partition", image);
+			return NULL;
+		}
+		return bt_open_fs(image, 0, err);
+	}
+	const struct bt_part *p = bt_find_part(d, part + 1);
+	if (!p) {
+		af_error_set(err, 0, "'%s' has no partition %d for (hd0,%d)", image, part + 1, part);
+		return NULL;
+	}
+	return bt_open_fs(image, p->offset, err);
+}
+
+struct bt_pvboot {
+	char *kernel, *initrd, *cmdline;  /* files in the temp dir; cmdline with the serial console */
+	char *where;                      /* "(hd0)/boot/grub/menu.lst, entry 0 ('Debian')" */
+};
+
+static void bt_pvboot_release(struct bt_pvboot *pv)
+{
+	free(pv->kernel);
+	free(pv->initrd);
+	free(pv->cmdline);
+	free(pv->where);
+}
+
+/* Copies FILE (as written in menu.lst) out of the image into DEST. */
+static int bt_copy_boot_file(const char *image, const struct bt_disk *d, int def_part, const char *file,
+			     const char *dest, struct af_error **err)
+{
+	_cleanup_free_ char *dev = NULL;
+	_cleanup_free_ char *path = menulst_split_path(file, &dev);
+	int part = def_part;
+	if (dev && menulst_device_partition(dev, &part, err) < 0)
+		return -1;
+	__attribute__((cleanup(bt_close_fs))) ext2_filsys fs = bt_open_grub_device(image, d, part, err);
+	if (!fs)
+		return -1;
+	int rc = bt_fs_read(fs, path, NULL, dest, err);
+	if (rc == 1)
+		return af_error_set(err, 0, "menu.lst names '%s', which is not in the image", file);
+	return rc;
+}
+
+/* PV-GRUB: find menu.lst, take the default entry, copy its kernel and
+ * initrd into DIR. */
+static int bt_read_pvgrub(const char *image, const struct bt_disk *d, const char *dir, struct bt_pvboot *pv,
+			  struct af_error **err)
+{
+	_cleanup_free_ char *text = NULL;
+	int found = -1;
+	for (size_t i = 0; i < ARRAY_SIZE(bt_menulst_places) && !text; i++) {
+		struct af_error *ignored = NULL;
+		__attribute__((cleanup(bt_close_fs))) ext2_filsys fs =
+			bt_open_grub_device(image, d, bt_menulst_places[i].part, &ignored);
+		af_error_free(ignored);
+		if (fs && bt_fs_read(fs, bt_menulst_places[i].path, &text, NULL, err) < 0)
+			return -1;
+		if (text)
+			found = (int)i;
+	}
+	if (!text)
+		return af_error_set(err, 0, "no menu.lst in '%s' where PV-GRUB looks ((hd0) and (hd0,0..3), "
+				    "/boot/grub and /grub): build it with the bootloader stage, type pvgrub", image);
+	struct menulst m = { 0 };
+	if (menulst_parse(text, &m, err) < 0)
+		return -1;
+	const struct menulst_entry *e = menulst_default(&m, err);
+	int part = bt_menulst_places[found].part, rc = -1;
+	if (e && (!e->root || menulst_device_partition(e->root, &part, err) == 0)) {
+		pv->kernel = path_join(dir, "vmlinuz");
+		pv->initrd = e->initrd ? path_join(dir, "initrd.img") : NULL;
+		pv->cmdline = boottest_serial_cmdline(e->args);
+		pv->where = xasprintf("menu.lst entry %d '%s' on %s", m.default_entry, e->title,
+				      e->root ? e->root : part < 0 ? "(hd0)" : "(hd0,N)");
+		rc = bt_copy_boot_file(image, d, part, e->kernel, pv->kernel, err);
+		if (rc == 0 && e->initrd)
+			rc = bt_copy_boot_file(image, d, part, e->initrd, pv->initrd, err);
+	}
+	menulst_release(&m);
+	return rc;
+}
+
+struct bt_hostkeys_ctx {
+	struct strbuf names;
+};
+
+static int bt_hostkey_entry(struct ext2_dir_entry *de, int offset, int blocksize, char *buf, void *priv)
+{
+	struct bt_hostkeys_ctx *c = priv;
+	int len = ext2fs_dirent_name_len(de);
+	_cleanup_free_ char *name = xstrndup(de->name, (size_t)len);
+	if (str_has_prefix(name, "ssh_host_") && str_has_suffix(name, "_key"))
+		strbuf_addf(&c->names, "%s%s", c->names.len ? " " : "", name);
+	return 0;
+}
+
+/* The ssh host keys the image ships in /etc/ssh (space-separated, "" if
+ * none) in whichever of its filesystems has /etc/ssh; NULL if none could
+ * be read. */
+static char *bt_image_host_keys(const char *image, const struct bt_disk *d)
+{
+	size_t n = strcmp(d->table, "none") ? d->n : 1;
+	for (size_t i = 0; i < n; i++) {
+		struct af_error *ignored = NULL;
+		__attribute__((cleanup(bt_close_fs))) ext2_filsys fs =
+			bt_open_fs(image, strcmp(d->table, "none") ? d->part[i].offset : 0, &ignored);
+		af_error_free(ignored);
+		ext2_ino_t ino;
+		if (!fs || ext2fs_namei(fs, EXT2_ROOT_INO, EXT2_ROOT_INO, "/etc/ssh", &ino) != 0)
+			continue;
+		struct bt_hostkeys_ctx c = { STRBUF_INIT };
+		if (ext2fs_dir_iterate(fs, ino, 0, NULL, bt_hostkey_entry, &c) != 0) {
+			strbuf_release(&c.names);
+			return NULL;
+		}
+		return strbuf_detach(&c.names);
+	}
+	return NULL;
+}
+
+/* =========================== child processes ========================== */
+
+static volatile sig_atomic_t bt_interrupted;
+
+static void bt_on_signal(int sig)
+{
+	bt_interrupted = sig;
+}
+
+static void bt_sleep(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+	nanosleep(&ts, NULL);  /* a signal cuts it short, which is what we want */
+}
+
+/* fork + exec with stdout/stderr into OUT (a file, truncated), stdin from
+ * /dev/null, in its own process group, dying with us.  pid or -1 + err. */
+static pid_t bt_start(char *const argv[], const char *out, char *const *env, struct af_error **err)
+{
+	_cleanup_fd_ int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (ofd < 0)
+		return af_error_set(err, errno, "cannot create '%s'", out);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return af_error_set(err, errno, "cannot fork to run '%s'", argv[0]);
+	if (pid == 0) {
+		setpgid(0, 0);
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		int in = open("/dev/null", O_RDONLY);
+		if (in < 0 || dup2(in, 0) < 0 || dup2(ofd, 1) < 0 || dup2(ofd, 2) < 0)
+			_exit(127);
+		if (env)
+			execvpe(argv[0], argv, env);
+		else
+			execvp(argv[0], argv);
+		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	setpgid(pid, pid);  /* also here: no race with a kill(-pid) below */
+	return pid;
+}
+
+static void bt_kill_wait(pid_t pid, int *status)
+{
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+}
+
+struct bt_result {
+	int status;      /* exit status, or 128 + signal */
+	bool timed_out;
+	char *output;    /* stdout and stderr, owned */
+};
+
+/* Runs a command to completion or until TIMEOUT seconds or a signal to us.
+ * 0 (res filled) or -1 + err when it could not run or we were interrupted. */
+static int bt_run(const char *dir, char *const argv[], double timeout, struct bt_result *res, struct af_error **err)
+{
+	_cleanup_free_ char *out = path_join(dir, "cmd.out");
+	pid_t pid = bt_start(argv, out, NULL, err);
+	if (pid < 0)
+		return -1;
+	double deadline = now_monotonic() + timeout;
+	int st = 0;
+	*res = (struct bt_result){ 0 };
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			break;
+		if (bt_interrupted || now_monotonic() > deadline) {
+			bt_kill_wait(pid, &st);
+			res->timed_out = !bt_interrupted;
+			break;
+		}
+		bt_sleep(0.05);
+	}
+	res->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	struct af_error *e = NULL;
+	res->output = read_file(out, NULL, &e);
+	af_error_free(e);
+	if (!res->output)
+		res->output = xstrdup("");
+	unlink(out);
+	if (bt_interrupted) {
+		free(res->output);
+		res->output = NULL;
+		return af_error_set(err, 0, "interrupted by signal %d", (int)bt_interrupted);
+	}
+	return 0;
+}
+
+/* Kills and reaps every child left: QEMU's metadata responders, which
+ * libslirp detaches and which come back to us as the subreaper. */
+static void bt_reap_all(void)
+{
+	for (int round = 0; round < 3; round++) {
+		_cleanup_dir_ DIR *d = opendir("/proc");
+		struct dirent *de;
+		pid_t self = getpid();
+		while (d && (de = readdir(d))) {
+			pid_t pid = (pid_t)atoi(de->d_name);
+			if (pid <= 0)
+				continue;
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			_cleanup_free_ char *stat = read_file(path, NULL, NULL);
+			const char *rp = stat ? strrchr(stat, ')') : NULL;
+			int ppid = 0;
+			if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == self)
+				kill(pid, SIGKILL);
+		}
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		bt_sleep(0.05);
+	}
+}
+
+/* ============================ the boot test =========================== */
+
+enum bt_firmware { BT_FW_AUTO, BT_FW_BIOS, BT_FW_UEFI };
+
+struct bt {
+	/* options */
+	const char *image;
+	bool pvgrub;
+	enum bt_firmware firmware;
+	const char *user;
+	const char *accel;
+	int timeout;
+	int memory;
+	enum imds_mode imds_mode;
+	bool keep;
+	/* state */
+	char *dir;
+	char *key;
+	int port;
+	pid_t qemu;
+	double qemu_start;
+	struct bt_disk disk;
+	struct bt_pvboot pv;
+	char *ovmf_code, *ovmf_vars;
+	char *image_keys;  /* host keys in the image, or NULL when not readable */
+	struct boottest_report rep;
+};
+
+static char *bt_random_hex(size_t bytes)
+{
+	unsigned char buf[64];
+	if (bytes > sizeof(buf) || getrandom(buf, bytes, 0) != (ssize_t)bytes)
+		BUG("getrandom failed");
+	char *hex = xmalloc(bytes * 2 + 1);
+	for (size_t i = 0; i < bytes; i++)
+		sprintf(hex + 2 * i, "%02x", buf[i]);
+	return hex;
+}
+
+/* QEMU splits option values at ',' and libslirp splits the guestfwd
+ * command line like a shell: keep the paths we put there plain. */
+static int bt_plain_path(const char *p, struct af_error **err)
+{
+	if (p[strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._+-")] != '\0')
+		return af_error_set(err, 0, "'%s' holds characters QEMU's option syntax would split: "
+				    "set TMPDIR to a plain path", p);
+	return 0;
+}
+
+static int bt_free_port(struct af_error **err)
+{
+	_cleanup_fd_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		return af_error_set(err, errno, "cannot find a free port on 127.0.0.1");
+	return ntohs(a.sin_port);
+}
+
+/* The key pair and the metadata the responder serves. */
+static int bt_make_keys(struct bt *b, struct af_error **err)
+{
+	b->key = path_join(b->dir, "id_ed25519");
+	char *argv[] = { "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "amiforge-boot-test", "-f", b->key, NULL };
+	struct bt_result res;
+	if (bt_run(b->dir, argv, 60, &res, err) < 0)
+		return -1;
+	_cleanup_free_ char *out = res.output;
+	if (res.status != 0)
+		return af_error_set(err, 0, "ssh-keygen failed: %s", out);
+	_cleanup_free_ char *pub_path = xasprintf("%s.pub", b->key);
+	_cleanup_free_ char *pub = read_file(pub_path, NULL, err);
+	if (!pub)
+		return -1;
+	pub[strcspn(pub, "\n")] = '\0';
+	_cleanup_free_ char *id = bt_random_hex(9);
+	id[17] = '\0';
+	struct imds_config c = {
+		.token = bt_random_hex(32),
+		.openssh_key = xstrdup(pub),
+		.key_name = xstrdup("amiforge-boot-test"),
+		.instance_id = xasprintf("i-%s", id),
+		.region = xstrdup("us-east-1"),
+		.mode = b->imds_mode,
+	};
+	int rc = imds_config_save(b->dir, &c, err);
+	imds_config_release(&c);
+	return rc;
+}
+
+static int bt_find_ovmf(struct bt *b, struct af_error **err)
+{
+	static const char *const pairs[][2] = {
+		{ "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd" },
+		{ "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(pairs); i++) {
+		if (access(pairs[i][0], R_OK) || access(pairs[i][1], R_OK))
+			continue;
+		size_t len;
+		_cleanup_free_ char *vars = read_file(pairs[i][1], &len, err);
+		if (!vars)
+			return -1;
+		b->ovmf_code = xstrdup(pairs[i][0]);
+		b->ovmf_vars = path_join(b->dir, "OVMF_VARS.fd");
+		return write_file_atomic(b->ovmf_vars, vars, len, 0600, err);
+	}
+	af_error_set(err, 0, "no OVMF firmware in /usr/share/OVMF to boot a UEFI image: install Debian's ovmf package");
+	(*err)->errnum = ENOENT;
+	return -1;
+}
+
+/* Everything about the image that is known before it boots. */
+static int bt_inspect(struct bt *b, struct af_error **err)
+{
+	if (bt_probe_disk(b->image, &b->disk, err) < 0)
+		return -1;
+	b->image_keys = bt_image_host_keys(b->image, &b->disk);
+	if (b->pvgrub) {
+		b->rep.firmware = "direct kernel";
+		return bt_read_pvgrub(b->image, &b->disk, b->dir, &b->pv, err);
+	}
+	if (b->firmware == BT_FW_AUTO)
+		b->firmware = bt_has_esp(&b->disk) ? BT_FW_UEFI : BT_FW_BIOS;
+	b->rep.firmware = b->firmware == BT_FW_UEFI ? "uefi" : "bios";
+	return b->firmware == BT_FW_UEFI ? bt_find_ovmf(b, err) : 0;
+}
+
+static void strv_push(char ***v, size_t *n, char *s)
+{
+	*v = xreallocarray(*v, *n + 2, sizeof(**v));
+	(*v)[(*n)++] = s;
+	(*v)[*n] = NULL;
+}
+
+static char **bt_qemu_argv(struct bt *b, const char *self)
+{
+	char **v = NULL;
+	size_t n = 0;
+	bool kvm = !strcmp(b->accel, "kvm");
+	strv_push(&v, &n, xstrdup("qemu-system-x86_64"));
+	const char *fixed[] = { "-name", "amiforge-boot-test", "-nodefaults", "-no-user-config", "-display", "none",
+				"-no-reboot", "-machine", "pc", "-smp", "2", "-device", "virtio-rng-pci" };
+	for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+		strv_push(&v, &n, xstrdup(fixed[i]));
+	strv_push(&v, &n, xstrdup("-accel"));
+	strv_push(&v, &n, xstrdup(kvm ? "kvm" : "tcg"));
+	strv_push(&v, &n, xstrdup("-cpu"));
+	strv_push(&v, &n, xstrdup(kvm ? "host" : "max"));
+	strv_push(&v, &n, xstrdup("-m"));
+	strv_push(&v, &n, xasprintf("%d", b->memory));
+	strv_push(&v, &n, xstrdup("-serial"));
+	strv_push(&v, &n, xasprintf("file:%s/console.log", b->dir));
+	/* snapshot=on: writes go to a temporary overlay (in TMPDIR = our
+	 * directory), never to the image. */
+	strv_push(&v, &n, xstrdup("-drive"));
+	strv_push(&v, &n, xasprintf("file=%s,format=raw,if=virtio,snapshot=on,cache=unsafe", b->image));
+	/* libslirp forwards only to addresses inside its network, so the
+	 * guest's network is the metadata service's link-local /24. */
+	strv_push(&v, &n, xstrdup("-netdev"));
+	strv_push(&v, &n, xasprintf("user,id=net0,net=169.254.169.0/24,host=169.254.169.1,dns=169.254.169.3,"
+				    "dhcpstart=169.254.169.15,hostname=amiforge-boot-test,"
+				    "hostfwd=tcp:127.0.0.1:%d-:22,"
+				    "guestfwd=tcp:169.254.169.254:80-cmd:%s __imds-responder %s",
+				    b->port, self, b->dir));
+	strv_push(&v, &n, xstrdup("-device"));
+	strv_push(&v, &n, xstrdup("virtio-net-pci,netdev=net0"));
+	if (b->pvgrub) {
+		strv_push(&v, &n, xstrdup("-kernel"));
+		strv_push(&v, &n, xstrdup(b->pv.kernel));
+		if (b->pv.initrd) {
+			strv_push(&v, &n, xstrdup("-initrd"));
+			strv_push(&v, &n, xstrdup(b->pv.initrd));
+		}
+		strv_push(&v, &n, xstrdup("-append"));
+		strv_push(&v, &n, xstrdup(b->pv.cmdline));
+	} else if (b->firmware == BT_FW_UEFI) {
+		strv_push(&v, &n, xstrdup("-drive"));
+		strv_push(&v, &n, xasprintf("if=pflash,format=raw,unit=0,readonly=on,file=%s", b->ovmf_code));
+		strv_push(&v, &n, xstrdup("-drive"));
+		strv_push(&v, &n, xasprintf("if=pflash,format=raw,unit=1,file=%s", b->ovmf_vars));
+	}
+	return v;
+}
+
+static int bt_start_qemu(struct bt *b, struct af_error **err)
+{
+	char self[4096];
+	ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (sl < 0)
+		return af_error_set(err, errno, "cannot find the amiforge executable (/proc/self/exe)");
+	self[sl] = '\0';
+	if (bt_plain_path(self, err) < 0 || bt_plain_path(b->dir, err) < 0 || bt_plain_path(b->image, err) < 0)
+		return -1;
+	if ((b->port = bt_free_port(err)) < 0)
+		return -1;
+	_cleanup_strv_ char **argv = bt_qemu_argv(b, self);
+	_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
+	/* QEMU's own environment, with TMPDIR for the snapshot overlay. */
+	extern char **environ;
+	size_t ne = 0;
+	while (environ[ne])
+		ne++;
+	_cleanup_free_ char **env = xcalloc(ne + 2, sizeof(*env));
+	_cleanup_free_ char *tmpdir = xasprintf("TMPDIR=%s", b->dir);
+	size_t k = 0;
+	for (size_t i = 0; i < ne; i++)
+		if (!str_has_prefix(environ[i], "TMPDIR="))
+			env[k++] = environ[i];
+	env[k++] = tmpdir;
+	struct strbuf cmd = STRBUF_INIT;
+	for (char **a = argv; *a; a++)
+		strbuf_addf(&cmd, "%s%s", cmd.len ? " " : "", *a);
+	log_debug("%s", cmd.buf);
+	strbuf_release(&cmd);
+	b->qemu_start = now_monotonic();
+	b->qemu = bt_start(argv, qlog, env, err);
+	return b->qemu < 0 ? -1 : 0;
+}
+
+static void bt_stop_qemu(struct bt *b)
+{
+	if (b->qemu <= 0)
+		return;
+	int st;
+	kill(b->qemu, SIGTERM);
+	for (int i = 0; i < 60 && waitpid(b->qemu, &st, WNOHANG) == 0; i++)
+		bt_sleep(0.05);
+	bt_kill_wait(b->qemu, &st);
+	b->qemu = 0;
+}
+
+/* The last lines of a file, for messages. */
+static char *bt_tail(const char *path, size_t lines)
+{
+	_cleanup_free_ char *text = read_file(path, NULL, NULL);
+	if (!text)
+		return xstrdup("");
+	size_t len = strlen(text);
+	while (len && text[len - 1] == '\n')
+		text[--len] = '\0';
+	const char *p = text + len;
+	for (size_t n = 0; p > text; p--)
+		if (p[-1] == '\n' && ++n == lines)
+			break;
+	return xstrdup(p);
+}
+
+/* ssh to the guest as the admin user with the test key. */
+static char **bt_ssh_argv(const struct bt *b, bool password_probe, const char *command)
+{
+	char **v = NULL;
+	size_t n = 0;
+	const char *common[] = { "ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o",
+				 "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null", "-o",
+				 "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
+				 "ServerAliveCountMax=3", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes" };
+	for (size_t i = 0; i < ARRAY_SIZE(common); i++)
+		strv_push(&v, &n, xstrdup(common[i]));
+	if (password_probe) {
+		/* -v shows "Authentications that can continue": what the server offers. */
+		const char *probe[] = { "-v", "-o", "PubkeyAuthentication=no", "-o",
+					"PreferredAuthentications=password,keyboard-interactive", "-o",
+					"NumberOfPasswordPrompts=0" };
+		for (size_t i = 0; i < ARRAY_SIZE(probe); i++)
+			strv_push(&v, &n, xstrdup(probe[i]));
+	} else {
+		strv_push(&v, &n, xstrdup("-o"));
+		strv_push(&v, &n, xstrdup("LogLevel=ERROR"));
+		strv_push(&v, &n, xstrdup("-o"));
+		strv_push(&v, &n, xstrdup("PreferredAuthentications=publickey"));
+		strv_push(&v, &n, xstrdup("-i"));
+		strv_push(&v, &n, xstrdup(b->key));
+	}
+	strv_push(&v, &n, xstrdup("-p"));
+	strv_push(&v, &n, xasprintf("%d", b->port));
+	strv_push(&v, &n, xasprintf("%s@127.0.0.1", b->user));
+	strv_push(&v, &n, xstrdup("--"));
+	strv_push(&v, &n, xstrdup(command));
+	return v;
+}
+
+static int bt_ssh(struct bt *b, const char *command, double timeout, struct bt_result *res, struct af_error **err)
+{
+	_cleanup_strv_ char **argv = bt_ssh_argv(b, false, command);
+	return bt_run(b->dir, argv, timeout, res, err);
+}
+
+static bool bt_qemu_alive(struct bt *b, int *status)
+{
+	return waitpid(b->qemu, status, WNOHANG) == 0;
+}
+
+/* Waits for an ssh login with the test key.  0 logged in, 1 not within
+ * the time (a failed check added), -1 interrupted or error. */
+static int bt_wait_ssh(struct bt *b, struct af_error **err)
+{
+	double deadline = b->qemu_start + b->timeout;
+	_cleanup_free_ char *last = xstrdup("no answer");
+	log_info("waiting for ssh on 127.0.0.1:%d (up to %ds)", b->port, b->timeout);
+	while (now_monotonic() < deadline) {
+		int st;
+		if (!bt_qemu_alive(b, &st)) {
+			_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
+			_cleanup_free_ char *tail = bt_tail(qlog, 3);
+			b->qemu = 0;
+			_cleanup_free_ char *msg = xasprintf("QEMU exited (status %d) before ssh answered%s%s",
+							     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+							     *tail ? ": " : "", tail);
+			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+			return 1;
+		}
+		struct bt_result res;
+		double left = deadline - now_monotonic();
+		if (bt_ssh(b, "true", left < 30 ? left + 1 : 30, &res, err) < 0)
+			return -1;
+		if (res.status == 0) {
+			free(res.output);
+			b->rep.boot_seconds = now_monotonic() - b->qemu_start;
+			_cleanup_free_ char *d = xasprintf("%.1fs after QEMU started", b->rep.boot_seconds);
+			boottest_report_add(&b->rep, "ssh login", BOOTTEST_OK, d);
+			return 0;
+		}
+		free(last);
+		char *o = res.output;
+		o[strcspn(o, "\r\n")] = '\0';
+		last = *o ? o : (free(o), xstrdup(res.timed_out ? "ssh timed out" : "ssh failed"));
+		bt_sleep(2);
+		if (bt_interrupted)
+			return af_error_set(err, 0, "interrupted by signal %d", (int)bt_interrupted);
+	}
+	_cleanup_free_ char *msg = xasprintf("no login within %ds (last: %s)", b->timeout, last);
+	boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+	return 1;
+}
+
+/* One check: a command over ssh and a judgement of its output. */
+static int bt_check_cmd(struct bt *b, const char *name, const char *command, double timeout,
+			bool (*judge)(const struct bt *b, const struct bt_result *res, char **detail),
+			struct af_error **err)
+{
+	struct bt_result res;
+	if (bt_ssh(b, command, timeout, &res, err) < 0)
+		return -1;
+	char *detail = NULL;
+	bool ok = !res.timed_out && judge(b, &res, &detail);
+	if (res.timed_out) {
+		free(detail);
+		detail = xasprintf("timed out after %.0fs", timeout);
+	}
+	boottest_report_add(&b->rep, name, ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
+	free(detail);
+	free(res.output);
+	return 0;
+}
+
+static char *bt_first_line(const char *s)
+{
+	return xstrndup(s, strcspn(s, "\r\n"));
+}
+
+static bool bt_judge_whoami(const struct bt *b, const struct bt_result *res, char **detail)
+{
+	*detail = bt_first_line(res->output);
+	return res->status == 0 && !strcmp(*detail, b->user);
+}
+
+static bool bt_judge_sudo(const struct bt *b, const struct bt_result *res, char **detail)
+{
+	*detail = res->status == 0 ? xstrdup("passwordless") : bt_first_line(res->output);
+	return res->status == 0;
+}
+
+/* "state=running\nfailed=a.service b.service \n" */
+static bool bt_judge_units(const struct bt *b, const struct bt_result *res, char **detail)
+{
+	const char *state = strstr(res->output, "state=");
+	const char *failed = strstr(res->output, "failed=");
+	if (!state || !failed) {
+		*detail = bt_first_line(res->output);
+		return false;
+	}
+	_cleanup_free_ char *st = bt_first_line(state + 6);
+	_cleanup_free_ char *f = bt_first_line(failed + 7);
+	char *t = f + strlen(f);
+	while (t > f && t[-1] == ' ')
+		*--t = '\0';
+	*detail = *f ? xasprintf("failed: %s (system %s)", f, st) : xasprintf("none (system %s)", st);
+	return *f == '\0';
+}
+
+static bool bt_judge_hostkeys(const struct bt *b, const struct bt_result *res, char **detail)
+{
+	_cleanup_free_ char *line = bt_first_line(res->output);
+	if (b->image_keys && *b->image_keys) {
+		*detail = xasprintf("the image ships host keys (%s): remove them (sanitize)", b->image_keys);
+		return false;
+	}
+	if (res->status != 0 || !*line) {
+		*detail = xasprintf("no /etc/ssh/ssh_host_*_key in the booted system%s%s", *line ? ": " : "", line);
+		return false;
+	}
+	char *t = line + strlen(line);
+	while (t > line && t[-1] == ' ')
+		*--t = '\0';
+	*detail = xasprintf("created at boot: %s%s", line, b->image_keys ? "" : " (image not inspected)");
+	return true;
+}
+
+/* Without dbus (minbase images) only root reaches systemd, through its
+ * private socket: then ask through sudo. */
+#define BT_UNITS_CMD                                                                                  \
+	"if systemctl show -p Version >/dev/null 2>&1; then S=; else S='sudo -n'; fi; "              \
+	"s=$(timeout 120 $S systemctl is-system-running --wait 2>&1); "                               \
+	"f=$($S systemctl list-units --state=failed --no-legend --plain --no-pager 2>&1 | "           \
+	"cut -d' ' -f1 | tr '\\n' ' '); echo state=$s; echo failed=$f"
+#define BT_HOSTKEYS_CMD                                                                              \
+	"for f in /etc/ssh/ssh_host_*_key; do [ -f \"$f\" ] && printf '%s ' \"${f#/etc/ssh/ssh_host_}\"; " \
+	"done | sed 's/_key//g'; echo"
+
+/* Password and keyboard-interactive logins must be refused: ask the server
+ * what it offers after the "none" attempt. */
+static int bt_check_password(struct bt *b, struct af_error **err)
+{
+	_cleanup_strv_ char **argv = bt_ssh_argv(b, true, "true");
+	struct bt_result res;
+	if (bt_run(b->dir, argv, 30, &res, err) < 0)
+		return -1;
+	_cleanup_free_ char *out = res.output;
+	const char *m = strstr(out, "Authentications that can continue: ");
+	_cleanup_free_ char *methods = m ? bt_first_line(m + strlen("Authentications that can continue: ")) : NULL;
+	bool offered = methods && (strstr(methods, "password") || strstr(methods, "keyboard-interactive"));
+	bool ok = res.status != 0 && !offered && !res.timed_out;
+	_cleanup_free_ char *detail =
+		res.status == 0 ? xstrdup("a login without the key succeeded")
+		: offered	? xasprintf("the server offers %s", methods)
+		: methods	? xasprintf("refused (server offers: %s)", methods)
+				: xstrdup("refused");
+	boottest_report_add(&b->rep, "password login", ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
+	return 0;
+}
+
+/* The key the guest accepted came from the metadata service, with a token
+ * unless the responder refused tokens. */
+static void bt_check_imds(struct bt *b)
+{
+	_cleanup_free_ char *path = path_join(b->dir, "imds.log");
+	_cleanup_free_ char *log = read_file(path, NULL, NULL);
+	const char *get = "GET /latest/meta-data/public-keys/0/openssh-key 200 ";
+	bool v2 = false, v1 = false;
+	int puts = 0;
+	for (const char *p = log; p && (p = strstr(p, get)); p += strlen(get)) {
+		v2 |= str_has_prefix(p + strlen(get), "v2");
+		v1 |= str_has_prefix(p + strlen(get), "v1");
+	}
+	for (const char *p = log; p && (p = strstr(p, "PUT /latest/api/token 200")); p++)
+		puts++;
+	bool ok = v2 || (v1 && b->imds_mode == IMDS_V1_ONLY);
+	_cleanup_free_ char *detail =
+		v2 ? xasprintf("fetched with an IMDSv2 token (%d token request%s)", puts, puts == 1 ? "" : "s")
+		: v1 ? xstrdup(b->imds_mode == IMDS_V1_ONLY ? "fetched with IMDSv1 (tokens refused)"
+						: "fetched without a token (IMDSv1 only): fails where IMDSv2 is required")
+		     : xstrdup("public-keys/0/openssh-key never fetched");
+	boottest_report_add(&b->rep, "metadata key", ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
+}
+
+static int bt_checks(struct bt *b, struct af_error **err)
+{
+	int rc = bt_wait_ssh(b, err);
+	static const char *const later[] = { "whoami", "sudo", "failed units", "host keys", "password login",
+					     "metadata key" };
+	if (rc != 0) {
+		for (size_t i = 0; rc > 0 && i < ARRAY_SIZE(later); i++)
+			boottest_report_add(&b->rep, later[i], BOOTTEST_SKIPPED, "no login");
+		return rc < 0 ? -1 : 0;
+	}
+	if (bt_check_cmd(b, "whoami", "whoami", 30, bt_judge_whoami, err) < 0 ||
+	    bt_check_cmd(b, "sudo", "sudo -n true", 30, bt_judge_sudo, err) < 0 ||
+	    bt_check_cmd(b, "failed units", BT_UNITS_CMD, 150, bt_judge_units, err) < 0 ||
+	    bt_check_cmd(b, "host keys", BT_HOSTKEYS_CMD, 30, bt_judge_hostkeys, err) < 0 ||
+	    bt_check_password(b, err) < 0)
+		return -1;
+	bt_check_imds(b);
+	return 0;
+}
+
+/* ============================== cleanup =============================== */
+
+static const char *const bt_kept_files[] = { "console.log", "qemu.log", "imds.log" };
+
+/* nftw has no user pointer: whether the logs stay. */
+static bool bt_keep;
+
+static int bt_rm_unkept(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (ftw->level == 0)
+		return 0;
+	if (bt_keep && ftw->level == 1)
+		for (size_t i = 0; i < ARRAY_SIZE(bt_kept_files); i++)
+			if (!strcmp(path + ftw->base, bt_kept_files[i]))
+				return 0;
+	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Removes the temporary directory, or everything in it but the logs. */
+static void bt_remove_dir(struct bt *b, bool keep_logs)
+{
+	if (!b->dir)
+		return;
+	bt_keep = keep_logs;
+	if (nftw(b->dir, bt_rm_unkept, 16, FTW_DEPTH | FTW_PHYS) < 0)
+		log_warn("cannot remove everything in '%s': %s", b->dir, strerror(errno));
+	if (keep_logs)
+		b->rep.kept_dir = xstrdup(b->dir);
+	else if (rmdir(b->dir) < 0)
+		log_warn("cannot remove '%s': %s", b->dir, strerror(errno));
+}
+
+static void bt_release(struct bt *b)
+{
+	free(b->dir);
+	free(b->key);
+	bt_pvboot_release(&b->pv);
+	free(b->ovmf_code);
+	free(b->ovmf_vars);
+	free(b->image_keys);
+	boottest_report_release(&b->rep);
+}
+
+/* ============================== command =============================== */
+
+static const char bt_usage[] =
+	"usage: amiforge boot-test IMAGE [--hvm | --pvgrub] [--uefi | --bios] [--user NAME]\n"
+	"                          [--accel tcg|kvm] [--timeout SECONDS] [--memory MIB]\n"
+	"                          [--imds optional|required|v1-only] [--keep-logs]\n"
+	"  --hvm        boot the disk's own bootloader (default); UEFI when it has an EFI system partition\n"
+	"  --pvgrub     boot the kernel, initrd and command line of menu.lst's default entry, as PV-GRUB does\n"
+	"  --uefi, --bios   force the firmware (UEFI uses OVMF from Debian's ovmf package)\n"
+	"  --user       the admin user to log in as (default admin)\n"
+	"  --accel      tcg (default: KVM is not usable everywhere) or kvm\n"
+	"  --timeout    seconds from QEMU's start to an ssh login (default 300 with tcg, 120 with kvm)\n"
+	"  --imds       the metadata service: tokens optional (default), required, or refused (v1-only)\n"
+	"  --keep-logs  keep the console log even when every check passes\n";
+
+__attribute__((format(printf, 1, 2))) static int bt_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "amiforge: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%s", bt_usage);
+	return EXIT_USAGE;
+}
+
+static int bt_parse(int argc, char **argv, struct bt *b)
+{
+	static const struct option opts[] = {
+		{ "hvm", no_argument, NULL, 'H' },	   { "pvgrub", no_argument, NULL, 'P' },
+		{ "uefi", no_argument, NULL, 'U' },	   { "bios", no_argument, NULL, 'B' },
+		{ "user", required_argument, NULL, 'u' },  { "accel", required_argument, NULL, 'a' },
+		{ "timeout", required_argument, NULL, 't' }, { "memory", required_argument, NULL, 'm' },
+		{ "imds", required_argument, NULL, 'i' },  { "keep-logs", no_argument, NULL, 'k' },
+		{ "help", no_argument, NULL, 'h' },	   { NULL, 0, NULL, 0 },
+	};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end = NULL;
+		switch (c) {
+		case 'H': b->pvgrub = false; break;
+		case 'P': b->pvgrub = true; break;
+		case 'U': b->firmware = BT_FW_UEFI; break;
+		case 'B': b->firmware = BT_FW_BIOS; break;
+		case 'u': b->user = optarg; break;
+		case 'k': b->keep = true; break;
+		case 'a':
+			if (strcmp(optarg, "tcg") && strcmp(optarg, "kvm"))
+				return bt_usage_error("--accel '%s': expected tcg or kvm", optarg);
+			b->accel = optarg;
+			break;
+		case 't':
+		case 'm': {
+			long v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 100000)
+				return bt_usage_error("'%s': expected a positive number", optarg);
+			*(c == 't' ? &b->timeout : &b->memory) = (int)v;
+			break;
+		}
+		case 'i':
+			if (!strcmp(optarg, "optional"))
+				b->imds_mode = IMDS_OPTIONAL;
+			else if (!strcmp(optarg, "required"))
+				b->imds_mode = IMDS_REQUIRED;
+			else if (!strcmp(optarg, "v1-only"))
+				b->imds_mode = IMDS_V1_ONLY;
+			else
+				return bt_usage_error("--imds '%s': expected optional, required or v1-only", optarg);
+			break;
+		case 'h': fputs(bt_usage, stdout); return -1;
+		default: return bt_usage_error("%s", "boot-test: unexpected option");
+		}
+	}
+	if (argc - optind != 1)
+		return bt_usage_error("%s", "boot-test takes exactly one IMAGE");
+	b->image = argv[optind];
+	if (b->pvgrub && b->firmware != BT_FW_AUTO)
+		return bt_usage_error("%s", "--pvgrub boots the kernel directly: --uefi and --bios do not apply");
+	if (!b->timeout)
+		b->timeout = !strcmp(b->accel, "kvm") ? 120 : 300;
+	return 0;
+}
+
+/* 0, or EXIT_UNAVAILABLE with a message naming the package. */
+static int bt_require_tools(void)
+{
+	static const char *const tools[][2] = { { "qemu-system-x86_64", "qemu-system-x86" },
+						{ "ssh", "openssh-client" },
+						{ "ssh-keygen", "openssh-client" } };
+	const char *path = getenv("PATH");
+	for (size_t i = 0; i < ARRAY_SIZE(tools); i++) {
+		bool found = false;
+		_cleanup_free_ char *copy = xstrdup(path ? path : "/usr/bin:/bin");
+		char *save = NULL;
+		for (char *d = strtok_r(copy, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
+			_cleanup_free_ char *p = path_join(d, tools[i][0]);
+			found = access(p, X_OK) == 0;
+		}
+		if (!found) {
+			log_error("boot-test needs %s: install Debian's %s package", tools[i][0], tools[i][1]);
+			return EXIT_UNAVAILABLE;
+		}
+	}
+	return 0;
+}
+
+static void bt_signals(void (*handler)(int))
+{
+	struct sigaction sa = { .sa_handler = handler };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static int bt_make_dir(struct bt *b, struct af_error **err)
+{
+	const char *tmp = getenv("TMPDIR");
+	_cleanup_free_ char *tmpl = xasprintf("%s/amiforge-boot-test.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(tmpl))
+		return af_error_set(err, errno, "cannot create a temporary directory in '%s'", tmp ? tmp : "/tmp");
+	b->dir = steal_pointer(&tmpl);
+	return 0;
+}
+
+static int bt_execute(struct bt *b, struct af_error **err)
+{
+	if (access(b->image, R_OK) < 0)
+		return af_error_set(err, errno, "cannot read image '%s'", b->image);
+	if (bt_make_dir(b, err) < 0 || bt_make_keys(b, err) < 0 || bt_inspect(b, err) < 0)
+		return -1;
+	if (b->pvgrub)
+		log_info("booting %s: %s", b->pv.where, b->pv.cmdline);
+	if (bt_start_qemu(b, err) < 0)
+		return -1;
+	return bt_checks(b, err);
+}
+
+int boottest_main(int argc, char **argv)
+{
+	struct bt b = { .user = "admin", .accel = "tcg", .memory = 1024,
+			.rep = { .boot = "hvm", .firmware = "bios", .boot_seconds = -1 } };
+	int rc = bt_parse(argc, argv, &b);
+	if (rc)
+		return rc < 0 ? EXIT_OK : rc;
+	if ((rc = bt_require_tools()))
+		return rc;
+	b.rep.image = b.image;
+	b.rep.boot = b.pvgrub ? "pvgrub" : "hvm";
+	b.rep.accel = b.accel;
+	bt_interrupted = 0;
+	bt_signals(bt_on_signal);
+	/* libslirp detaches the per-connection responders from QEMU: as the
+	 * subreaper we get them back and can kill them at the end. */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+
+	_cleanup_error_ struct af_error *err = NULL;
+	int r = bt_execute(&b, &err);
+	bt_stop_qemu(&b);
+	bt_reap_all();
+	bool passed = r == 0 && boottest_report_passed(&b.rep);
+	bt_remove_dir(&b, !passed || b.keep);
+	if (bt_interrupted) {
+		log_error("boot-test interrupted by signal %d: QEMU stopped, temporary files removed",
+			  (int)bt_interrupted);
+		rc = EXIT_INTERRUPTED;
+	} else if (r < 0) {
+		log_error("boot-test '%s': %s", b.image, af_error_msg(err));
+		if (b.rep.kept_dir)
+			log_error("logs kept in %s", b.rep.kept_dir);
+		rc = af_error_errno(err) == ENOENT && b.ovmf_code == NULL && b.firmware == BT_FW_UEFI
+			     ? EXIT_UNAVAILABLE : EXIT_STAGE_FAILED;
+	} else {
+		struct strbuf out = STRBUF_INIT;
+		boottest_report_format(&b.rep, &out);
+		fputs(out.buf, stdout);
+		fflush(stdout);
+		strbuf_release(&out);
+		rc = passed ? EXIT_OK : EXIT_STAGE_FAILED;
+	}
+	bt_signals(SIG_DFL);
+	bt_release(&b);
+	return rc;
+}
