@@ -17,7 +17,7 @@ LDFLAGS ?=
 BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
 	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev
 RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools
-TEST_DEPS := libcmocka-dev valgrind python3 procps
+TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
 
 LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stages/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
