@@ -60,18 +60,50 @@ static const struct param_spec boot_params[] = {
 
 /* ---- paths inside the image ------------------------------------------------ */
 
-/* REL inside the image at ROOTFD, symlinks resolved as if ROOTFD were "/":
- * nothing the image contains can make the stage write on the host. */
-static int boot_open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
+/* Without openat2 (Linux before 5.6, valgrind before 3.22): one component
+ * at a time, refusing every symlink and "..": stricter, never wider. */
+static int boot_open_walk(int rootfd, const char *rel, int flags, mode_t mode)
+{
+	_cleanup_free_ char *copy = xstrdup(rel);
+	char *save = NULL;
+	char *comp = strtok_r(copy, "/", &save);
+	int cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (!comp)
+		return cur;
+	while (cur >= 0 && comp) {
+		char *next = strtok_r(NULL, "/", &save);
+		int fl = next ? O_PATH | O_DIRECTORY : flags;
+		int fd = strcmp(comp, "..") ? openat(cur, comp, fl | O_NOFOLLOW | O_CLOEXEC, mode) : -1;
+		int errsv = strcmp(comp, "..") ? errno : EXDEV;
+		close(cur);
+		errno = errsv;
+		cur = fd;
+		comp = next;
+	}
+	return cur;
+}
+
+/* REL inside the image at ROOTFD, symlinks resolved as if ROOTFD were "/"
+ * (NOLINKS: no symlink at all): nothing the image contains can make the
+ * stage read or write on the host. */
+static int boot_open_in_root_how(int rootfd, const char *rel, int flags, mode_t mode, bool nolinks)
 {
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_CLOEXEC),
 		.mode = (flags & O_CREAT) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | (nolinks ? RESOLVE_NO_SYMLINKS : 0),
 	};
 	while (*rel == '/')
 		rel++;
-	return (int)syscall(SYS_openat2, rootfd, *rel ? rel : ".", &how, sizeof(how));
+	int fd = (int)syscall(SYS_openat2, rootfd, *rel ? rel : ".", &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		return boot_open_walk(rootfd, rel, flags, mode);
+	return fd;
+}
+
+static int boot_open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
+{
+	return boot_open_in_root_how(rootfd, rel, flags, mode, false);
 }
 
 /* mkdir -p of REL inside the image, one component at a time, each opened
@@ -84,9 +116,7 @@ static int boot_mkdir_in_root(int rootfd, const char *root, const char *rel, str
 	for (char *c = strtok_r(copy, "/", &save); c && cur >= 0; c = strtok_r(NULL, "/", &save)) {
 		if (mkdirat(cur, c, 0755) < 0 && errno != EEXIST)
 			return af_error_set(err, errno, "create directory '%s' in the image '%s'", rel, root);
-		struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-					.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
-		int next = (int)syscall(SYS_openat2, cur, c, &how, sizeof(how));
+		int next = boot_open_in_root_how(cur, c, O_PATH | O_DIRECTORY, 0, true);
 		close(cur);
 		cur = next;
 	}
