@@ -88,7 +88,8 @@ static struct http_options fast_opts(int attempts)
 
 static const struct http_signing ec2_sign = { .region = "us-east-1", .service = "ec2" };
 
-/* Runs REQ; returns the result code, fills resp and *msg (caller frees). */
+/* Runs REQ; returns the result code, fills resp and replaces *msg (NULL or
+ * allocated; caller frees). */
 static int run(const char *path, const char *action, const struct http_options *o,
 	       struct http_response *resp, char **msg)
 {
@@ -100,6 +101,7 @@ static int run(const char *path, const char *action, const struct http_options *
 				    .opts = o };
 	_cleanup_error_ struct af_error *err = NULL;
 	int r = http_request_do(&req, resp, &err);
+	free(*msg);
 	*msg = xstrdup(err ? af_error_msg(err) : "");
 	return r;
 }
