@@ -907,10 +907,12 @@ static void check_stage(struct loader *L, const yaml_node_t *item, struct stage_
 	}
 	st->timeout = common->has_timeout ? common->timeout : st->type->default_timeout;
 	st->checkpoint = common->checkpoint;
-	if (L->n_diags != before || !st->type->check)
+	if (L->n_diags != before)
 		return;
 	_cleanup_error_ struct af_error *err = NULL;
-	if (st->type->check(st->params, &err) < 0)
+	if (st->type->check && st->type->check(st->params, &err) < 0)
+		diag_node(L, item, "%s", err ? af_error_msg(err) : "invalid parameters");
+	else if (st->type->expand && st->type->expand(st->params, &L->vars, &err) < 0)
 		diag_node(L, item, "%s", err ? af_error_msg(err) : "invalid parameters");
 }
 

@@ -26,6 +26,7 @@
 #include "amiforge/params.h"
 
 struct af_error;
+struct vars;
 
 enum stage_flags {
 	STAGE_NEEDS_IMAGE = 1u << 0,  /* reads or writes STATE/disk.img (checkpointed after) */
@@ -72,6 +73,11 @@ struct stage_type {
 	 * Returns 0, or -1 with *err set; the loader prints it at the stage's
 	 * position in the recipe. */
 	int (*check)(const json_t *params, struct af_error **err);
+	/* Optional, at load time after check, with the recipe's variables: may
+	 * add derived values to params (e.g. a template's expanded text), which
+	 * then count in the stage key like any parameter.  0, or -1 with *err
+	 * set (reported like check's errors). */
+	int (*expand)(json_t *params, const struct vars *vars, struct af_error **err);
 	/* Does the work.  0, or -1 with *err set. */
 	int (*run)(struct stage_ctx *ctx, struct af_error **err);
 };
