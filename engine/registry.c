@@ -9,21 +9,35 @@
 extern const struct stage_type stage_allocate;
 extern const struct stage_type stage_bootloader;
 extern const struct stage_type stage_debootstrap;
+extern const struct stage_type stage_files;
 extern const struct stage_type stage_fstab;
+extern const struct stage_type stage_kernel;
 extern const struct stage_type stage_makedev;
 extern const struct stage_type stage_mkfs;
+extern const struct stage_type stage_network;
+extern const struct stage_type stage_packages;
 extern const struct stage_type stage_partition;
 extern const struct stage_type stage_run;
+extern const struct stage_type stage_sanitize;
+extern const struct stage_type stage_ssh;
+extern const struct stage_type stage_user;
 
 static const struct stage_type *const registry[] = {
 	&stage_allocate,
 	&stage_bootloader,
 	&stage_debootstrap,
+	&stage_files,
 	&stage_fstab,
+	&stage_kernel,
 	&stage_makedev,
 	&stage_mkfs,
+	&stage_network,
+	&stage_packages,
 	&stage_partition,
 	&stage_run,
+	&stage_sanitize,
+	&stage_ssh,
+	&stage_user,
 };
 
 const struct stage_type *const *registry_all(size_t *count)
