@@ -970,23 +970,40 @@ static bool bt_qemu_alive(struct bt *b, int *status)
 	return waitpid(b->qemu, status, WNOHANG) == 0;
 }
 
+static void bt_qemu_gone(struct bt *b, int st)
+{
+	_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
+	_cleanup_free_ char *tail = bt_tail(qlog, 3);
+	b->qemu = 0;
+	_cleanup_free_ char *msg = xasprintf("QEMU exited (status %d) before ssh answered%s%s",
+					     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), *tail ? ": " : "",
+					     tail);
+	boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+}
+
+/* Whether the metadata service has handed out the key. */
+static bool bt_key_served(const struct bt *b)
+{
+	_cleanup_free_ char *path = path_join(b->dir, "imds.log");
+	_cleanup_free_ char *log = read_file(path, NULL, NULL);
+	return log && strstr(log, "/public-keys/0/openssh-key 200 ");
+}
+
+/* Once the guest has fetched the key, refusing it this long means it will
+ * not accept it: no such user, or the key went elsewhere. */
+#define BT_DENIED_GRACE 60.0
+
 /* Waits for an ssh login with the test key.  0 logged in, 1 not within
  * the time (a failed check added), -1 interrupted or error. */
 static int bt_wait_ssh(struct bt *b, struct af_error **err)
 {
-	double deadline = b->qemu_start + b->timeout;
+	double deadline = b->qemu_start + b->timeout, denied_since = 0;
 	_cleanup_free_ char *last = xstrdup("no answer");
 	log_info("waiting for ssh on 127.0.0.1:%d (up to %ds)", b->port, b->timeout);
 	while (now_monotonic() < deadline) {
 		int st;
 		if (!bt_qemu_alive(b, &st)) {
-			_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
-			_cleanup_free_ char *tail = bt_tail(qlog, 3);
-			b->qemu = 0;
-			_cleanup_free_ char *msg = xasprintf("QEMU exited (status %d) before ssh answered%s%s",
-							     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
-							     *tail ? ": " : "", tail);
-			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+			bt_qemu_gone(b, st);
 			return 1;
 		}
 		struct bt_result res;
@@ -1004,6 +1021,17 @@ static int bt_wait_ssh(struct bt *b, struct af_error **err)
 		char *o = res.output;
 		o[strcspn(o, "\r\n")] = '\0';
 		last = *o ? o : (free(o), xstrdup(res.timed_out ? "ssh timed out" : "ssh failed"));
+		if (!strstr(last, "Permission denied"))
+			denied_since = 0;
+		else if (denied_since == 0 && bt_key_served(b))
+			denied_since = now_monotonic();
+		else if (denied_since > 0 && now_monotonic() - denied_since > BT_DENIED_GRACE) {
+			_cleanup_free_ char *msg = xasprintf(
+				"%s: the guest fetched the key from the metadata service but refuses it (no user "
+				"'%s', or the key was not installed for it)", last, b->user);
+			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+			return 1;
+		}
 		bt_sleep(2);
 		if (bt_interrupted)
 			return af_error_set(err, 0, "interrupted by signal %d", (int)bt_interrupted);
@@ -1055,11 +1083,11 @@ static bool bt_judge_units(const struct bt *b, const struct bt_result *res, char
 {
 	const char *state = strstr(res->output, "state=");
 	const char *failed = strstr(res->output, "failed=");
-	if (!state || !failed) {
-		*detail = bt_first_line(res->output);
+	_cleanup_free_ char *st = state ? bt_first_line(state + 6) : NULL;
+	if (!st || !*st || !failed) {
+		*detail = xstrdup("cannot ask systemd: systemctl failed, also through sudo -n");
 		return false;
 	}
-	_cleanup_free_ char *st = bt_first_line(state + 6);
 	_cleanup_free_ char *f = bt_first_line(failed + 7);
 	char *t = f + strlen(f);
 	while (t > f && t[-1] == ' ')
@@ -1090,8 +1118,8 @@ static bool bt_judge_hostkeys(const struct bt *b, const struct bt_result *res, c
  * private socket: then ask through sudo. */
 #define BT_UNITS_CMD                                                                                  \
 	"if systemctl show -p Version >/dev/null 2>&1; then S=; else S='sudo -n'; fi; "              \
-	"s=$(timeout 120 $S systemctl is-system-running --wait 2>&1); "                               \
-	"f=$($S systemctl list-units --state=failed --no-legend --plain --no-pager 2>&1 | "           \
+	"s=$(timeout 120 $S systemctl is-system-running --wait 2>/dev/null); "                        \
+	"f=$($S systemctl list-units --state=failed --no-legend --plain --no-pager 2>/dev/null | "    \
 	"cut -d' ' -f1 | tr '\\n' ' '); echo state=$s; echo failed=$f"
 #define BT_HOSTKEYS_CMD                                                                              \
 	"for f in /etc/ssh/ssh_host_*_key; do [ -f \"$f\" ] && printf '%s ' \"${f#/etc/ssh/ssh_host_}\"; " \
@@ -1368,7 +1396,8 @@ int boottest_main(int argc, char **argv)
 	bt_stop_qemu(&b);
 	bt_reap_all();
 	bool passed = r == 0 && boottest_report_passed(&b.rep);
-	bt_remove_dir(&b, !passed || b.keep);
+	/* Logs are worth keeping only once QEMU ran. */
+	bt_remove_dir(&b, (!passed || b.keep) && b.qemu_start > 0);
 	if (bt_interrupted) {
 		log_error("boot-test interrupted by signal %d: QEMU stopped, temporary files removed",
 			  (int)bt_interrupted);
