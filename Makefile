@@ -5,7 +5,7 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib
+PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib liblz4
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) \
@@ -15,7 +15,7 @@ LDFLAGS ?=
 
 # Debian packages: to build, to run builds, to test.
 BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
-	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev
+	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev liblz4-dev
 RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools
 TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
 
@@ -29,7 +29,7 @@ HEADERS := $(wildcard include/amiforge/*.h include/amiforge/aws/*.h)
 all: amiforge
 
 amiforge: $(BUILD)/amiforge
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/amiforge: $(BUILD)/engine/main.o $(BUILD)/libamiforge.a
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LIBS)

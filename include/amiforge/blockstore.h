@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Checkpoints: a content-addressed store of fixed 512 KiB blocks (SHA-256),
  * the shape of an EBS snapshot.  Layout under STATE/checkpoints:
- *   blocks/ab/abcdef...        one file per distinct non-zero block
+ *   blocks/ab/abcdef...        one file per distinct non-zero block, named by
+ *                              the SHA-256 of its 512 KiB of raw content
  *   KEY.ckpt                   JSON: {"version":1,"size":BYTES,"block_size":524288,
  *                               "blocks":[null | "hex", ...]}  (null = all zero)
+ * A block file is a 16-byte header and the block compressed with LZ4 (or
+ * stored as it is when it does not compress); see engine/blockstore.c.  A
+ * file of exactly 512 KiB is the raw block (the first format): still read.
  * Zero blocks are never stored; a block already present is not stored again.
  * Only allocated extents of the image are read (SEEK_DATA/SEEK_HOLE); holes
  * are zero blocks.  A restore is exact: byte-for-byte the image that was
@@ -30,17 +34,35 @@ struct ckpt_stats {
 	uint64_t blocks_total;   /* image_size / block size, rounded up */
 	uint64_t blocks_data;    /* non-zero blocks */
 	uint64_t blocks_new;     /* blocks written to the store by this call */
+	uint64_t blocks_hashed;  /* data blocks whose SHA-256 was computed (see ckpt_memo) */
 	uint64_t bytes_read;     /* bytes read from the image */
-	uint64_t bytes_new;      /* bytes written to the store by this call */
+	uint64_t bytes_new;      /* raw bytes of the new blocks (512 KiB each) */
+	uint64_t bytes_stored;   /* bytes written to the store (compressed, with headers) */
 	double seconds;
 };
 
+/* What one build remembers between its checkpoints, in memory only: for
+ * each block of the image, the SHA-256 and a keyed fingerprint (Poly1305
+ * under a random key of this memo) of its content at the last checkpoint.  A block
+ * whose fingerprint is unchanged is not hashed again, which makes the
+ * checkpoint after a small stage a read of the image instead of a SHA-256
+ * of all of it.  Entries are pairs of values of one content, so a memo stays
+ * correct whatever happens to the image in between (restores included).
+ * ckpt_memo_new() returns NULL only if no random key could be made; a NULL
+ * memo means "hash everything". */
+struct ckpt_memo;
+struct ckpt_memo *ckpt_memo_new(void);
+void ckpt_memo_free(struct ckpt_memo *memo);
+
 /* Reads the image (a regular file or a block device; nothing may be mounted
  * from it, or the filesystem must be frozen) and records checkpoint KEY
- * under DIR.  The .ckpt file is written atomically and fsync'd, and so are
- * new blocks.  stats may be NULL.  0 or -1 + err. */
+ * under DIR.  The .ckpt file is written atomically and fsync'd; new blocks
+ * are not waited for (see above).  stats may be NULL.  0 or -1 + err. */
 int ckpt_take(const char *dir, const char *key, const char *image, struct ckpt_stats *stats,
 	      struct af_error **err);
+/* The same, remembering blocks in MEMO (may be NULL) for the next call. */
+int ckpt_take_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
+		   struct ckpt_stats *stats, struct af_error **err);
 
 /* Restores checkpoint KEY to IMAGE.  A regular file is rebuilt as a new
  * sparse file (IMAGE.restore, then renamed over IMAGE); a block device is
@@ -49,13 +71,15 @@ int ckpt_take(const char *dir, const char *key, const char *image, struct ckpt_s
  * left untouched (regular file case).  0 or -1 + err. */
 int ckpt_restore(const char *dir, const char *key, const char *image, struct af_error **err);
 
-/* True if DIR/KEY.ckpt exists and every block it names is present. */
+/* True if DIR/KEY.ckpt exists and every block it names is present (a whole
+ * block file: its header and its length agree). */
 bool ckpt_usable(const char *dir, const char *key);
 
 /* Removes every checkpoint and block under DIR.  0 or -1 + err. */
 int ckpt_clean(const char *dir, struct af_error **err);
 
-/* Total bytes of stored blocks under DIR (for status and bench). */
+/* Bytes the stored blocks under DIR take on disk (allocated blocks, for
+ * status and bench). */
 uint64_t ckpt_store_bytes(const char *dir);
 
 #endif
