@@ -117,7 +117,10 @@ int rootfs_umount(struct rootfs *fs, struct af_error **err)
 		if (fd < 0) {
 			rc = af_error_set(err, errno, "cannot open '%s'", fs->target);
 		} else {
-			trim(fd, fs->target);
+			/* ext4 frees a deleted file's blocks only when the journal
+			 * commits: sync first, or the trim misses them. */
+			if (syncfs(fd) == 0)
+				trim(fd, fs->target);
 			if (syncfs(fd) < 0)
 				rc = af_error_set(err, errno, "cannot sync the filesystem at '%s'",
 						  fs->target);
