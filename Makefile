@@ -18,6 +18,8 @@ BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-de
 	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev liblz4-dev
 RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools
 TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
+# The AWS tests' local servers: fakeaws.py and imds.py need botocore, s3rver node.
+TEST_DEPS += python3-botocore nodejs
 
 LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stages/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -49,11 +51,26 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a tests/unit/testutil.h
 deps:
 	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS)
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(BUILD)/tests/awsdrv
+
+# The AWS clients' test driver for tests/integration/aws_*.sh.
+$(BUILD)/tests/awsdrv: tests/integration/awsdrv.c $(BUILD)/libamiforge.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libamiforge.a $(LIBS)
+
+# s3rver for the S3 tests, from npm into tests/servers/s3rver/node_modules
+# (never committed; the tests skip when it is missing).
+.PHONY: test-servers
+S3RVER := tests/servers/s3rver/node_modules/.bin/s3rver
+test-servers: $(S3RVER)
+$(S3RVER): tests/servers/s3rver/package.json
+	@command -v npm >/dev/null || ./tests/ensure-packages npm
+	cd tests/servers/s3rver && npm install --no-package-lock --no-audit --no-fund
+	@touch $@
 
 check:
 	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) $(TEST_DEPS)
-	$(MAKE) all unit
+	$(MAKE) all unit test-servers
 	./tests/run-all --build $(BUILD)
 
 # AddressSanitizer + UBSan: a separate build tree, every test run against it.
@@ -64,7 +81,7 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		./tests/run-all --build build-asan
 
-unit-asan: $(UNIT_SRCS:tests/unit/%.c=build-asan/tests/%)
+unit-asan: $(UNIT_SRCS:tests/unit/%.c=build-asan/tests/%) build-asan/tests/awsdrv
 
 valgrind: all unit
 	./tests/run-all --build $(BUILD) --unit-only --valgrind

@@ -13,7 +13,8 @@ Usage:
   --mode v2: GETs without a valid token get 401; v1: the token PUT answers 404 (old IMDS).
   Role credentials number n are AccessKeyId ASIAIMDS<n, 12 digits>, SecretAccessKey
   "imds-secret-<seed>-<n>", Token "imds-token-<seed>-<n>", valid --cred-ttl seconds
-  (default 3600).  --register POSTs each new set to fakeaws's /__control so it accepts them.
+  (default 3600), replaced when they expire within --rotate-before.
+  --register POSTs each new set to fakeaws's /__control so it accepts them.
 Control: GET /__control/state -> counts of token PUTs, v1 and v2 GETs, credential sets
 issued; POST /__control {"op": "set", "mode": ..., "cred_ttl": ...} changes them.
 """
@@ -44,7 +45,8 @@ class Server(ThreadingHTTPServer):
     def credentials(self):
         with self.lock:
             now = time.time()
-            if self.cred is None or self.cred["expires"] <= now:
+            # AWS publishes new credentials some minutes before the old expire
+            if self.cred is None or self.cred["expires"] - now <= self.a.rotate_before:
                 n = self.counts["creds_issued"] + 1
                 self.counts["creds_issued"] = n
                 seed = self.a.secret_seed
@@ -202,6 +204,8 @@ def main():
     ap.add_argument("--role", default="amiforge-test-role")
     ap.add_argument("--no-role", action="store_true")
     ap.add_argument("--cred-ttl", type=float, default=3600)
+    ap.add_argument("--rotate-before", type=float, default=0,
+                    help="issue new credentials when the current expire within SECS")
     ap.add_argument("--secret-seed", default=secrets.token_hex(4))
     ap.add_argument("--register", help="fakeaws base URL to tell about new credentials")
     ap.add_argument("--public-key")
