@@ -16,7 +16,7 @@ LDFLAGS ?=
 # Debian packages: to build, to run builds, to test.
 BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
 	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev liblz4-dev
-RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools
+RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools mtools
 TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
 # The AWS tests' local servers: fakeaws.py and imds.py need botocore, s3rver node.
 TEST_DEPS += python3-botocore nodejs

@@ -8,12 +8,16 @@
  *   the MBR and the core image in the MBR gap or the GPT BIOS boot partition,
  *   written through a loop device of the whole disk while the root
  *   partition stays mounted through its own offset loop, DESIGN §6) and/or
- *   UEFI (grub-efi on the ESP, also at the removable path); grub.cfg is made
- *   by grub-mkconfig in the chroot and checked for the root= it must carry.
+ *   UEFI (GRUB's EFI image made by grub-mkimage in the chroot, copied onto
+ *   the FAT ESP with mtools, at EFI/debian/ and at the removable path
+ *   EFI/BOOT/); grub.cfg is made by grub-mkconfig in the chroot and checked
+ *   for the root= it must carry.
  * - type: none does nothing (images that boot their kernel directly).
  *
- * The loop devices and the ESP mount are made in the stage child's private
- * mount namespace and vanish with it. */
+ * The whole-disk loop device is attached with autoclear in the stage
+ * child and its node lives in the chroot's private /dev: both vanish with
+ * the child.  The ESP is never mounted (the build host's kernel may lack
+ * vfat). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -22,7 +26,6 @@
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -383,6 +386,7 @@ struct boot_grub {
 	bool bios, uefi;
 	const char *efi_target;   /* x86_64-efi | arm64-efi */
 	const char *efi_package;  /* grub-efi-amd64 | grub-efi-arm64 (-bin with BIOS) */
+	const char *efi_named;    /* EFI/debian/grubx64.efi | EFI/debian/grubaa64.efi */
 	const char *removable;    /* EFI/BOOT/BOOTX64.EFI | EFI/BOOT/BOOTAA64.EFI */
 	const char *console;      /* kernel console= arguments */
 };
@@ -546,36 +550,17 @@ static char *boot_probe_type(const char *image, uint64_t off, uint64_t size)
 	return xstrdup(v);
 }
 
-/* The ESP mounted at ROOT/boot/efi (in this child's namespace only). */
-static int boot_mount_esp(const struct stage_ctx *ctx, int rootfd, struct loopdev *esp, struct af_error **err)
+/* The ESP's byte range, checked to hold a FAT filesystem. */
+static int boot_esp(const struct stage_ctx *ctx, uint64_t *off, struct af_error **err)
 {
-	const json_t *off = json_object_get(ctx->facts, "esp.offset"), *size = json_object_get(ctx->facts, "esp.size");
-	if (!off || !size)
+	const json_t *o = json_object_get(ctx->facts, "esp.offset"), *size = json_object_get(ctx->facts, "esp.size");
+	if (!o || !size)
 		return af_error_set(err, 0, "UEFI boot needs an EFI system partition; use partition {table: gpt, esp: 128MiB}");
-	uint64_t o = (uint64_t)json_integer_value(off), s = (uint64_t)json_integer_value(size);
-	_cleanup_free_ char *type = boot_probe_type(ctx->image, o, s);
+	*off = (uint64_t)json_integer_value(o);
+	_cleanup_free_ char *type = boot_probe_type(ctx->image, *off, (uint64_t)json_integer_value(size));
 	if (!type || strcmp(type, "vfat") != 0)
 		return af_error_set(err, 0, "the EFI system partition holds %s, not a FAT filesystem; give mkfs esp_fstype: vfat",
 				    type ? type : "no filesystem");
-	if (boot_mkdir_in_root(rootfd, ctx->root, "/boot/efi", err) < 0)
-		return -1;
-	_cleanup_fd_ int mp = boot_open_in_root(rootfd, "boot/efi", O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
-	if (mp < 0)
-		return af_error_set(err, errno, "open '%s/boot/efi'", ctx->root);
-	if (loop_attach(ctx->image, o, s, false, esp, err) < 0)
-		return af_error_wrap(err, "attach the EFI system partition");
-	char fdp[32];
-	snprintf(fdp, sizeof(fdp), "/proc/self/fd/%d", mp);
-	if (mount(esp->path, fdp, "vfat", MS_NOATIME, "umask=0077") < 0)
-		return af_error_set(err, errno, "mount the EFI system partition %s on '%s/boot/efi'", esp->path, ctx->root);
-	return 0;
-}
-
-static int boot_umount_esp(const struct stage_ctx *ctx, struct af_error **err)
-{
-	_cleanup_free_ char *mp = path_join(ctx->root, "boot/efi");
-	if (umount2(mp, 0) < 0)
-		return af_error_set(err, errno, "unmount the EFI system partition from '%s'", mp);
 	return 0;
 }
 
@@ -602,6 +587,7 @@ static int boot_grub_choose(const struct stage_ctx *ctx, struct boot_grub *g, st
 	g->efi_target = arm ? "arm64-efi" : "x86_64-efi";
 	g->efi_package = arm ? (g->bios ? "grub-efi-arm64-bin" : "grub-efi-arm64")
 			     : (g->bios ? "grub-efi-amd64-bin" : "grub-efi-amd64");
+	g->efi_named = arm ? "EFI/debian/grubaa64.efi" : "EFI/debian/grubx64.efi";
 	g->removable = arm ? "EFI/BOOT/BOOTAA64.EFI" : "EFI/BOOT/BOOTX64.EFI";
 	g->console = arm ? "console=tty0 console=ttyAMA0,115200" : "console=tty0 console=ttyS0,115200n8";
 	return 0;
@@ -620,22 +606,86 @@ static int boot_grub_bios(const struct stage_ctx *ctx, const char *disk, struct 
 	return 0;
 }
 
-static int boot_grub_efi(const struct stage_ctx *ctx, const struct boot_grub *g, struct af_error **err)
+/* GRUB's EFI image, made in the chroot the way grub-install makes it
+ * (modules copied to /boot/grub/TARGET, an early config that finds the root
+ * filesystem by UUID), but without grub-install: it insists on a mounted
+ * FAT efi-directory, and the build host's kernel may have no vfat. */
+static int boot_grub_efi_image(const struct stage_ctx *ctx, const struct boot_grub *g, const char *uuid,
+			       struct af_error **err)
 {
-	_cleanup_free_ char *target = xasprintf("--target=%s", g->efi_target);
-	const char *argv[] = { "grub-install", target, "--efi-directory=/boot/efi", "--boot-directory=/boot",
-			       "--bootloader-id=debian", "--no-nvram", "--modules=part_gpt part_msdos ext2", NULL, NULL };
-	log_info("grub-install %s on the ESP", target);
-	if (boot_chroot_run(ctx, argv, err) < 0)
-		return af_error_wrap(err, "install GRUB for UEFI");
-	/* The removable path is what firmware without boot entries (a new
-	 * instance's NVRAM is empty) loads. */
-	argv[6] = "--removable";
-	argv[7] = "--modules=part_gpt part_msdos ext2";
-	log_info("grub-install %s --removable", target);
-	if (boot_chroot_run(ctx, argv, err) < 0)
-		return af_error_wrap(err, "install GRUB for UEFI at the removable path %s", g->removable);
+	_cleanup_free_ char *script = xasprintf(
+		"t=%s\n"
+		"mkdir -p /boot/grub/$t\n"
+		"cp /usr/lib/grub/$t/*.mod /usr/lib/grub/$t/*.lst /boot/grub/$t/\n"
+		"printf 'search.fs_uuid %%s root\\nset prefix=($root)/boot/grub\\n' '%s' >/boot/grub/$t/load.cfg\n"
+		"grub-mkimage -O $t -o /boot/grub/$t/core.efi -c /boot/grub/$t/load.cfg -p /boot/grub \\\n"
+		"  part_gpt part_msdos ext2 fat search search_fs_uuid search_label normal configfile echo\n",
+		g->efi_target, uuid);
+	log_info("grub-mkimage -O %s (root filesystem UUID %s)", g->efi_target, uuid);
+	if (boot_chroot_sh(ctx, script, err) < 0)
+		return af_error_wrap(err, "make GRUB's EFI image");
 	return 0;
+}
+
+static int boot_mtools(const struct stage_ctx *ctx, const char *const *argv, bool may_fail, struct af_error **err)
+{
+	char *env[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+			"MTOOLS_SKIP_CHECK=1", NULL };
+	struct spawn_opts so = { .argv = (char *const *)argv, .env = env, .out_fd = ctx->log_fd, .in_fd = -1,
+				 .deadline = ctx->deadline };
+	_cleanup_error_ struct af_error *e = NULL;
+	if (sandbox_spawn(&so, may_fail ? &e : err) < 0 && !may_fail)
+		return af_error_wrap(err, "%s (mtools)", argv[0]);
+	return 0;
+}
+
+/* Copies the EFI image onto the ESP with mtools (no mount): at
+ * EFI/debian/grubx64.efi and at the removable path, which is what firmware
+ * with an empty boot entry list (a new instance) loads. */
+static int boot_grub_efi_copy(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, uint64_t esp_off,
+			      struct af_error **err)
+{
+	_cleanup_free_ char *rel = xasprintf("boot/grub/%s/core.efi", g->efi_target);
+	_cleanup_fd_ int fd = boot_open_in_root(rootfd, rel, O_RDONLY | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return af_error_set(err, errno, "open '%s/%s'", ctx->root, rel);
+	_cleanup_free_ char *fdp = xasprintf("/proc/self/fd/%d", fd);
+	size_t len = 0;
+	_cleanup_free_ char *data = read_file(fdp, &len, err);
+	if (!data)
+		return -1;
+	_cleanup_free_ char *tmp = path_join(ctx->state_dir, "bootloader-core.efi");
+	if (write_file_atomic(tmp, data, len, 0600, err) < 0)
+		return -1;
+	_cleanup_free_ char *drive = xasprintf("%s@@%" PRIu64, ctx->image, esp_off);
+	const char *dirs[] = { "::/EFI", "::/EFI/BOOT", "::/EFI/debian" };
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		/* -D s: an existing directory is fine (mmd then exits 1). */
+		const char *argv[] = { "mmd", "-D", "s", "-i", drive, dirs[i], NULL };
+		boot_mtools(ctx, argv, true, err);
+	}
+	_cleanup_free_ char *removable = xasprintf("::/%s", g->removable);
+	_cleanup_free_ char *named = xasprintf("::/%s", g->efi_named);
+	const char *dests[] = { named, removable };
+	int r = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(dests) && r == 0; i++) {
+		const char *argv[] = { "mcopy", "-o", "-i", drive, tmp, dests[i], NULL };
+		log_info("mcopy %s to the ESP at %s", rel, dests[i] + 2);
+		r = boot_mtools(ctx, argv, false, err);
+	}
+	unlink(tmp);
+	return r;
+}
+
+static int boot_grub_efi(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, struct af_error **err)
+{
+	uint64_t off = 0;
+	const char *uuid = boot_fact_str(ctx->facts, "root.uuid");
+	if (!uuid)
+		return af_error_set(err, 0, "the root filesystem's UUID is not in the build's facts; rebuild from mkfs");
+	if (boot_esp(ctx, &off, err) < 0 || boot_grub_efi_image(ctx, g, uuid, err) < 0)
+		return -1;
+	return boot_grub_efi_copy(ctx, rootfd, g, off, err);
 }
 
 static int boot_grub_config(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, const char *spec,
@@ -689,19 +739,8 @@ static int boot_grub_run(struct stage_ctx *ctx, int rootfd, struct af_error **er
 		if (r < 0)
 			return -1;
 	}
-	if (g.uefi) {
-		struct loopdev esp = { .fd = -1 };
-		r = boot_mount_esp(ctx, rootfd, &esp, err);
-		if (r == 0) {
-			r = boot_grub_efi(ctx, &g, err);
-			if (boot_umount_esp(ctx, err) < 0)
-				r = -1;
-		}
-		loop_release(&esp);
-		free(esp.path);
-		if (r < 0)
-			return -1;
-	}
+	if (g.uefi && boot_grub_efi(ctx, rootfd, &g, err) < 0)
+		return -1;
 	if (boot_grub_config(ctx, rootfd, &g, spec, err) < 0)
 		return -1;
 	json_object_set_new(ctx->outputs, "bootloader.config", json_string("/boot/grub/grub.cfg"));

@@ -325,7 +325,7 @@ static int mkfs_verify_blkid(const char *image, const struct mkfs_opts *o, struc
 }
 
 /* ---- the EFI system partition (esp_fstype) ----
- * FAT32 made by mkfs.vfat (dosfstools) at the ESP's sector offset, with a
+ * FAT32 (FAT16 when too small for FAT32) made by mkfs.vfat (dosfstools) at the ESP's sector offset, with a
  * volume id from the stage key and --invariant, so rebuilds are identical.
  * The bootloader stage mounts it and installs GRUB for UEFI there. */
 static int mkfs_esp(const struct stage_ctx *ctx, struct af_error **err)
@@ -337,10 +337,25 @@ static int mkfs_esp(const struct stage_ctx *ctx, struct af_error **err)
 	uuid_derive(ctx->key, "esp-volid", id);
 	_cleanup_free_ char *volid = xstrndup(id, 8);
 	_cleanup_free_ char *offset = xasprintf("--offset=%" PRIu64, (uint64_t)json_integer_value(off) / 512);
-	_cleanup_free_ char *kib = xasprintf("%" PRIu64, (uint64_t)json_integer_value(size) / 1024);
-	const char *argv[] = { "mkfs.vfat", "-F", "32", "-n", "ESP", "-i", volid, "--invariant", offset, ctx->image, kib, NULL };
+	uint64_t bytes = (uint64_t)json_integer_value(size);
+	_cleanup_free_ char *kib = xasprintf("%" PRIu64, bytes / 1024);
+	/* FAT32 needs at least 65525 clusters, or readers (mtools, some
+	 * firmware) take it for FAT16: the largest cluster of at most 4 KiB
+	 * that leaves enough.  Below about 34 MiB mkfs.vfat picks FAT16. */
+	unsigned spc = 8;
+	while (spc > 1 && bytes / (512u * spc) < 66000)
+		spc /= 2;
+	bool fat32 = bytes / 512u >= 66000 + 1024;
+	_cleanup_free_ char *spc_arg = xasprintf("%u", spc);
+	const char *argv[16] = { "mkfs.vfat", "-n", "ESP", "-i", volid, "--invariant", offset };
+	size_t n = 7;
+	if (fat32)
+		argv[n++] = "-F", argv[n++] = "32", argv[n++] = "-s", argv[n++] = spc_arg;
+	argv[n++] = ctx->image;
+	argv[n++] = kib;
 	struct spawn_opts so = { .argv = (char *const *)argv, .out_fd = ctx->log_fd, .in_fd = -1, .deadline = ctx->deadline };
-	log_info("mkfs.vfat -F 32 -n ESP -i %s %s %s %s", volid, offset, ctx->image, kib);
+	log_info("mkfs.vfat%s%s -n ESP -i %s %s %s %s", fat32 ? " -F 32 -s " : "", fat32 ? spc_arg : "", volid, offset,
+		 ctx->image, kib);
 	if (sandbox_spawn(&so, err) < 0)
 		return af_error_wrap(err, "make the FAT filesystem of the EFI system partition (mkfs.vfat is in dosfstools)");
 	json_object_set_new(ctx->outputs, "esp.fstype", json_string("vfat"));
