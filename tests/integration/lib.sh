@@ -6,6 +6,10 @@ TOP=${TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 AMIFORGE=${AMIFORGE:-$TOP/build/amiforge}
 RECIPES=$TOP/tests/integration/recipes
 T_FAILED=0
+# AWS secrets for tests: tests/run-all makes them random per run and checks
+# at the end that they appear in no output or log; use these, not literals.
+AMIFORGE_TEST_SECRET=${AMIFORGE_TEST_SECRET:-tEsTlocalSecretNotForLogs0123456789}
+AMIFORGE_TEST_TOKEN=${AMIFORGE_TEST_TOKEN:-tOkEnlocalSessionTokenNotForLogs0123456789}
 
 ok() { echo "ok $*"; }
 not_ok() { echo "not ok $*"; T_FAILED=1; }
