@@ -4,10 +4,11 @@
 PY=/usr/bin/python3
 AWSDRV=${BUILD_DIR:-$TOP/build}/tests/awsdrv
 T_AKID=AKIDTEST$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)
-T_SECRET=test-secret-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+# The run's secret and token (tests/run-all scans every output for them).
+T_SECRET=$AMIFORGE_TEST_SECRET
 T_AKID2=ASIATEST$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n' | tr a-f A-F)
 T_SECRET2=test-secret2-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-T_TOKEN=test-token-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+T_TOKEN=$AMIFORGE_TEST_TOKEN
 SERVER_PIDS=()
 
 stop_servers() {
