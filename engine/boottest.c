@@ -1021,14 +1021,16 @@ static int bt_wait_ssh(struct bt *b, struct af_error **err)
 		char *o = res.output;
 		o[strcspn(o, "\r\n")] = '\0';
 		last = *o ? o : (free(o), xstrdup(res.timed_out ? "ssh timed out" : "ssh failed"));
+		if (str_has_suffix(last, "."))
+			last[strlen(last) - 1] = '\0';
 		if (!strstr(last, "Permission denied"))
 			denied_since = 0;
 		else if (denied_since == 0 && bt_key_served(b))
 			denied_since = now_monotonic();
 		else if (denied_since > 0 && now_monotonic() - denied_since > BT_DENIED_GRACE) {
 			_cleanup_free_ char *msg = xasprintf(
-				"%s: the guest fetched the key from the metadata service but refuses it (no user "
-				"'%s', or the key was not installed for it)", last, b->user);
+				"the guest fetched the key from the metadata service but refuses it (no user "
+				"'%s', or the key was not installed for it): %s", b->user, last);
 			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
 			return 1;
 		}

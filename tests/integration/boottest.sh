@@ -102,7 +102,7 @@ fi
 "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub --user ghost --imds v1-only >"$WORK/refused.out" 2>&1
 rc=$?
 kept=$(ls -d "$TMPDIR"/amiforge-boot-test.* 2>/dev/null)
-if [ $rc = 1 ] && grep -Eq "^  ssh login +FAILED .*Permission denied.*no user 'ghost'" "$WORK/refused.out" &&
+if [ $rc = 1 ] && grep -Eq "^  ssh login +FAILED .*no user 'ghost'.*Permission denied \(publickey\)$" "$WORK/refused.out" &&
 	grep -Eq '^  whoami +skipped' "$WORK/refused.out" &&
 	grep -q "^result: FAILED: ssh login " "$WORK/refused.out" &&
 	grep -q "^console log: $kept/console.log$" "$WORK/refused.out" && [ -s "$kept/console.log" ] &&
