@@ -36,9 +36,10 @@ check fresh-quick bash -c '! grep -q "cached" "$0" && [ $(grep -c " done " "$0")
 "$AMIFORGE" build "$Q" --state "$QS" --set LABEL=other >"$WORK/q3.out" 2>&1
 off=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"]["root.offset"])' "$QS/manifest.json")
 check param-change-quick bash -c '[ $(grep -c "done (cached)" "$0") = 2 ] && grep -q "^\[3/4\] mkfs .*done  " "$0" && [ "$(blkid -p -O "$2" -o value -s LABEL "$1")" = other ]' "$WORK/q3.out" "$QS/disk.img" "$off"
-# A checkpoint whose blocks were damaged (same size, wrong content) is
-# refused by its hash check, dropped, and the build falls back.
-find "$QS/checkpoints/blocks" -type f -exec sh -c 'printf garbage | dd of="$1" conv=notrunc status=none' _ {} \;
+# A checkpoint whose blocks were damaged (same size, wrong content: the
+# compressed data after the 16-byte header) is refused by its hash check,
+# dropped, and the build falls back.
+find "$QS/checkpoints/blocks" -type f -exec sh -c 'printf garbage | dd of="$1" bs=1 seek=20 conv=notrunc status=none' _ {} \;
 "$AMIFORGE" build "$Q" --state "$QS" --set LABEL=third >"$WORK/q4.out" 2>&1
 rc=$?
 check damaged-checkpoint-falls-back bash -c '[ $0 = 0 ] && grep -q "dropped the damaged checkpoint" "$1" && [ "$(blkid -p -O "$3" -o value -s LABEL "$2")" = third ]' $rc "$WORK/q4.out" "$QS/disk.img" "$off"
