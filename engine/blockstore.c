@@ -16,12 +16,13 @@
  *         12  u32        payload length; the file is 16 + this long
  *         16  payload                                (integers little-endian)
  *
- * LZ4 because a checkpoint is on the build's critical path: on images it
- * keeps about a third of the bytes at ~1 GB/s a core, and decompresses at
- * several GB/s for a restore; zstd's better ratio cost twice the time.  A
- * compressed file is never exactly 512 KiB long (LZ4 output is kept only
- * when it is shorter, a raw one has a header), so a file of exactly that size
- * is a block of the first format, the raw block itself: still read.
+ * LZ4 because a checkpoint is on the build's critical path: on a Debian
+ * root it keeps a third of the bytes at ~1 GB/s a core, and decompresses at
+ * several GB/s for a restore; zstd -1 kept a quarter in 1.4 to 2 times the
+ * time.  A block file of this format is never exactly 512 KiB long (LZ4
+ * output is kept only if the whole file stays shorter, a raw block has a
+ * header), so a file of exactly that size is a block of the first format,
+ * the raw block itself: still read.
  * "Is this block present" checks that the header and the file size agree,
  * which catches a file a power loss left short or empty. */
 #include <errno.h>
@@ -159,7 +160,7 @@ static bool hdr_decode(const unsigned char *in, uint64_t file_size, struct block
 	if (file_size != HDR_LEN + (uint64_t)h->payload_len)
 		return false;
 	return (h->codec == CODEC_RAW && h->payload_len == BS) ||
-	       (h->codec == CODEC_LZ4 && h->payload_len < BS);
+	       (h->codec == CODEC_LZ4 && HDR_LEN + (uint64_t)h->payload_len < BS);
 }
 
 static bool block_present(int blocks_fd, const uint8_t h[HASH_LEN])
@@ -559,9 +560,10 @@ static int store_block(struct take *t, struct worker *w, uint64_t b, const unsig
 		       struct af_error **err)
 {
 	const uint8_t *h = t->c.hash[b];
-	/* LZ4 output is kept only if shorter than the raw block (see the top). */
+	/* LZ4 output is kept only if the file stays shorter than a raw block of
+	 * the first format (see the top); LZ4 gives up (0) beyond that. */
 	int zlen = LZ4_compress_default((const char *)data, (char *)w->zbuf + HDR_LEN, (int)BS,
-					(int)BS - 1);
+					(int)(BS - HDR_LEN - 1));
 	uint8_t codec = zlen > 0 ? CODEC_LZ4 : CODEC_RAW;
 	size_t payload = zlen > 0 ? (size_t)zlen : BS;
 	hdr_encode(w->zbuf, codec, (uint32_t)payload);
