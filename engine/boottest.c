@@ -1398,8 +1398,9 @@ int boottest_main(int argc, char **argv)
 	bt_stop_qemu(&b);
 	bt_reap_all();
 	bool passed = r == 0 && boottest_report_passed(&b.rep);
-	/* Logs are worth keeping only once QEMU ran. */
-	bt_remove_dir(&b, (!passed || b.keep) && b.qemu_start > 0);
+	/* Logs are worth keeping only once QEMU ran; an interrupted test
+	 * leaves nothing. */
+	bt_remove_dir(&b, (!passed || b.keep) && b.qemu_start > 0 && !bt_interrupted);
 	if (bt_interrupted) {
 		log_error("boot-test interrupted by signal %d: QEMU stopped, temporary files removed",
 			  (int)bt_interrupted);
