@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "amiforge/blockstore.h"
+#include "amiforge/channel.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
@@ -153,14 +154,21 @@ static void merge_outputs(json_t *facts, const json_t *outputs)
 struct child_args {
 	const struct stage_type *type;
 	struct stage_ctx *ctx;
-	int result_fd;   /* write end */
 };
+
+int stage_journal_resource(struct stage_ctx *ctx, const json_t *resource, struct af_error **err)
+{
+	if (!ctx->channel)
+		BUG("stage_journal_resource outside a stage child");
+	return channel_send_resource(ctx->channel, resource, err);
+}
 
 static int stage_child(void *arg)
 {
 	struct child_args *a = arg;
 	struct af_error *err = NULL;
 	log_set_stage_fd(-1); /* stdout and stderr already are the stage log */
+	channel_child_side(a->ctx->channel);
 	int r = 0;
 	if (a->type->flags & STAGE_NEEDS_CHROOT)
 		r = chroot_prepare(a->ctx->root, &err);
@@ -171,35 +179,51 @@ static int stage_child(void *arg)
 	json_t *res = r == 0 ? json_pack("{s:b, s:O}", "ok", 1, "outputs", a->ctx->outputs)
 			     : json_pack("{s:b, s:s, s:i}", "ok", 0, "error", af_error_msg(err), "errno",
 					 af_error_errno(err));
-	char *text = res ? json_dumps(res, JSON_COMPACT) : NULL;
-	int w = text ? write_all(a->result_fd, text, strlen(text)) : -1;
-	free(text);
+	int w = res ? channel_send_result(a->ctx->channel, res) : -1;
 	json_decref(res);
 	af_error_free(err);
 	return r == 0 && w == 0 ? 0 : 1;
 }
 
-/* Waits for the stage child, enforcing the deadline and passing on
- * SIGINT/SIGTERM.  Returns 0 when it exited 0, else -1 + err. */
-/* Reads what is there without blocking; the pipe is non-blocking. */
-static void drain_pipe(int fd, struct strbuf *sb)
+/* What the runner does with a resource a stage reports: journal it. */
+struct resource_sink {
+	struct build *b;
+	size_t i;
+};
+
+static int journal_resource(void *arg, const json_t *resource, struct af_error **err)
 {
-	char buf[4096];
-	ssize_t n;
-	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		strbuf_add(sb, buf, (size_t)n);
+	struct resource_sink *rs = arg;
+	const struct stage_inst *s = &rs->b->recipe->stages[rs->i];
+	_cleanup_json_ json_t *ev = json_pack("{s:s, s:i, s:s, s:s, s:O}", "event", "resource", "index",
+					      s->index, "id", s->id, "key",
+					      rs->b->plan.stages[rs->i].key, "resource", resource);
+	if (!ev || !json_is_object(resource))
+		return af_error_set(err, 0, "stage '%s' reported a resource that is not an object",
+				    s->id);
+	return journal_append(rs->b->journal, ev, err);
 }
 
-static int wait_child(pid_t pid, double deadline, uint64_t timeout, int result_fd,
-		      struct strbuf *result, struct af_error **err)
+/* Waits for the stage child, journaling the resources it reports, enforcing
+ * the deadline and passing on SIGINT/SIGTERM.  Returns 0 when it exited 0,
+ * else -1 + err; its result message lands in *result. */
+static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct stage_channel *ch,
+		      struct resource_sink *sink, json_t **result, struct af_error **err)
 {
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	for (;;) {
-		drain_pipe(result_fd, result);
+		if (channel_pump(ch, journal_resource, sink, result, err) < 0) {
+			/* Unjournaled, the resource must not be used: stop the stage. */
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			if (pidfd >= 0)
+				close(pidfd);
+			return af_error_wrap(err, "cannot journal a resource");
+		}
 		int status;
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		if (w == pid) {
-			drain_pipe(result_fd, result);
+			channel_pump(ch, journal_resource, sink, result, err);
 			if (pidfd >= 0)
 				close(pidfd);
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -226,7 +250,7 @@ static int wait_child(pid_t pid, double deadline, uint64_t timeout, int result_f
 						    (unsigned long long)timeout);
 			return af_error_set(err, EINTR, "build interrupted by signal %d", (int)interrupted);
 		}
-		struct pollfd p[2] = { { .fd = result_fd, .events = POLLIN },
+		struct pollfd p[2] = { { .fd = ch->msg_rd, .events = POLLIN },
 				       { .fd = pidfd, .events = POLLIN } };
 		poll(p, pidfd >= 0 ? 2 : 1, 200);
 	}
@@ -350,26 +374,43 @@ static void take_checkpoint(struct build *b, size_t i)
 
 /* ---- one stage ---------------------------------------------------------------- */
 
-/* Forks the stage child and waits for it; its report (JSON) lands in result. */
-static int fork_stage(const struct stage_type *type, struct stage_ctx *ctx, double deadline,
-		      uint64_t timeout, struct strbuf *result, struct af_error **err)
+/* Forks the stage child and waits for it; its result message lands in
+ * *result. */
+static int fork_stage(struct build *b, size_t i, struct stage_ctx *ctx, double deadline,
+		      uint64_t timeout, json_t **result, struct af_error **err)
 {
-	int fds[2];
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return af_error_set(err, errno, "cannot create a pipe for stage '%s'", ctx->id);
-	struct child_args args = { .type = type, .ctx = ctx, .result_fd = fds[1] };
+	struct stage_channel ch;
+	if (channel_open(&ch, err) < 0)
+		return af_error_wrap(err, "stage '%s'", ctx->id);
+	ctx->channel = &ch;
+	struct child_args args = { .type = b->recipe->stages[i].type, .ctx = ctx };
+	struct resource_sink sink = { .b = b, .i = i };
 	fflush(NULL);
-	if (fcntl(fds[0], F_SETFL, O_NONBLOCK) < 0) {
-		af_error_set(err, errno, "cannot set up the pipe of stage '%s'", ctx->id);
-		close(fds[0]);
-		close(fds[1]);
-		return -1;
-	}
 	pid_t pid = sandbox_fork_isolated(stage_child, &args, ctx->log_fd, err);
-	close(fds[1]);
-	int r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, fds[0], result, err);
-	close(fds[0]);
+	channel_parent_side(&ch);
+	int r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, &ch, &sink, result, err);
+	channel_close(&ch);
+	ctx->channel = NULL;
 	return r;
+}
+
+/* The resources earlier attempts of stage i journaled (same key, since the
+ * last reset), oldest first. */
+static json_t *stage_resources(struct build *b, size_t i)
+{
+	const json_t *events = journal_events(b->journal);
+	const char *key = b->plan.stages[i].key;
+	json_t *out = json_array();
+	for (size_t k = 0; k < json_array_size(events); k++) {
+		const json_t *ev = json_array_get(events, k);
+		const char *type = json_string_value(json_object_get(ev, "event"));
+		const char *evkey = json_string_value(json_object_get(ev, "key"));
+		if (type && !strcmp(type, "reset"))
+			json_array_clear(out);
+		else if (type && !strcmp(type, "resource") && evkey && !strcmp(evkey, key))
+			json_array_append(out, json_object_get(ev, "resource"));
+	}
+	return out;
 }
 
 static int run_stage(struct build *b, size_t i)
@@ -380,7 +421,8 @@ static int run_stage(struct build *b, size_t i)
 	_cleanup_error_ struct af_error *err = NULL;
 	_cleanup_free_ char *log_path = xasprintf("%s/logs/%02d-%s.log", b->state, s->index, s->id);
 	_cleanup_json_ json_t *outputs = json_object();
-	struct strbuf result = STRBUF_INIT;
+	_cleanup_json_ json_t *res = NULL;
+	_cleanup_json_ json_t *resources = stage_resources(b, i);
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	bool chroot_used = false;
 
@@ -416,13 +458,12 @@ static int run_stage(struct build *b, size_t i)
 			.cache_dir = b->cache, .image = image_path(b),
 			.root = (type->flags & STAGE_NEEDS_MOUNT) ? b->root_mnt : NULL,
 			.facts = b->facts, .outputs = outputs, .deadline = deadline, .log_fd = log_fd,
+			.resources = resources,
 		};
 		chroot_used = (type->flags & STAGE_NEEDS_CHROOT) != 0;
-		r = fork_stage(type, &ctx, deadline, timeout, &result, &err);
+		r = fork_stage(b, i, &ctx, deadline, timeout, &res, &err);
 	}
 	/* The child's own message says more than its exit status. */
-	_cleanup_json_ json_t *res = result.len ? json_loads(result.buf, 0, NULL) : NULL;
-	strbuf_release(&result);
 	if (res && !json_is_true(json_object_get(res, "ok")) && af_error_errno(err) != ETIMEDOUT &&
 	    af_error_errno(err) != EINTR) {
 		af_error_clear(&err);

@@ -61,7 +61,20 @@ struct stage_ctx {
 	json_t *outputs;
 	double deadline;         /* monotonic seconds, 0 = none; commands must not outlive it */
 	int log_fd;              /* the stage log (also the child's stdout/stderr) */
+	/* Every resource earlier attempts of this stage (same key, since the last
+	 * --fresh) reported with stage_journal_resource(), oldest first: what a
+	 * resumed stage continues (a snapshot id, blocks already sent) instead of
+	 * making again. */
+	const json_t *resources;
+	struct stage_channel *channel; /* the runner's; use stage_journal_resource() */
 };
+
+/* Journals a remote resource or progress (a JSON object of the stage's own
+ * shape) the moment it exists: it is in STATE/journal, fsync'd, when this
+ * returns, so a crash at any later moment cannot make the build lose or
+ * duplicate it.  Secrets must never be in it.  0 or -1 + err (then stop:
+ * the journal cannot be written). */
+int stage_journal_resource(struct stage_ctx *ctx, const json_t *resource, struct af_error **err);
 
 struct stage_type {
 	const char *name;
