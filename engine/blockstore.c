@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -406,6 +405,26 @@ static int worker_tag(struct worker *w, const struct ckpt_memo *m, const void *d
 	return 0;
 }
 
+/* Entry b is written by one worker only during a pool run. */
+static void memo_set(struct ckpt_memo *m, uint64_t b, const uint8_t tag[TAG_LEN],
+		     const uint8_t hash[HASH_LEN])
+{
+	memcpy(m->tag[b], tag, TAG_LEN);
+	memcpy(m->hash[b], hash, HASH_LEN);
+	m->known[b] = 1;
+}
+
+/* Remembers block b, whose content DATA is known to have SHA-256 HASH. */
+static int memo_record(struct ckpt_memo *m, struct worker *w, uint64_t b, const void *data,
+		       const uint8_t hash[HASH_LEN])
+{
+	uint8_t tag[TAG_LEN];
+	if (worker_tag(w, m, data, tag) < 0)
+		return -1;
+	memo_set(m, b, tag, hash);
+	return 0;
+}
+
 /* ---- checkpoint files ---- */
 
 enum { BLOCK_ZERO = 0, BLOCK_DATA = 1, BLOCK_NEW = 2 /* data stored by this ckpt_take */ };
@@ -507,9 +526,8 @@ struct take {
 	int img_fd;
 	int blocks_fd;
 	struct ckpt c;
-	struct ckpt_memo *memo;   /* may be NULL */
-	const unsigned char *map; /* the image, when it could be mapped */
-	uint64_t *todo;           /* block numbers that may hold data */
+	struct ckpt_memo *memo; /* may be NULL */
+	uint64_t *todo;         /* block numbers that may hold data */
 	size_t ntodo;
 };
 
@@ -616,23 +634,17 @@ static int block_hash(struct take *t, struct worker *w, uint64_t b, const unsign
 	if (worker_sha256(w, data, t->c.hash[b]) < 0)
 		return af_error_set(err, 0, "SHA-256 failed (OpenSSL)");
 	w->blocks_hashed++;
-	if (m) {
-		/* Both halves of an entry are written by this worker only. */
-		memcpy(m->tag[b], tag, TAG_LEN);
-		memcpy(m->hash[b], t->c.hash[b], HASH_LEN);
-		m->known[b] = 1;
-	}
+	if (m)
+		memo_set(m, b, tag, t->c.hash[b]);
 	return 0;
 }
 
-/* A whole block of a mapped image is used where it is (hashing and
- * compressing straight from the page cache); anything else is read into
- * w->buf, the last block zero-padded. */
+/* Reads a block into w->buf, the last one zero-padded.  Not mmap: faulting
+ * the pages in cost as much as copying them, and mapped pages count in the
+ * engine's resident size. */
 static const unsigned char *take_read(struct take *t, struct worker *w, uint64_t off, size_t len,
 				      struct af_error **err)
 {
-	if (t->map && len == BS)
-		return t->map + off;
 	ssize_t n = pread_all(t->img_fd, w->buf, len, (off_t)off);
 	if (n < 0) {
 		af_error_set(err, errno, "cannot read '%s' at byte %" PRIu64, t->image, off);
@@ -684,17 +696,6 @@ static int take_open(struct take *t, const char *image, struct af_error **err)
 		return -1;
 	ckpt_alloc(&t->c, size);
 	posix_fadvise(t->img_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	/* Mapping saves copying every block out of the page cache (a tenth of
-	 * a second per pass over a small image).  Only a regular file, which
-	 * nobody truncates under the build's state lock: a mapping would turn
-	 * that into SIGBUS.  Reading is the fallback. */
-	if (S_ISREG(st.st_mode) && size > 0 && size <= SIZE_MAX) {
-		void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, t->img_fd, 0);
-		if (map != MAP_FAILED) {
-			t->map = map;
-			madvise(map, (size_t)size, MADV_SEQUENTIAL);
-		}
-	}
 	return list_data_blocks(t, S_ISREG(st.st_mode), err);
 }
 
@@ -752,8 +753,6 @@ int ckpt_take_memo(const char *dir, const char *key, const char *image, struct c
 out:
 	if (ret < 0)
 		af_error_wrap(err, "cannot checkpoint '%s' as %s", image, key);
-	if (t.map)
-		munmap((void *)t.map, (size_t)t.c.size);
 	if (t.img_fd >= 0)
 		close(t.img_fd);
 	if (t.blocks_fd >= 0)
@@ -775,7 +774,8 @@ struct restore {
 	int out_fd;
 	bool is_blk;
 	struct ckpt c;
-	uint64_t *todo; /* data blocks */
+	struct ckpt_memo *memo; /* may be NULL */
+	uint64_t *todo;         /* data blocks */
 	size_t ntodo;
 };
 
@@ -859,6 +859,8 @@ static int restore_one(struct worker *w, size_t item, struct af_error **err)
 
 	if (read_block(r, w, r->c.hash[b], err) < 0)
 		return -1;
+	if (r->memo && memo_record(r->memo, w, b, w->buf, r->c.hash[b]) < 0)
+		return af_error_set(err, 0, "Poly1305 failed (OpenSSL)");
 	if (!r->is_blk)
 		return write_sparse(r, w->buf, len, off, err);
 	if (pwrite_all(r->out_fd, w->buf, len, (off_t)off) < 0)
@@ -964,15 +966,27 @@ fail:
 
 int ckpt_restore(const char *dir, const char *key, const char *image, struct af_error **err)
 {
+	return ckpt_restore_memo(dir, key, image, NULL, err);
+}
+
+int ckpt_restore_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
+		      struct af_error **err)
+{
 	_cleanup_free_ char *blocks_dir = path_join(dir, "blocks");
-	struct restore r = {
-	    .key = key, .image = image, .blocks_dir = blocks_dir, .blocks_fd = -1, .out_fd = -1};
+	struct restore r = {.key = key,
+			    .image = image,
+			    .blocks_dir = blocks_dir,
+			    .blocks_fd = -1,
+			    .out_fd = -1,
+			    .memo = memo};
 	struct worker sum = {0};
 	struct stat st;
 	int ret = -1;
 
 	if (ckpt_load(dir, key, &r.c, err) < 0)
 		goto out;
+	if (memo)
+		memo_fit(memo, r.c.nblocks);
 	r.todo = xreallocarray(NULL, r.c.nblocks ? r.c.nblocks : 1, sizeof(*r.todo));
 	for (uint64_t b = 0; b < r.c.nblocks; b++)
 		if (r.c.is_data[b])

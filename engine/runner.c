@@ -521,7 +521,11 @@ static int restore_disk(struct build *b)
 	const struct stage_inst *s = &b->recipe->stages[j];
 	_cleanup_error_ struct af_error *err = NULL;
 	double t0 = now_monotonic();
-	if (ckpt_restore(b->ckpt_dir, b->plan.stages[j].disk_key, image_path(b), &err) < 0) {
+	/* The memo learns the restored blocks: the next checkpoint skips them. */
+	if (!b->ckpt_memo)
+		b->ckpt_memo = ckpt_memo_new();
+	if (ckpt_restore_memo(b->ckpt_dir, b->plan.stages[j].disk_key, image_path(b), b->ckpt_memo,
+			      &err) < 0) {
 		log_warn("cannot restore the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
 		return -1;
 	}

@@ -70,6 +70,10 @@ int ckpt_take_memo(const char *dir, const char *key, const char *image, struct c
  * is read; a missing or corrupt block is an error naming it and the image is
  * left untouched (regular file case).  0 or -1 + err. */
 int ckpt_restore(const char *dir, const char *key, const char *image, struct af_error **err);
+/* The same, remembering the restored blocks in MEMO (may be NULL), so that
+ * the next ckpt_take_memo() does not hash them again. */
+int ckpt_restore_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
+		      struct af_error **err);
 
 /* True if DIR/KEY.ckpt exists and every block it names is present (a whole
  * block file: its header and its length agree). */

@@ -650,6 +650,22 @@ static void test_memo(void **state)
 	restore_ok("k3", copy);
 	assert_same_file(copy, img3);
 
+	/* A restore fills a memo: the next checkpoint hashes nothing again, and
+	 * lists the same blocks. */
+	struct ckpt_memo *fresh = ckpt_memo_new();
+	struct af_error *rerr = NULL;
+	assert_int_equal(ckpt_restore_memo(store, "k3", image, fresh, &rerr), 0);
+	take_memo("k3again", fresh, &st);
+	assert_int_equal(st.blocks_data, 5);
+	assert_int_equal(st.blocks_hashed, 0);
+	assert_int_equal(st.blocks_new, 0);
+	json_t *a = load_ckpt("k3"), *b = load_ckpt("k3again");
+	assert_true(json_equal(a, b));
+	json_decref(a);
+	json_decref(b);
+	ckpt_memo_free(fresh);
+	restore_ok("k1", image);
+
 	/* The memo never vouches for the store: after a clean, blocks it knows
 	 * are stored again. */
 	struct af_error *err = NULL;
