@@ -455,6 +455,7 @@ static int run_stage(struct build *b, size_t i)
 		struct stage_ctx ctx = {
 			.id = s->id, .index = s->index, .key = key, .arch = b->recipe->arch,
 			.params = s->params, .recipe_dir = b->recipe->dir, .state_dir = b->state,
+			.recipe_name = b->recipe->name,
 			.cache_dir = b->cache, .image = image_path(b),
 			.root = (type->flags & STAGE_NEEDS_MOUNT) ? b->root_mnt : NULL,
 			.facts = b->facts, .outputs = outputs, .deadline = deadline, .log_fd = log_fd,

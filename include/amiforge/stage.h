@@ -43,6 +43,7 @@ struct stage_ctx {
 	int index;               /* 1-based position in the recipe */
 	const char *key;         /* hex SHA-256 stage key */
 	const char *arch;        /* recipe arch: x86_64 | arm64 */
+	const char *recipe_name; /* the recipe's name (expanded); not part of the stage key */
 	const json_t *params;    /* typed parameters (see params.h) */
 	const char *recipe_dir;  /* absolute directory of the recipe file */
 	const char *state_dir;   /* absolute STATE */
