@@ -20,6 +20,7 @@ extern const struct stage_type stage_partition;
 extern const struct stage_type stage_run;
 extern const struct stage_type stage_sanitize;
 extern const struct stage_type stage_ssh;
+extern const struct stage_type stage_upload;
 extern const struct stage_type stage_user;
 
 static const struct stage_type *const registry[] = {
@@ -37,6 +38,7 @@ static const struct stage_type *const registry[] = {
 	&stage_run,
 	&stage_sanitize,
 	&stage_ssh,
+	&stage_upload,
 	&stage_user,
 };
 
