@@ -17,6 +17,7 @@ extern const struct stage_type stage_mkfs;
 extern const struct stage_type stage_network;
 extern const struct stage_type stage_packages;
 extern const struct stage_type stage_partition;
+extern const struct stage_type stage_register;
 extern const struct stage_type stage_run;
 extern const struct stage_type stage_sanitize;
 extern const struct stage_type stage_ssh;
@@ -35,6 +36,7 @@ static const struct stage_type *const registry[] = {
 	&stage_network,
 	&stage_packages,
 	&stage_partition,
+	&stage_register,
 	&stage_run,
 	&stage_sanitize,
 	&stage_ssh,
