@@ -103,6 +103,8 @@ install: all
 	install -D -m 0755 amiforge $(DESTDIR)$(PREFIX)/bin/amiforge
 	install -d $(DESTDIR)$(PREFIX)/share/amiforge/recipes
 	install -m 0644 recipes/*.yaml $(DESTDIR)$(PREFIX)/share/amiforge/recipes/
+	install -d $(DESTDIR)$(PREFIX)/share/amiforge/ec2-certs
+	install -m 0644 data/ec2-certs/*.pem data/ec2-certs/README $(DESTDIR)$(PREFIX)/share/amiforge/ec2-certs/
 
 clean:
 	rm -rf build build-asan amiforge

@@ -10,6 +10,7 @@
 #include "amiforge/aws/awscli.h"
 #include "amiforge/blockstore.h"
 #include "amiforge/boottest.h"
+#include "amiforge/bundle.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
 #include "amiforge/imds_responder.h"
@@ -38,6 +39,8 @@ static const char usage_text[] =
 	"                              send (or show) one SigV4-signed request\n"
 	"  boot-test IMAGE [--hvm|--pvgrub] [--uefi|--bios] [--user NAME] [--accel tcg|kvm] [--timeout S]\n"
 	"                              boot in QEMU with a metadata service, ssh in, report\n"
+	"  unbundle MANIFEST --key PK.pem [--parts DIR] -o IMAGE\n"
+	"                              an instance-store bundle back to a raw image\n"
 	"  version                     print the version\n"
 	"\n"
 	"exit codes: 0 ok, 1 a stage failed, 2 usage, 65 recipe invalid, 69 tool or service\n"
@@ -374,6 +377,7 @@ static const struct raw_command {
 	{ "__imds-responder", imds_responder_main },  /* hidden: QEMU's guestfwd runs it */
 	{ "aws", awscli_main },
 	{ "boot-test", boottest_main },
+	{ "unbundle", unbundle_main },
 };
 
 int cli_main(int argc, char **argv)

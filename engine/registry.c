@@ -8,6 +8,7 @@
 
 extern const struct stage_type stage_allocate;
 extern const struct stage_type stage_bootloader;
+extern const struct stage_type stage_bundle;
 extern const struct stage_type stage_debootstrap;
 extern const struct stage_type stage_files;
 extern const struct stage_type stage_fstab;
@@ -27,6 +28,7 @@ extern const struct stage_type stage_user;
 static const struct stage_type *const registry[] = {
 	&stage_allocate,
 	&stage_bootloader,
+	&stage_bundle,
 	&stage_debootstrap,
 	&stage_files,
 	&stage_fstab,
