@@ -228,6 +228,76 @@ static void status_stage_line(const json_t *ev)
 	putchar('\n');
 }
 
+/* ---- status: remote resources ---- */
+
+/* Field names that could carry a secret: never printed, whatever a stage
+ * journaled (resources must not hold secrets; this is a second line). */
+static bool status_field_secret(const char *name)
+{
+	static const char *const words[] = { "secret", "token", "password", "private", "credential" };
+	for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+		if (strcasestr(name, words[i]))
+			return true;
+	return false;
+}
+
+static void status_resource_line(const char *id, const json_t *res)
+{
+	printf("  %-16s", id ? id : "?");
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)res, k, v) {
+		if (status_field_secret(k))
+			continue;
+		if (json_is_string(v))
+			printf(" %s=%s", k, json_string_value(v));
+		else if (json_is_integer(v))
+			printf(" %s=%" JSON_INTEGER_FORMAT, k, json_integer_value(v));
+		else if (json_is_boolean(v))
+			printf(" %s=%s", k, json_is_true(v) ? "true" : "false");
+		else if (json_is_array(v))
+			printf(" %s=[%zu]", k, json_array_size(v));
+		else if (json_is_object(v))
+			printf(" %s={%zu}", k, json_object_size(v));
+	}
+	putchar('\n');
+}
+
+/* Every resource journaled since the last --fresh: what this state's builds
+ * made remotely (a resumed build's AMI may come from an earlier attempt).
+ * Progress records beyond STATUS_MAX_PER_STAGE per stage are counted. */
+#define STATUS_MAX_PER_STAGE 20
+static void status_resources(const json_t *events)
+{
+	size_t from = 0, n = 0;
+	for (size_t i = 0; i < json_array_size(events); i++) {
+		const char *t = json_string_value(json_object_get(json_array_get(events, i), "event")) ?: "";
+		if (!strcmp(t, "reset"))
+			from = i + 1;
+	}
+	_cleanup_json_ json_t *per_stage = json_object();
+	for (size_t i = from; i < json_array_size(events); i++) {
+		const json_t *ev = json_array_get(events, i);
+		if (strcmp(json_string_value(json_object_get(ev, "event")) ?: "", "resource"))
+			continue;
+		const char *id = json_string_value(json_object_get(ev, "id")) ?: "?";
+		json_int_t seen = json_integer_value(json_object_get(per_stage, id)) + 1;
+		json_object_set_new(per_stage, id, json_integer(seen));
+		if (n++ == 0)
+			printf("remote resources:\n");
+		if (seen <= STATUS_MAX_PER_STAGE)
+			status_resource_line(id, json_object_get(ev, "resource"));
+	}
+	const char *id;
+	json_t *count;
+	json_object_foreach(per_stage, id, count)
+		if (json_integer_value(count) > STATUS_MAX_PER_STAGE)
+			printf("  %-16s ... and %" JSON_INTEGER_FORMAT " more records\n", id,
+			       json_integer_value(count) - STATUS_MAX_PER_STAGE);
+	if (n == 0)
+		printf("remote resources: none\n");
+}
+
 static int cmd_status(struct cmd_args *a)
 {
 	_cleanup_free_ char *state = state_from_args(a);
@@ -271,6 +341,7 @@ static int cmd_status(struct cmd_args *a)
 	for (int i = 1; i <= max_index; i++)
 		if (last[i])
 			status_stage_line(last[i]);
+	status_resources(events);
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
 	char sz[32];
 	printf("result: %s\ncheckpoint store: %s\n", end_status,

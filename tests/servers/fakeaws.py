@@ -562,7 +562,11 @@ class Ec2:
         if isinstance(lp, dict):
             for op in ("Add", "Remove"):
                 for perm in as_list(lp.get(op), f"LaunchPermission.{op}"):
-                    self.launch_perm(img, op, perm.get("UserId"), perm.get("Group"))
+                    org = perm.get("OrganizationArn") or perm.get("OrganizationalUnitArn")
+                    if org is not None:
+                        self.launch_org(img, op, org)
+                    else:
+                        self.launch_perm(img, op, perm.get("UserId"), perm.get("Group"))
         elif attr == "launchPermission":
             op = {"add": "Add", "remove": "Remove"}.get(p.get("OperationType"))
             if op is None:
@@ -591,6 +595,14 @@ class Ec2:
         if value is None:
             raise ApiError("InvalidParameterValue", "A launch permission needs UserId or Group")
         (target.add if op == "Add" else target.discard)(value)
+
+    @staticmethod
+    def launch_org(img, op, arn):
+        if not re.match(r"^arn:aws[a-z-]*:organizations::\d{12}:(organization/o-[a-z0-9]+|"
+                        r"ou/o-[a-z0-9]+/ou-[a-z0-9-]+)$", arn):
+            raise ApiError("InvalidParameterValue", f"Invalid organization ARN: {arn}")
+        orgs = img.setdefault("launch_orgs", set())
+        (orgs.add if op == "Add" else orgs.discard)(arn)
 
     def op_DescribeImageAttribute(self, p, region):
         img = self.image(self.need(p, "ImageId"), region)
@@ -1240,6 +1252,7 @@ class Handler(BaseHTTPRequestHandler):
                        "images": {i: {"name": v["name"], "state": v["state"], "region": v["region"],
                                       "tags": v["tags"], "launch_users": sorted(v["launch_users"]),
                                       "launch_groups": sorted(v["launch_groups"]),
+                                      "launch_orgs": sorted(v.get("launch_orgs", ())),
                                       "deprecation": v["deprecation"]}
                                   for i, v in st.images.items()},
                        "snapshots": {s: {"status": v["status"], "region": v["region"],
