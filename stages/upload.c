@@ -291,7 +291,7 @@ struct upload_run {
 	size_t n_objs, next;
 	const json_t *done;       /* journaled before this attempt */
 	size_t sent, skipped;
-	uint64_t bytes_sent, bytes_total;
+	uint64_t bytes_sent, bytes_skipped, bytes_total;
 	double t0;
 };
 
@@ -321,6 +321,7 @@ static int upload_next(void *data, struct http_batch_item **item, struct af_erro
 		if (upload_is_done(u->done, o->key, (int64_t)o->size, o->md5_hex)) {
 			upload_obj_unmap(o);
 			u->skipped++;
+			u->bytes_skipped += o->size;
 			continue;
 		}
 		struct upload_item *it = xcalloc(1, sizeof(*it));
@@ -346,10 +347,11 @@ static void upload_progress(struct upload_run *u)
 {
 	double secs = now_monotonic() - u->t0;
 	double rate = secs > 0 ? (double)u->bytes_sent / secs : 0;
-	uint64_t left = u->bytes_total > u->bytes_sent ? u->bytes_total - u->bytes_sent : 0;
+	uint64_t done = u->bytes_sent + u->bytes_skipped;
+	uint64_t left = u->bytes_total > done ? u->bytes_total - done : 0;
 	char a[32], b[32], r[32];
-	log_info("upload: %zu of %zu parts sent (%s of %s, %s/s, about %.0f s left)", u->sent + u->skipped,
-		 u->n_objs, format_size(u->bytes_sent, a, sizeof(a)),
+	log_info("upload: %zu of %zu parts in S3 (%s of %s, %s/s, about %.0f s left)", u->sent + u->skipped,
+		 u->n_objs, format_size(done, a, sizeof(a)),
 		 format_size(u->bytes_total, b, sizeof(b)), format_size((uint64_t)rate, r, sizeof(r)),
 		 rate > 0 ? (double)left / rate : 0.0);
 }
@@ -391,6 +393,8 @@ static int upload_parts(struct upload_run *u, int parallel, struct af_error **er
 		.max_parallel = parallel, .next = upload_next, .done = upload_done_cb, .data = u,
 	};
 	int r = http_batch_run(&batch, err);
+	if (r < 0 && strstr(af_error_msg(*err), "NoSuchBucket"))
+		af_error_hint(err, "create bucket '%s' in %s, or set create_bucket: true", u->bucket, u->s3->region);
 	for (size_t i = 0; i < u->n_objs; i++)
 		upload_obj_unmap(&u->objs[i]);
 	return r;
@@ -527,6 +531,13 @@ static int upload_run_stage(struct stage_ctx *ctx, struct af_error **err)
 			 bregion, params_str(ctx->params, "bucket", ""), region);
 	struct aws_creds_chain *chain = aws_creds_chain_new(&co);
 	struct http_options opts = HTTP_OPTIONS_DEFAULT;
+	/* No request outlives the stage: its timeout gives a clear error, not a kill. */
+	if (ctx->deadline > 0) {
+		long left = (long)((ctx->deadline - now_monotonic()) * 1000) - 2000;
+		opts.total_timeout_ms = left < 1000 ? 1000 : left < opts.total_timeout_ms ? left : opts.total_timeout_ms;
+		if (opts.attempt_timeout_ms > opts.total_timeout_ms)
+			opts.attempt_timeout_ms = opts.total_timeout_ms;
+	}
 	struct s3_client s3;
 	s3_client_init(&s3, region, chain, &opts);
 	int r = upload_go(ctx, manifest, &b, &s3, err);
