@@ -115,11 +115,13 @@ static void bz_map_add(struct bz_tar *t, uint64_t off, uint64_t len)
 	t->stored += len;
 }
 
-/* The data extents, as GNU tar's sparse_scan_file_seek finds them: a
- * trailing hole adds an empty entry at the end of the file. */
-static int bz_scan(struct bz_tar *t, const char *image, bool seekable, struct af_error **err)
+/* The data extents, as GNU tar 1.34's sparse_scan_file_seek finds them; it
+ * always ends the map with an empty entry at the end of the file.  A file
+ * without holes (ST_IS_SPARSE false) or a device is one plain extent and
+ * becomes a regular member (bz_tar_open). */
+static int bz_scan(struct bz_tar *t, const char *image, bool sparse, struct af_error **err)
 {
-	if (!seekable) {
+	if (!sparse) {
 		bz_map_add(t, 0, t->realsize);
 		return 0;
 	}
@@ -136,8 +138,7 @@ static int bz_scan(struct bz_tar *t, const char *image, bool seekable, struct af
 		bz_map_add(t, (uint64_t)d, (uint64_t)(h - d));
 		off = (uint64_t)h;
 	}
-	if (t->n_map == 0 || t->map[t->n_map - 1][0] + t->map[t->n_map - 1][1] < t->realsize)
-		bz_map_add(t, t->realsize, 0);
+	bz_map_add(t, t->realsize, 0);
 	return 0;
 }
 
@@ -156,7 +157,8 @@ static int bz_tar_open(struct bz_tar *t, int fd, const char *image, const char *
 	if (fstat(fd, &st) < 0)
 		return af_error_set(err, errno, "stat image '%s'", image);
 	t->fd = fd;
-	bool seekable = S_ISREG(st.st_mode);
+	/* GNU tar's ST_IS_SPARSE: fewer bytes allocated than the size. */
+	bool sparse = S_ISREG(st.st_mode) && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
 	t->realsize = (uint64_t)st.st_size;
 	if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, &t->realsize) < 0)
 		return af_error_set(err, errno, "get size of device '%s'", image);
@@ -164,14 +166,14 @@ static int bz_tar_open(struct bz_tar *t, int fd, const char *image, const char *
 		return af_error_set(err, 0, "image '%s' is empty; nothing to bundle", image);
 	if (strlen(name) >= 100)
 		return af_error_set(err, 0, "bundle name '%s' is too long for a tar member: use fewer than 100 characters", name);
-	if (bz_scan(t, image, seekable, err) < 0)
+	if (bz_scan(t, image, sparse, err) < 0)
 		return -1;
 	struct bundle_tar_member m = {
 		.name = name, .mode = S_ISREG(st.st_mode) ? st.st_mode & 07777 : 0644,
-		.mtime = st.st_mtime, .realsize = t->realsize, .stored = t->stored,
+		.mtime = st.st_mtime, .realsize = t->realsize, .stored = t->stored, .sparse = sparse,
 		.map = (const uint64_t(*)[2])t->map, .n_map = t->n_map,
 	};
-	size_t hlen = bundle_tar_header_size(t->n_map);
+	size_t hlen = bundle_tar_header_size(sparse ? t->n_map : 0);
 	t->hdr = xmalloc(hlen);
 	bundle_tar_header(&m, t->hdr);
 	bz_seg_add(t, SEG_MEM, 0, hlen);

@@ -239,6 +239,8 @@ static void tar_number(unsigned char *field, size_t width, uint64_t v)
 
 size_t bundle_tar_header_size(size_t n_map)
 {
+	if (n_map == 0)
+		return TAR_BLOCK;
 	size_t ext = n_map > TAR_MAP_IN_HEADER ? (n_map - TAR_MAP_IN_HEADER + TAR_MAP_IN_EXT - 1) / TAR_MAP_IN_EXT : 0;
 	return (1 + ext) * TAR_BLOCK;
 }
@@ -268,10 +270,14 @@ size_t bundle_tar_header(const struct bundle_tar_member *m, unsigned char *out)
 	tar_number(h + 116, 8, 0);
 	tar_number(h + 124, 12, m->stored);
 	tar_number(h + 136, 12, m->mtime > 0 ? (uint64_t)m->mtime : 0);
-	h[156] = 'S';
+	h[156] = m->sparse ? 'S' : '0';
 	memcpy(h + 257, "ustar  ", 8);  /* old GNU magic + version, NUL-terminated */
 	memcpy(h + 265, "root", 4);
 	memcpy(h + 297, "root", 4);
+	if (!m->sparse) {
+		tar_checksum(h);
+		return TAR_BLOCK;
+	}
 	size_t i = 0;
 	for (; i < m->n_map && i < TAR_MAP_IN_HEADER; i++) {
 		tar_number(h + 386 + i * 24, 12, m->map[i][0]);

@@ -417,6 +417,29 @@ static int ub_decrypt(struct ub_stream *s, const unsigned char *p, size_t n, str
 	return ub_inflate(s, s->plain, (size_t)outl, err);
 }
 
+/* A part's SHA-1 is checked before any of it is used, so a damaged part is
+ * named as such rather than reported as a corrupt gzip stream. */
+static int ub_part_digest(int fd, const char *path, const struct ub_part *p, unsigned char *buf,
+			  struct af_error **err)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(md, EVP_sha1(), NULL);
+	ssize_t n;
+	while ((n = read_all(fd, buf, UB_BUF)) > 0)
+		EVP_DigestUpdate(md, buf, (size_t)n);
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	EVP_DigestFinal_ex(md, d, &dlen);
+	EVP_MD_CTX_free(md);
+	if (n < 0)
+		return af_error_set(err, errno, "read bundle part '%s'", path);
+	_cleanup_free_ char *hex = bundle_hex(d, dlen);
+	if (strcasecmp(hex, p->digest) != 0)
+		return af_error_set(err, 0, "bundle part '%s' is damaged: its SHA-1 is %s, the manifest says %s", path, hex,
+				    p->digest);
+	return 0;
+}
+
 static int ub_part(struct ub_stream *s, const char *dir, const struct ub_part *p, unsigned char *buf,
 		   struct af_error **err)
 {
@@ -424,25 +447,18 @@ static int ub_part(struct ub_stream *s, const char *dir, const struct ub_part *p
 	_cleanup_fd_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return af_error_set(err, errno, "open bundle part '%s' (give --parts DIR if the parts are elsewhere)", path);
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	EVP_DigestInit_ex(md, EVP_sha1(), NULL);
+	if (ub_part_digest(fd, path, p, buf, err) < 0)
+		return -1;
 	ssize_t n;
-	int r = 0;
-	while (r == 0 && (n = read_all(fd, buf, UB_BUF)) > 0) {
-		EVP_DigestUpdate(md, buf, (size_t)n);
-		r = ub_decrypt(s, buf, (size_t)n, err);
+	off_t off = 0;
+	while ((n = pread_all(fd, buf, UB_BUF, off)) > 0) {
+		if (ub_decrypt(s, buf, (size_t)n, err) < 0)
+			return -1;
+		off += n;
 	}
-	if (r == 0 && n < 0)
-		r = af_error_set(err, errno, "read bundle part '%s'", path);
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned dlen = 0;
-	EVP_DigestFinal_ex(md, d, &dlen);
-	EVP_MD_CTX_free(md);
-	_cleanup_free_ char *hex = bundle_hex(d, dlen);
-	if (r == 0 && strcasecmp(hex, p->digest) != 0)
-		r = af_error_set(err, 0, "bundle part '%s' is damaged: its SHA-1 is %s, the manifest says %s", path, hex,
-				 p->digest);
-	return r;
+	if (n < 0)
+		return af_error_set(err, errno, "read bundle part '%s'", path);
+	return 0;
 }
 
 static int ub_finish(struct ub_stream *s, const struct ub_manifest *m, struct af_error **err)

@@ -80,9 +80,10 @@ char *bundle_manifest_text(const struct bundle_manifest *m, const char *signatur
  * frees; NULL when TEXT has no <image> element. */
 char *bundle_signed_data(const char *text);
 
-/* One 512-byte old-GNU tar header for a sparse member (typeflag 'S'), plus
- * extension headers when the map has more than 4 entries.  MAP holds
- * (offset, length) pairs.  Returns the number of bytes written to OUT
+/* One 512-byte old-GNU tar header, as GNU tar 1.34 `tar -c -S` writes it: a
+ * sparse member (typeflag 'S', MAP of (offset, length) pairs, extension
+ * headers when the map has more than 4 entries), or a regular one ('0')
+ * when the file has no holes (MAP then ignored).  Returns the number of bytes written to OUT
  * (a multiple of 512; OUT must hold bundle_tar_header_size(n_map)). */
 size_t bundle_tar_header_size(size_t n_map);
 struct bundle_tar_member {
@@ -91,6 +92,7 @@ struct bundle_tar_member {
 	int64_t mtime;
 	uint64_t realsize; /* apparent size */
 	uint64_t stored;   /* sum of the map lengths */
+	bool sparse;       /* typeflag 'S' with MAP; else '0' */
 	const uint64_t (*map)[2];
 	size_t n_map;
 };

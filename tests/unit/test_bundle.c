@@ -128,7 +128,7 @@ static void test_tar_header(void **state)
 	uint64_t map[6][2] = { { 0, 8192 }, { 28672, 4096 }, { 94208, 4096 }, { 159744, 4096 },
 			       { 3305472, 4096 }, { 50331648, 0 } };
 	struct bundle_tar_member m = { .name = "disk", .mode = 0644, .mtime = 1700000000, .realsize = 50331648,
-				       .stored = 24576, .map = (const uint64_t(*)[2])map, .n_map = 6 };
+				       .stored = 24576, .sparse = true, .map = (const uint64_t(*)[2])map, .n_map = 6 };
 	assert_int_equal(bundle_tar_header_size(4), 512);
 	assert_int_equal(bundle_tar_header_size(5), 1024);
 	assert_int_equal(bundle_tar_header_size(25), 1024);
@@ -148,7 +148,16 @@ static void test_tar_header(void **state)
 	assert_memory_equal(h + 512, "00014470000\0", 12);       /* map[4] in the extension */
 	assert_memory_equal(h + 512 + 24, "00300000000\0", 12);  /* the trailing hole's entry */
 	assert_int_equal(h[512 + 504], 0);
+	/* No holes: a regular member, one block. */
+	m.sparse = false;
+	m.stored = m.realsize;
+	assert_int_equal(bundle_tar_header(&m, h), 512);
+	assert_int_equal(h[156], '0');
+	assert_memory_equal(h + 124, "00300000000\0", 12);
+	assert_int_equal(h[482], 0);
+	assert_int_equal(strtoul((char *)h + 148, NULL, 8), tar_sum(h));
 	/* Beyond 8 GiB: GNU base-256. */
+	m.sparse = true;
 	m.realsize = 20ull << 30;
 	m.n_map = 1;
 	bundle_tar_header(&m, h);
