@@ -347,7 +347,8 @@ static int http_build_headers(struct http_xfer *x, struct af_error **err)
 		return -1;
 	size_t n = req->n_headers;
 	struct sigv4_header *all = xcalloc(n + 1, sizeof(*all));
-	memcpy(all, req->headers, n * sizeof(*all));
+	if (n) /* headers may be NULL when there are none: memcpy's arguments must not be */
+		memcpy(all, req->headers, n * sizeof(*all));
 	if (!http_caller_has(req, "host"))
 		all[n++] = (struct sigv4_header){ "Host", u.host };
 	for (size_t i = 0; i < n; i++)
