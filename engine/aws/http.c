@@ -776,6 +776,12 @@ int http_batch_run(const struct http_batch *b, struct af_error **err)
 		int running = 0;
 		curl_multi_perform(run.multi, &running);
 		http_collect(&run);
+		/* A finished item freed a slot: refill it now rather than
+		 * sleeping in poll on the other transfers (one stalled
+		 * connection would otherwise pace the whole batch at one
+		 * request per poll timeout). */
+		if (!run.stop && !run.producer_done && run.active + run.n_waiting < max_parallel)
+			continue;
 		if (run.active && !run.stop)
 			curl_multi_poll(run.multi, NULL, 0, (int)(wait_ms < 1000 ? wait_ms : 1000), NULL);
 		else if (run.n_waiting && !run.stop)
