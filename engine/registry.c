@@ -21,6 +21,7 @@ extern const struct stage_type stage_partition;
 extern const struct stage_type stage_register;
 extern const struct stage_type stage_run;
 extern const struct stage_type stage_sanitize;
+extern const struct stage_type stage_snapshot;
 extern const struct stage_type stage_ssh;
 extern const struct stage_type stage_upload;
 extern const struct stage_type stage_user;
@@ -41,6 +42,7 @@ static const struct stage_type *const registry[] = {
 	&stage_register,
 	&stage_run,
 	&stage_sanitize,
+	&stage_snapshot,
 	&stage_ssh,
 	&stage_upload,
 	&stage_user,
