@@ -58,7 +58,7 @@
 /* Waiting for `completed`: capped exponential backoff. */
 #define SNAP_POLL_FIRST 1.0
 #define SNAP_POLL_CAP 15.0
-#define SNAP_KEY_TAG "amiforge:stage-key"
+#define SNAP_KEY_TAG "amiforge:snapshot-stage-key"
 /* Client tokens tried when StartSnapshot returns finished snapshots. */
 #define SNAP_MAX_TOKEN_TRIES 8
 
@@ -74,7 +74,7 @@ static const struct param_spec snapshot_params[] = {
 	  .defval = "the account's default EBS key" },
 	{ .name = "parallel", .type = PT_INT, .help = "blocks in flight (connections), 1-256", .defval = "16" },
 	{ .name = "wait_timeout", .type = PT_DURATION,
-	  .help = "how long to wait for the snapshot to become completed (the stage's own timeout: still applies)",
+	  .help = "how long to wait for the snapshot to become completed (within the stage timeout:)",
 	  .defval = "1h" },
 	{ .name = "pending_timeout", .type = PT_DURATION,
 	  .help = "StartSnapshot's Timeout (10m-72h): AWS cancels a pending snapshot with no write for this long",
