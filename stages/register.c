@@ -321,13 +321,20 @@ static int reg_init(struct reg *r, struct stage_ctx *ctx, struct af_error **err)
 				    "digits, ( ) [ ] . / - ' @ _ and space; set name: in the register stage",
 				    r->name ? r->name : "");
 	r->pv = reg_is_pv(r->p, ctx->facts);
+	/* check() saw only an explicit virtualization; a pvgrub bootloader
+	 * makes it paravirtual too. */
+	if (r->pv && (params_bool(r->p, "ena", false) || params_bool(r->p, "sriov", false) ||
+		      params_get(r->p, "boot_mode") || params_bool(r->p, "tpm", false)))
+		return af_error_set(err, 0, "ena, sriov, boot_mode and tpm need hvm, and this image boots with PV-GRUB "
+				    "(paravirtual); drop them or set virtualization: hvm");
 	r->wait_timeout = (uint64_t)params_int(r->p, "wait_timeout", 2 * 3600);
 	if (reg_source(r, err) < 0)
 		return -1;
 	const char *want = params_str(r->p, "region", NULL);
 	/* A snapshot or a bundle is registered where it is. */
 	if (!want)
-		want = json_string_value(json_object_get(ctx->facts, r->snapshot_id ? "snapshot.region" : "bundle.bucket_region"));
+		want = json_string_value(json_object_get(ctx->facts, r->snapshot_id ? "snapshot.region"
+										      : "bundle.bucket_region"));
 	struct aws_creds_opts co = { 0 };
 	if (aws_region_resolve(want, &co, &r->region, NULL, err) < 0)
 		return af_error_hint(err, "or set region: in the register stage");
@@ -456,7 +463,8 @@ static int reg_pvgrub_kernel(struct reg *r, const struct ec2_client *c, char **a
 {
 	const char *arch = r->ctx->arch;
 	if (strcmp(arch, "x86_64") != 0)
-		return af_error_set(err, 0, "paravirtual needs arch x86_64 (there is no PV-GRUB for %s); use virtualization: hvm", arch);
+		return af_error_set(err, 0, "paravirtual needs arch x86_64 (there is no PV-GRUB for %s); "
+				    "use virtualization: hvm", arch);
 	const char *known = bundle_pvgrub_aki(c->region, arch);
 	if (known) {
 		*aki = xstrdup(known);
