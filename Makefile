@@ -95,8 +95,8 @@ demo:
 	@echo "look inside: sudo mount -o loop,ro $$(pwd)/.amiforge/debian-12-minimal/disk.img /mnt && ls /mnt"
 
 bench:
-	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) procps time
-	$(MAKE) all
+	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) $(TEST_DEPS) procps time
+	$(MAKE) all unit test-servers
 	./bench/run
 
 install: all
