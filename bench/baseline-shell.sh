@@ -32,7 +32,11 @@ unshare -m --propagation private bash -euo pipefail -c '
 	rm -f "$mnt"/etc/ssh/ssh_host_*
 	printf "GRUB_TIMEOUT=1\nGRUB_CMDLINE_LINUX=\"console=tty0 console=ttyS0 net.ifnames=0\"\nGRUB_DEVICE=LABEL=rootfs\nGRUB_DISABLE_LINUX_UUID=true\n" >>"$mnt/etc/default/grub"
 	chroot "$mnt" grub-install --target=i386-pc --modules="part_msdos ext2" "$disk" 2>/dev/null
+	# grub-probe follows the loop device to its backing file: make that path
+	# resolve inside the chroot too, as hand-written scripts have to.
+	mkdir -p "$mnt$(dirname "$img")"; touch "$mnt$img"
 	chroot "$mnt" update-grub 2>/dev/null
+	rm -f "$mnt$img"
 	rm -rf "$mnt"/var/lib/apt/lists/* "$mnt"/var/cache/apt/*.bin "$mnt"/root/.bash_history
 	find "$mnt/var/log" -type f -delete
 ' _ "$img" "$mnt" "$mirror" "$cache/baseline-debs"
