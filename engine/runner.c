@@ -535,18 +535,6 @@ static int restore_disk(struct build *b)
 	return 0;
 }
 
-/* The engine's own peak resident set (VmHWM), in KiB; children not counted. */
-static long peak_rss_kib(void)
-{
-	_cleanup_file_ FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long kib = -1;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-			break;
-	return kib;
-}
-
 static int write_manifest(struct build *b)
 {
 	_cleanup_error_ struct af_error *err = NULL;
@@ -561,7 +549,7 @@ static int write_manifest(struct build *b)
 		b->stage_reports, "outputs", b->facts, "timings", "total_seconds",
 		now_monotonic() - b->t_start, "checkpoint_seconds", b->ckpt_seconds,
 		"checkpoint_bytes_new", (json_int_t)b->ckpt_bytes_new, "engine_peak_rss_kib",
-		(int)peak_rss_kib(), "finished", stamp);
+		(int)proc_peak_rss_kib() /* the engine only: stage children are not counted */, "finished", stamp);
 	_cleanup_free_ char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	_cleanup_free_ char *path = path_join(b->state, "manifest.json");
 	if (write_file_atomic(path, text, strlen(text), 0644, &err) < 0) {

@@ -441,6 +441,17 @@ void uuid_derive(const char *seed, const char *purpose, char out[37])
 		 b[15]);
 }
 
+long proc_peak_rss_kib(void)
+{
+	_cleanup_file_ FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kib = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	return kib;
+}
+
 double now_monotonic(void)
 {
 	struct timespec ts;

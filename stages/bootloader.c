@@ -34,6 +34,7 @@
 #include <et/com_err.h>
 #include <ext2fs/ext2fs.h>
 
+#include "amiforge/grublegacy.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
@@ -263,31 +264,12 @@ static char *boot_cmdline(const char *root_spec, const char *console, const char
 	return xasprintf("root=%s ro %s%s%s", root_spec, console, extra && *extra ? " " : "", extra ? extra : "");
 }
 
-/* GRUB legacy (PV-GRUB is GRUB 0.97 plus Xen's patches for ext4 extents)
- * indexes 32-byte group descriptors, knows nothing of checksummed metadata,
- * inline data, encryption or case folding, and walks the inode table in
- * 128-byte steps as GRUB 0.97 does.  The mkfs stage's pvgrub_compatible
- * makes exactly such a filesystem.  Returns 0, or -1 + err naming every
- * problem and the fix. */
+/* Returns 0 if GRUB legacy (PV-GRUB) can read the root filesystem, or -1 +
+ * err naming every problem and the fix (see grublegacy.h). */
 static int boot_pvgrub_check_super(struct ext2_super_block *sb, struct af_error **err)
 {
 	struct strbuf why = STRBUF_INIT;
-	const struct { const char *name; int on; } bad[] = {
-		{ "64bit", ext2fs_has_feature_64bit(sb) },
-		{ "metadata_csum", ext2fs_has_feature_metadata_csum(sb) },
-		{ "metadata_csum_seed", ext2fs_has_feature_csum_seed(sb) },
-		{ "inline_data", ext2fs_has_feature_inline_data(sb) },
-		{ "encrypt", ext2fs_has_feature_encrypt(sb) },
-		{ "casefold", ext2fs_has_feature_casefold(sb) },
-		{ "meta_bg", ext2fs_has_feature_meta_bg(sb) },
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
-		if (bad[i].on)
-			strbuf_addf(&why, "%sfeature %s", why.len ? ", " : "", bad[i].name);
-	unsigned isize = sb->s_rev_level == EXT2_GOOD_OLD_REV ? EXT2_GOOD_OLD_INODE_SIZE : sb->s_inode_size;
-	if (isize != EXT2_GOOD_OLD_INODE_SIZE)
-		strbuf_addf(&why, "%s%u-byte inodes", why.len ? ", " : "", isize);
-	if (!why.len)
+	if (grub_legacy_can_read(sb, &why))
 		return 0;
 	af_error_set(err, 0, "GRUB legacy (PV-GRUB) cannot read the root filesystem: %s; make it with mkfs {pvgrub_compatible: true} (128-byte inodes, mke2fs -I 128 -O ^64bit,^metadata_csum,^inline_data)",
 		     why.buf);

@@ -23,6 +23,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/grublegacy.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/sandbox.h"
@@ -273,18 +274,13 @@ static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, stru
 		return af_error_set(err, 0, "the new filesystem has %d-byte inodes, not %" PRId64, EXT2_INODE_SIZE(sb),
 				    o->inode_size);
 	if (o->pvgrub) {
-		struct { const char *name; int on; } bad[] = {
-			{ "64bit", ext2fs_has_feature_64bit(sb) },
-			{ "metadata_csum", ext2fs_has_feature_metadata_csum(sb) },
-			{ "metadata_csum_seed", ext2fs_has_feature_csum_seed(sb) },
-			{ "inline_data", ext2fs_has_feature_inline_data(sb) },
-			{ "encrypt", ext2fs_has_feature_encrypt(sb) },
-			{ "casefold", ext2fs_has_feature_casefold(sb) },
-		};
-		for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
-			if (bad[i].on)
-				return af_error_set(err, 0, "the new filesystem has feature %s, which GRUB legacy cannot read",
-						    bad[i].name);
+		struct strbuf why = STRBUF_INIT;
+		if (!grub_legacy_can_read(sb, &why)) {
+			af_error_set(err, 0, "the new filesystem has %s, which GRUB legacy cannot read",
+				     why.buf);
+			strbuf_release(&why);
+			return -1;
+		}
 	}
 	return 0;
 }

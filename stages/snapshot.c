@@ -666,18 +666,6 @@ static int snap_done(void *data, struct http_batch_item *item, struct af_error *
 	return r;
 }
 
-/* Peak resident set of this process in KiB (VmHWM), or -1. */
-static long snap_peak_rss_kib(void)
-{
-	_cleanup_file_ FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long kib = -1;
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-			break;
-	return kib;
-}
-
 /* Sends every block the snapshot lacks.  Acknowledged blocks are journaled
  * even when the upload fails. */
 static int snap_upload(struct snap_job *j, struct af_error **err)
@@ -710,7 +698,7 @@ static int snap_upload(struct snap_job *j, struct af_error **err)
 		log_info("snapshot %s: sent %" PRId64 " blocks in %.1fs, %" PRId64 " zero blocks skipped, %" PRId64
 			 " blocks from earlier attempts, peak RSS %ld KiB",
 			 j->snapshot_id, u.sent, now_monotonic() - u.t0, u.zero_skipped, j->n_before,
-			 snap_peak_rss_kib());
+			 proc_peak_rss_kib());
 	}
 	for (int i = 0; i < j->parallel; i++) {
 		/* Abandoned in flight when the batch stopped. */

@@ -69,6 +69,9 @@ int sha256_path_hex(const char *path, char hex[65], struct af_error **err);
  * same stage key, so rebuilds are identical. */
 void uuid_derive(const char *seed, const char *purpose, char out[37]);
 
+/* This process's peak resident set (VmHWM) in KiB, or -1. */
+long proc_peak_rss_kib(void);
+
 /* Monotonic clock in seconds. */
 double now_monotonic(void);
 
