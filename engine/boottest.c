@@ -33,6 +33,7 @@
 
 #include "amiforge/boottest.h"
 #include "amiforge/cleanup.h"
+#include "amiforge/cli.h"
 #include "amiforge/error.h"
 #include "amiforge/imds_responder.h"
 #include "amiforge/log.h"
@@ -1251,16 +1252,7 @@ static const char bt_usage[] =
 	"  --imds       the metadata service: tokens optional (default), required, or refused (v1-only)\n"
 	"  --keep-logs  keep the console log even when every check passes\n";
 
-__attribute__((format(printf, 1, 2))) static int bt_usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "amiforge: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n%s", bt_usage);
-	return EXIT_USAGE;
-}
+#define bt_usage_error(...) cli_usage_error("amiforge", bt_usage, __VA_ARGS__)
 
 static int bt_parse(int argc, char **argv, struct bt *b)
 {

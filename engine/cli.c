@@ -46,16 +46,18 @@ static const char usage_text[] =
 	"exit codes: 0 ok, 1 a stage failed, 2 usage, 65 recipe invalid, 69 tool or service\n"
 	"unavailable, 77 not enough privilege, 130 interrupted\n";
 
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+int cli_usage_error(const char *who, const char *usage, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "amiforge: ");
+	fprintf(stderr, "%s: ", who);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n%s", usage_text);
+	fprintf(stderr, "\n%s", usage);
 	return EXIT_USAGE;
 }
+
+#define usage_error(...) cli_usage_error("amiforge", usage_text, __VA_ARGS__)
 
 /* Collects --set values into a growing array. */
 struct sets {

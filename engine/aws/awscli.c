@@ -11,6 +11,7 @@
 #include "amiforge/aws/http.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
+#include "amiforge/cli.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
 #include "amiforge/runner.h"
@@ -37,16 +38,7 @@ struct awscli_opts {
 	bool dry_run, include, unsigned_payload;
 };
 
-__attribute__((format(printf, 1, 2))) static int awscli_usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "amiforge aws: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n%s", awscli_usage);
-	return EXIT_USAGE;
-}
+#define awscli_usage_error(...) cli_usage_error("amiforge aws", awscli_usage, __VA_ARGS__)
 
 static void awscli_free_headers(struct awscli_opts *o)
 {

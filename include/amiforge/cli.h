@@ -6,4 +6,9 @@
 
 int cli_main(int argc, char **argv);
 
+/* Prints "WHO: MESSAGE" and then USAGE to stderr; returns the usage exit
+ * code (2), so that `return cli_usage_error(...)` ends a command. */
+int cli_usage_error(const char *who, const char *usage, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 #endif
