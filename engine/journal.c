@@ -16,6 +16,7 @@
 #include "amiforge/error.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
+#include "amiforge/redact.h"
 #include "amiforge/util.h"
 
 struct journal {
@@ -101,7 +102,7 @@ static long lock_holder_pid(int fd)
 static int journal_lock(const char *state_dir, struct af_error **err)
 {
 	_cleanup_free_ char *path = path_join(state_dir, "lock");
-	_cleanup_fd_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	_cleanup_fd_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return af_error_set(err, errno, "cannot open lock file '%s'", path);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -131,9 +132,9 @@ static int journal_lock(const char *state_dir, struct af_error **err)
 
 static int journal_open_file(struct journal *j, struct af_error **err)
 {
-	int fd = open(j->path, O_RDWR | O_APPEND | O_CLOEXEC);
+	int fd = open(j->path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0 && errno == ENOENT) {
-		fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		/* The new name must survive a crash along with what is written. */
 		if (fd >= 0 && fsync_parent_dir(j->path, err) < 0) {
 			close(fd);
@@ -143,15 +144,41 @@ static int journal_open_file(struct journal *j, struct af_error **err)
 	if (fd < 0)
 		return af_error_set(err, errno, "cannot open journal '%s'", j->path);
 	j->fd = fd;
+	/* A journal from before it was made 0600 says what the build did. */
+	struct stat st;
+	if (fstat(fd, &st) == 0 && (st.st_mode & 077) && fchmod(fd, 0600) < 0)
+		return af_error_set(err, errno, "cannot make journal '%s' private (mode 0600)", j->path);
+	return 0;
+}
+
+int journal_state_mkdir(const char *state_dir, struct af_error **err)
+{
+	if (mkdir_p(state_dir, 0700, err) < 0) {
+		af_error_wrap(err, "state directory '%s'", state_dir);
+		return af_error_hint(err, "choose a writable --state");
+	}
+	_cleanup_fd_ int fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return af_error_set(err, errno, "cannot open state directory '%s'", state_dir);
+	if (!(st.st_mode & 077))
+		return 0;
+	if (fchmod(fd, 0700) < 0)
+		return af_error_set(err, errno,
+				    "state directory '%s' is mode %04o and cannot be made 0700; other "
+				    "users could read the image under construction: fix its mode or "
+				    "choose another --state",
+				    state_dir, (unsigned)(st.st_mode & 07777));
+	log_warn("state directory '%s' was mode %04o (other users could read images, logs and keys "
+		 "in it); it is now 0700",
+		 state_dir, (unsigned)(st.st_mode & 07777));
 	return 0;
 }
 
 struct journal *journal_open(const char *state_dir, struct af_error **err)
 {
-	if (mkdir_p(state_dir, 0755, err) < 0) {
-		af_error_wrap(err, "state directory '%s'", state_dir);
-		return af_error_hint(err, "choose a writable --state"), NULL;
-	}
+	if (journal_state_mkdir(state_dir, err) < 0)
+		return NULL;
 	struct journal *j = xcalloc(1, sizeof(*j));
 	j->fd = -1;
 	j->path = path_join(state_dir, "journal");
@@ -194,10 +221,12 @@ int journal_append(struct journal *j, const json_t *event, struct af_error **err
 {
 	if (!json_is_object(event))
 		BUG("journal event is not an object");
-	_cleanup_json_ json_t *ev = json_copy((json_t *)event);
+	_cleanup_json_ json_t *ev = json_deep_copy(event);
 	char now[32];
 	iso8601_now(now);
 	json_object_set_new(ev, "time", json_string(now));
+	/* Before encoding: JSON escapes could hide a secret from the match. */
+	redact_json(ev);
 
 	_cleanup_free_ char *text = json_dumps(ev, JSON_COMPACT | JSON_ENSURE_ASCII);
 	if (!text)

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "amiforge/log.h"
+#include "amiforge/redact.h"
 #include "amiforge/util.h"
 
 static enum log_level log_verbosity = LOG_LEVEL_INFO;
@@ -49,8 +50,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) < 0)
 		BUG("out of memory");
 	va_end(ap);
-	char *line = xasprintf("amiforge: %s%s\n", level_prefix(level), msg);
+	/* Redacted once, here, for every sink (redact.h owns the rule). */
+	char *safe = redact_text(msg, NULL, 0);
+	char *line = xasprintf("amiforge: %s%s\n", level_prefix(level), safe);
 	free(msg);
+	free(safe);
 	/* Errors always reach the terminal, whatever the verbosity. */
 	if (level <= log_verbosity || level == LOG_LEVEL_ERROR) {
 		fflush(stdout);
@@ -70,17 +74,27 @@ void log_progress(const char *fmt, ...)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	char *msg = NULL;
+	if (vasprintf(&msg, fmt, ap) < 0)
+		BUG("out of memory");
 	va_end(ap);
+	char *safe = redact_text(msg, NULL, 0);
+	fputs(safe, stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
+	free(msg);
+	free(safe);
 }
 
 void log_event(const json_t *event)
 {
 	if (!log_json)
 		return;
-	char *s = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	/* Redacted before encoding: an escaped secret would not match. */
+	json_t *copy = json_deep_copy(event);
+	redact_json(copy);
+	char *s = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(copy);
 	if (!s)
 		BUG("cannot encode event");
 	fputs(s, stdout);

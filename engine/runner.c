@@ -25,6 +25,7 @@
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
 #include "amiforge/recipe.h"
+#include "amiforge/redact.h"
 #include "amiforge/runner.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
@@ -431,7 +432,7 @@ static int run_stage(struct build *b, size_t i)
 	double deadline = timeout ? t0 + (double)timeout : 0;
 
 	_cleanup_fd_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_APPEND,
-				       0640);
+				       0600);
 	if (log_fd < 0) {
 		log_error("stage '%s': cannot create log '%s': %s", s->id, log_path, strerror(errno));
 		return EXIT_STAGE_FAILED;
@@ -550,9 +551,10 @@ static int write_manifest(struct build *b)
 		now_monotonic() - b->t_start, "checkpoint_seconds", b->ckpt_seconds,
 		"checkpoint_bytes_new", (json_int_t)b->ckpt_bytes_new, "engine_peak_rss_kib",
 		(int)proc_peak_rss_kib() /* the engine only: stage children are not counted */, "finished", stamp);
+	redact_json(m);
 	_cleanup_free_ char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	_cleanup_free_ char *path = path_join(b->state, "manifest.json");
-	if (write_file_atomic(path, text, strlen(text), 0644, &err) < 0) {
+	if (write_file_atomic(path, text, strlen(text), 0600, &err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return -1;
 	}
@@ -582,7 +584,8 @@ static int prepare(struct build *b)
 			  strerror(errno));
 		return EXIT_UNAVAILABLE;
 	}
-	b->state = absolute_dir(state, &err);
+	/* 0700: the image under construction, logs and keys live there. */
+	b->state = journal_state_mkdir(state, &err) == 0 ? absolute_dir(state, &err) : NULL;
 	if (!b->state) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
@@ -601,7 +604,7 @@ static int prepare(struct build *b)
 	b->ckpt_dir = path_join(b->state, "checkpoints");
 	b->root_mnt = path_join(b->state, "root");
 	_cleanup_free_ char *logs = path_join(b->state, "logs");
-	if (mkdir_p(b->ckpt_dir, 0700, &err) < 0 || mkdir_p(logs, 0755, &err) < 0 ||
+	if (mkdir_p(b->ckpt_dir, 0700, &err) < 0 || mkdir_p(logs, 0700, &err) < 0 ||
 	    mkdir_p(b->root_mnt, 0755, &err) < 0 || sandbox_enter(&err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;

@@ -17,6 +17,7 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
+#include "amiforge/redact.h"
 #include "amiforge/util.h"
 
 static void creds_free_secret(char *s)
@@ -358,6 +359,9 @@ int aws_creds_resolve(const struct aws_creds_opts *opts, struct aws_creds *out,
 		aws_creds_release(&c);
 		return -1;
 	}
+	/* From here on every writer of text hides them (redact.h). */
+	redact_add(c.secret_access_key);
+	redact_add(c.session_token);
 	*out = c;
 	return 0;
 }
@@ -391,6 +395,8 @@ struct aws_creds_chain *aws_creds_chain_new_static(const struct aws_creds *c)
 	ch->is_static = true;
 	ch->have = true;
 	aws_creds_copy(&ch->cur, c);
+	redact_add(c->secret_access_key);
+	redact_add(c->session_token);
 	return ch;
 }
 
@@ -581,24 +587,7 @@ int aws_host_infer(const char *host, char **service, char **region)
 
 /* ---- redaction ---- */
 
-#define REDACTED "[REDACTED]"
-
-/* Returns TEXT (consumed) with every SECRET replaced by REDACTED. */
-static char *redact_all(char *text, const char *secret)
-{
-	if (!secret || strlen(secret) < 4 || !strstr(text, secret))
-		return text;
-	struct strbuf sb = STRBUF_INIT;
-	size_t sl = strlen(secret);
-	const char *p = text;
-	for (const char *hit; (hit = strstr(p, secret)); p = hit + sl) {
-		strbuf_add(&sb, p, (size_t)(hit - p));
-		strbuf_addstr(&sb, REDACTED);
-	}
-	strbuf_addstr(&sb, p);
-	creds_free_secret(text);
-	return strbuf_detach(&sb);
-}
+#define REDACTED REDACT_MARK
 
 /* Returns TEXT (consumed) with the value after each case-insensitive KEY,
  * up to one of STOP, replaced by REDACTED. */
@@ -624,14 +613,9 @@ char *aws_redact(const char *text, const struct aws_creds *c)
 {
 	if (!text)
 		return xstrdup("");
-	char *out = xstrdup(text);
-	if (c) {
-		out = redact_all(out, c->secret_access_key);
-		out = redact_all(out, c->session_token);
-	}
-	out = redact_all(out, creds_env("AWS_SECRET_ACCESS_KEY"));
-	out = redact_all(out, creds_env("AWS_SESSION_TOKEN"));
-	out = redact_all(out, creds_env("AWS_SECURITY_TOKEN"));
+	/* The secrets themselves: the one rule in redact.c, plus C's own. */
+	const char *const mine[] = { c ? c->secret_access_key : NULL, c ? c->session_token : NULL };
+	char *out = redact_text(text, mine, 2);
 	out = redact_after(out, "X-Amz-Signature=", "&# \n\"'");
 	out = redact_after(out, "X-Amz-Security-Token=", "&# \n\"'");
 	/* Already-redacted values stay as they are: REDACTED again. */

@@ -23,14 +23,20 @@
 struct af_error;
 struct journal;
 
-/* Creates STATE if needed, takes STATE/lock (flock, non-blocking; if held:
+/* Creates STATE (and missing parents) with mode 0700; an existing STATE
+ * that group or others can reach is chmod'ed to 0700 with a warning: it
+ * holds the image under construction, logs and keys.  0 or -1 + err. */
+int journal_state_mkdir(const char *state_dir, struct af_error **err);
+
+/* Creates STATE if needed (journal_state_mkdir), takes STATE/lock (flock, non-blocking; if held:
  * error "another amiforge build is using STATE (pid N); wait for it or use
  * another --state" with errnum EWOULDBLOCK) and loads STATE/journal.
  * NULL + err on failure. */
 struct journal *journal_open(const char *state_dir, struct af_error **err);
 
-/* Appends one event (borrowed; "time" is added to a copy), writes the line
- * with one write(2) and fsyncs.  0 or -1 + err. */
+/* Appends one event (borrowed; "time" is added to a copy, and credentials
+ * in it are redacted: redact.h), writes the line with one write(2) and
+ * fsyncs.  STATE/journal and STATE/lock are 0600.  0 or -1 + err. */
 int journal_append(struct journal *j, const json_t *event, struct af_error **err);
 
 /* All events loaded or appended so far, in order (borrowed array). */

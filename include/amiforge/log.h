@@ -3,7 +3,8 @@
  * - the terminal (stderr), filtered by verbosity; errors always reach it;
  * - JSON events on stdout when --json is given (one object per line);
  * - a per-stage log file (STATE/logs/NN-ID.log), set while a stage runs.
- * Helpers add the "amiforge: " prefix and the newline. */
+ * Helpers add the "amiforge: " prefix and the newline.  Every sink gets the
+ * text with credentials redacted (redact.h). */
 #ifndef AMIFORGE_LOG_H
 #define AMIFORGE_LOG_H
 
