@@ -4,6 +4,7 @@
  * collects every problem as a positioned diagnostic (see recipe.h). */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "amiforge/cleanup.h"
@@ -993,8 +996,55 @@ static void check_stages(struct loader *L, struct recipe *r, const yaml_node_t *
 
 /* ---- top level ---- */
 
-enum top_key { TOP_NAME, TOP_DESCRIPTION, TOP_ARCH, TOP_VARS, TOP_STAGES, TOP_COUNT };
-static const char *const top_keys[TOP_COUNT] = { "name", "description", "arch", "vars", "stages" };
+enum top_key { TOP_NAME, TOP_DESCRIPTION, TOP_ARCH, TOP_ENV, TOP_VARS, TOP_STAGES, TOP_COUNT };
+static const char *const top_keys[TOP_COUNT] = { "name", "description", "arch", "env", "vars", "stages" };
+
+/* A name in vars or env: valid, and not one a credential may hide behind.
+ * False after reporting. */
+static bool declared_name_ok(struct loader *L, const yaml_node_t *k, const char *name, const char *where)
+{
+	if (!vars_name_valid(name)) {
+		diag_node(L, k, "invalid variable name '%s' in %s; use letters, digits and '_'", name, where);
+		return false;
+	}
+	const char *word = vars_name_credential(name);
+	if (word) {
+		diag_node(L, k, "variable '%s' in %s looks like a credential (its name contains %s); "
+			  "credentials are never expanded into a recipe, so they cannot reach the image, "
+			  "the logs or the journal: remove it", name, where, word);
+		return false;
+	}
+	return true;
+}
+
+/* env: the names whose values may come from the environment. */
+static void load_env(struct loader *L, const yaml_node_t *n)
+{
+	if (n->type != YAML_SEQUENCE_NODE) {
+		if (node_is_null(n))
+			return;
+		_cleanup_free_ char *got = describe(n, NULL, false);
+		diag_node(L, n, "'env' must be a list of variable names, got %s", got);
+		return;
+	}
+	size_t i = 0;
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++, i++) {
+		const yaml_node_t *item = node_at(L, *it);
+		if (item->type != YAML_SCALAR_NODE || node_is_empty(item)) {
+			_cleanup_free_ char *got = describe(item, NULL, false);
+			diag_node(L, item, "env[%zu] must be a variable name, got %s", i, got);
+			continue;
+		}
+		const char *name = scalar_raw(item);
+		if (!declared_name_ok(L, item, name, "env"))
+			continue;
+		if (json_object_get(L->vars.declared, name)) {
+			diag_node(L, item, "variable '%s' is listed twice in env; remove one", name);
+			continue;
+		}
+		vars_declare(&L->vars, name);
+	}
+}
 
 static void load_vars(struct loader *L, const yaml_node_t *n)
 {
@@ -1005,6 +1055,14 @@ static void load_vars(struct loader *L, const yaml_node_t *n)
 		diag_node(L, n, "'vars' must be a mapping of NAME: value, got %s", got);
 		return;
 	}
+	/* Every vars name is declared first: the environment may override any
+	 * of them, even one a default before it uses. */
+	for (size_t i = 0; i < pairs_count(n); i++) {
+		const yaml_node_t *k = node_at(L, n->data.mapping.pairs.start[i].key);
+		if (k->type == YAML_SCALAR_NODE && vars_name_valid(scalar_raw(k)) &&
+		    !vars_name_credential(scalar_raw(k)))
+			vars_declare(&L->vars, scalar_raw(k));
+	}
 	/* In order, so a default may use the ones before it. */
 	for (size_t i = 0; i < pairs_count(n); i++) {
 		const char *name = pair_key(L, n, i, "variable", NULL, "in vars");
@@ -1012,10 +1070,8 @@ static void load_vars(struct loader *L, const yaml_node_t *n)
 			continue;
 		const yaml_node_t *k = node_at(L, n->data.mapping.pairs.start[i].key);
 		const yaml_node_t *v = node_at(L, n->data.mapping.pairs.start[i].value);
-		if (!vars_name_valid(name)) {
-			diag_node(L, k, "invalid variable name '%s' in vars; use letters, digits and '_'", name);
+		if (!declared_name_ok(L, k, name, "vars"))
 			continue;
-		}
 		if (v->type != YAML_SCALAR_NODE) {
 			_cleanup_free_ char *got = describe(v, NULL, false);
 			diag_node(L, v, "value of variable '%s' must be a string, got %s", name, got);
@@ -1058,11 +1114,14 @@ static void check_root(struct loader *L, struct recipe *r, const yaml_node_t *ro
 		if (t == TOP_COUNT) {
 			diag_node(L, node_at(L, root->data.mapping.pairs.start[i].key),
 				  "unknown key '%s' at top level; expected one of: name, description, arch, "
-				  "vars, stages", key);
+				  "env, vars, stages", key);
 			continue;
 		}
 		slot[t] = node_at(L, root->data.mapping.pairs.start[i].value);
 	}
+	/* env before vars: a default may use a name the environment feeds. */
+	if (slot[TOP_ENV])
+		load_env(L, slot[TOP_ENV]);
 	if (slot[TOP_VARS])
 		load_vars(L, slot[TOP_VARS]);
 	if (!slot[TOP_NAME])
@@ -1103,17 +1162,83 @@ static void syntax_error(struct loader *L, const yaml_parser_t *p, const char *b
 				  p->context ? " " : "", p->context ? p->context : ""));
 }
 
+/* The file's text, at most RECIPE_MAX_BYTES; NULL after reporting.  Read
+ * with a bound (not by its size) so a FIFO or /dev/zero named as a recipe
+ * ends too. */
+static char *read_recipe(struct loader *L, size_t *len)
+{
+	_cleanup_fd_ int fd = open(L->path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		diag_add(L, 0, 0, xasprintf("cannot read: %s", strerror(errno)));
+		return NULL;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		diag_add(L, 0, 0, xasprintf("cannot read: %s", strerror(EISDIR)));
+		return NULL;
+	}
+	if (S_ISREG(st.st_mode) && st.st_size > RECIPE_MAX_BYTES) {
+		diag_add(L, 0, 0, xasprintf("the recipe is %lld bytes, more than the 1 MiB a recipe may "
+					    "hold; keep large content in files next to it (a run script, "
+					    "files sources)", (long long)st.st_size));
+		return NULL;
+	}
+	_cleanup_free_ char *buf = xmalloc(RECIPE_MAX_BYTES + 2);
+	ssize_t n = read_all(fd, buf, RECIPE_MAX_BYTES + 1);
+	if (n < 0) {
+		diag_add(L, 0, 0, xasprintf("cannot read: %s", strerror(errno)));
+		return NULL;
+	}
+	if (n > RECIPE_MAX_BYTES) {
+		diag_add(L, 0, 0, xstrdup("the recipe is more than the 1 MiB a recipe may hold; keep "
+					  "large content in files next to it (a run script, files sources)"));
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return steal_pointer(&buf);
+}
+
+/* libyaml's loader is quadratic in the nesting depth (100k levels took a
+ * minute), so the depth is checked on the event stream first, which stops
+ * at the first level too deep, before any node is built.  0, or -1 after
+ * reporting.  Syntax errors are left to the loader, which reports them. */
+static int check_depth(struct loader *L, const char *buf, size_t len)
+{
+	_cleanup_yaml_parser_ yaml_parser_t parser;
+	if (!yaml_parser_initialize(&parser))
+		BUG("out of memory");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+	int depth = 0;
+	for (;;) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&parser, &ev))
+			return 0;
+		yaml_event_type_t type = ev.type;
+		yaml_mark_t mark = ev.start_mark;
+		yaml_event_delete(&ev);
+		if (type == YAML_STREAM_END_EVENT)
+			return 0;
+		if (type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) {
+			if (++depth > RECIPE_MAX_DEPTH) {
+				diag_mark(L, mark, xasprintf("the recipe nests deeper than %d levels of "
+							     "mappings and lists; flatten it",
+							     RECIPE_MAX_DEPTH));
+				return -1;
+			}
+		} else if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) {
+			depth--;
+		}
+	}
+}
+
 /* Parses the file into doc.  0, or -1 after reporting. */
 static int parse_file(struct loader *L, yaml_document_t *doc)
 {
-	_cleanup_error_ struct af_error *err = NULL;
 	size_t len = 0;
-	_cleanup_free_ char *buf = read_file(L->path, &len, &err);
-	if (!buf) {
-		int e = af_error_errno(err);
-		diag_add(L, 0, 0, xasprintf("cannot read: %s", e ? strerror(e) : af_error_msg(err)));
+	_cleanup_free_ char *buf = read_recipe(L, &len);
+	if (!buf || check_depth(L, buf, len) < 0)
 		return -1;
-	}
 	_cleanup_yaml_parser_ yaml_parser_t parser;
 	if (!yaml_parser_initialize(&parser))
 		BUG("out of memory");

@@ -16,8 +16,9 @@ void vars_init(struct vars *v)
 {
 	v->sets = json_object();
 	v->defaults = json_object();
+	v->declared = json_object();
 	v->now = time(NULL);
-	if (!v->sets || !v->defaults)
+	if (!v->sets || !v->defaults || !v->declared)
 		BUG("out of memory");
 }
 
@@ -25,7 +26,8 @@ void vars_release(struct vars *v)
 {
 	json_decref(v->sets);
 	json_decref(v->defaults);
-	v->sets = v->defaults = NULL;
+	json_decref(v->declared);
+	v->sets = v->defaults = v->declared = NULL;
 }
 
 static bool name_start(char c)
@@ -48,12 +50,32 @@ bool vars_name_valid(const char *name)
 	return true;
 }
 
+/* The AWS names are covered by the words; they are listed for the reader. */
+static const char *const credential_words[] = {
+	"SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE_KEY",
+};
+
+const char *vars_name_credential(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(credential_words); i++)
+		if (strcasestr(name, credential_words[i]))
+			return credential_words[i];
+	return NULL;
+}
+
 int vars_add_set(struct vars *v, const char *assignment, struct af_error **err)
 {
 	const char *eq = strchr(assignment, '=');
 	if (!eq)
 		return af_error_set(err, 0, "--set '%s' is not VAR=VALUE", assignment);
 	_cleanup_free_ char *name = xstrndup(assignment, (size_t)(eq - assignment));
+	const char *word = vars_name_credential(name);
+	if (word)
+		return af_error_set(err, 0,
+				    "--set %s: the name looks like a credential (it contains %s) and "
+				    "credentials are never expanded into a recipe, where they would reach "
+				    "the image, the logs and the journal; do not pass it",
+				    name, word);
 	if (!vars_name_valid(name))
 		return af_error_set(err, 0,
 				    "--set '%s': invalid variable name '%s'; use letters, digits and '_'",
@@ -63,14 +85,25 @@ int vars_add_set(struct vars *v, const char *assignment, struct af_error **err)
 	return 0;
 }
 
+void vars_declare(struct vars *v, const char *name)
+{
+	json_object_set_new(v->declared, name, json_true());
+}
+
 void vars_add_default(struct vars *v, const char *name, const char *value)
 {
 	json_object_set_new(v->defaults, name, json_string(value));
 }
 
+/* The environment's value of NAME, for declared names only. */
+static const char *from_env(const struct vars *v, const char *name)
+{
+	return json_object_get(v->declared, name) ? getenv(name) : NULL;
+}
+
 bool vars_overridden(const struct vars *v, const char *name)
 {
-	return json_object_get(v->sets, name) || getenv(name);
+	return json_object_get(v->sets, name) || from_env(v, name);
 }
 
 /* BUILD_DATE / BUILD_TIME.  Writes into buf; NULL + *problem when
@@ -107,7 +140,7 @@ static const char *lookup(const struct vars *v, const char *name, char buf[32], 
 	const json_t *j = json_object_get(v->sets, name);
 	if (j)
 		return json_string_value(j);
-	const char *env = getenv(name);
+	const char *env = from_env(v, name);
 	if (env)
 		return env;
 	j = json_object_get(v->defaults, name);
@@ -186,6 +219,13 @@ static size_t expand_ref(struct expander *x, const char *s, size_t n, struct str
 		def_n = (size_t)len;
 		end = def_start + def_n + 1;
 	}
+	const char *word = vars_name_credential(name);
+	if (word) {
+		problem(x, xasprintf("variable '%s' looks like a credential (its name contains %s) and "
+				     "is never expanded, so it cannot reach the image, the logs or the "
+				     "journal; remove the reference", name, word));
+		return end;
+	}
 	char buf[32];
 	char *why = NULL;
 	const char *val = lookup(x->v, name, buf, &why);
@@ -193,9 +233,13 @@ static size_t expand_ref(struct expander *x, const char *s, size_t n, struct str
 		problem(x, why);
 	} else if (has_default && (!val || !*val)) {
 		expand_into(x, s + def_start, def_n, out);
+	} else if (!val && getenv(name)) {
+		problem(x, xasprintf("undefined variable '%s'; the environment has %s but the recipe "
+				     "does not declare it: declare it under env: to read it from the "
+				     "environment, or set it with --set %s=VALUE", name, name, name));
 	} else if (!val) {
-		problem(x, xasprintf("undefined variable '%s'; set it with --set %s=VALUE or in the "
-				     "environment, or write ${%s:-default}", name, name, name));
+		problem(x, xasprintf("undefined variable '%s'; set it with --set %s=VALUE or under "
+				     "vars:, or write ${%s:-default}", name, name, name));
 	} else {
 		strbuf_addstr(out, val);
 	}

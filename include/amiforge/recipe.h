@@ -3,8 +3,9 @@
  * as FILE:LINE:COLUMN: message (1-based), all of them in one run.
  *
  * Top-level keys: name (string, required), description (string),
- * arch (x86_64 | arm64, default x86_64), vars (mapping of defaults),
- * stages (non-empty list).  Each stage item is a mapping with exactly one
+ * arch (x86_64 | arm64, default x86_64), env (list of names the
+ * environment may feed), vars (mapping of defaults), stages (non-empty
+ * list).  Each stage item is a mapping with exactly one
  * key, the stage type; its value (a mapping, or null/empty for no
  * parameters) holds the parameters plus the common keys id, timeout and
  * checkpoint (auto | always | never).
@@ -12,7 +13,9 @@
  * Variables: ${VAR} and ${VAR:-default} in any scalar value; "$$" is a
  * literal "$".  Lookup order: --set, then the environment, then the recipe's
  * vars, then built-ins BUILD_DATE (YYYYMMDD, UTC) and BUILD_TIME (HHMMSS,
- * UTC), both from SOURCE_DATE_EPOCH when set, else the current time. */
+ * UTC), both from SOURCE_DATE_EPOCH when set, else the current time.  The
+ * environment counts only for names listed in env or vars; credential-looking
+ * names are refused wherever they appear (vars.h). */
 #ifndef AMIFORGE_RECIPE_H
 #define AMIFORGE_RECIPE_H
 
@@ -54,9 +57,16 @@ struct diag_list {
 };
 void diag_list_release(struct diag_list *d);
 
+/* A recipe is refused (before parsing) when larger than this, and while
+ * parsing, before any node is built, when mappings and lists nest deeper
+ * than RECIPE_MAX_DEPTH: libyaml's loader is quadratic in the depth. */
+#define RECIPE_MAX_BYTES (1 << 20)
+#define RECIPE_MAX_DEPTH 64
+
 /* sets: "VAR=VALUE" strings from --set (borrowed), n_sets of them.
  * Returns 0 and *out on success; -1 with every problem in diags otherwise
- * (including an unreadable file: "FILE: cannot read: strerror"). */
+ * (including an unreadable file: "FILE: cannot read: strerror", one too
+ * large or too deep). */
 int recipe_load(const char *path, char *const *sets, size_t n_sets,
 		struct recipe **out, struct diag_list *diags);
 void recipe_free(struct recipe *r);

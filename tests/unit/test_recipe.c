@@ -13,6 +13,7 @@
 #include "amiforge/error.h"
 #include "amiforge/recipe.h"
 #include "amiforge/util.h"
+#include "amiforge/vars.h"
 
 static char *tmpdir;
 
@@ -319,6 +320,185 @@ static void test_unreadable_and_stem(void **state)
 	recipe_free(r);
 }
 
+/* ---- the environment feeds declared names only ---- */
+
+static const char env_recipe[] =
+	"name: e-${LISTED}-${IN_VARS}-${BOTH}-${UNLISTED:-dflt}\n"
+	"env: [LISTED, BOTH, ABSENT]\n"
+	"vars:\n"
+	"  IN_VARS: from-vars\n"
+	"  BOTH: from-vars\n"
+	"  USES_LISTED: \"${LISTED}+\"\n"
+	"description: \"${USES_LISTED} ${ABSENT:-unset}\"\n"
+	"stages:\n"
+	"  - allocate: {size: 1G}\n";
+
+static void test_env_declared(void **state)
+{
+	(void)state;
+	write_text(tmpdir, "e.yaml", env_recipe);
+	setenv("LISTED", "env1", 1);
+	setenv("IN_VARS", "env2", 1);
+	setenv("BOTH", "env3", 1);
+	setenv("UNLISTED", "never-read", 1);
+	unsetenv("ABSENT");
+	struct recipe *r = load_ok(tmpdir, "e.yaml", NULL, 0);
+	/* vars entries are declared too: the environment overrides them. */
+	assert_string_equal(r->name, "e-env1-env2-env3-dflt");
+	assert_string_equal(r->description, "env1+ unset");
+	recipe_free(r);
+
+	/* --set still wins over the environment. */
+	char *sets[] = { "LISTED=set", "UNLISTED=set2" };
+	r = load_ok(tmpdir, "e.yaml", sets, 2);
+	assert_string_equal(r->name, "e-set-env2-env3-set2");
+	recipe_free(r);
+
+	/* An undeclared name the environment has: a hint, not its value. */
+	write_text(tmpdir, "u.yaml", "name: u-${UNLISTED}\nstages:\n  - allocate: {size: 1G}\n");
+	char *msg = load_one_error(tmpdir, "u.yaml", NULL, 0);
+	assert_string_equal(msg, "1:7: undefined variable 'UNLISTED'; the environment has UNLISTED but the "
+				 "recipe does not declare it: declare it under env: to read it from the "
+				 "environment, or set it with --set UNLISTED=VALUE");
+	free(msg);
+	unsetenv("UNLISTED");
+	msg = load_one_error(tmpdir, "u.yaml", NULL, 0);
+	assert_string_equal(msg, "1:7: undefined variable 'UNLISTED'; set it with --set UNLISTED=VALUE or "
+				 "under vars:, or write ${UNLISTED:-default}");
+	free(msg);
+	unsetenv("LISTED");
+	unsetenv("IN_VARS");
+	unsetenv("BOTH");
+}
+
+/* Credential-looking names: the rule, and --set of one. */
+static void test_credentials(void **state)
+{
+	(void)state;
+	static const char *const yes[] = {
+		"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "GITHUB_TOKEN",
+		"db_password", "MyPasswd", "SSH_PRIVATE_KEY", "client_secret", "tokenizer",
+	};
+	static const char *const no[] = { "AWS_ACCESS_KEY_ID", "AWS_REGION", "PRIVATE", "KEY", "PASS", "TOK" };
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+		assert_non_null(vars_name_credential(yes[i]));
+	for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+		assert_null(vars_name_credential(no[i]));
+	assert_string_equal(vars_name_credential("x_Private_Key"), "PRIVATE_KEY");
+
+	write_text(tmpdir, "c.yaml", "name: c\nstages:\n  - allocate: {size: 1G}\n");
+	char *sets[] = { "AWS_SECRET_ACCESS_KEY=valueNeverRepeated", "Deploy_Token=valueNeverRepeated" };
+	struct diag_list d = { 0 };
+	assert_null(load(tmpdir, "c.yaml", sets, 2, &d));
+	assert_int_equal(d.n, 2);
+	for (size_t i = 0; i < d.n; i++) {
+		fprintf(stderr, "diag: %s\n", d.lines[i]);
+		assert_null(strstr(d.lines[i], "valueNeverRepeated"));
+		assert_non_null(strstr(d.lines[i], "looks like a credential"));
+	}
+	assert_non_null(strstr(d.lines[0], ": --set AWS_SECRET_ACCESS_KEY: the name looks like a credential "
+					   "(it contains SECRET)"));
+	diag_list_release(&d);
+
+	/* Set in the environment, declared nowhere, with a default: still refused. */
+	setenv("AWS_SECRET_ACCESS_KEY", "envValueNeverRepeated", 1);
+	write_text(tmpdir, "r.yaml", "name: r-${AWS_SECRET_ACCESS_KEY:-x}\nstages:\n  - allocate: {size: 1G}\n");
+	char *msg = load_one_error(tmpdir, "r.yaml", NULL, 0);
+	assert_string_equal(msg, "1:7: variable 'AWS_SECRET_ACCESS_KEY' looks like a credential (its name "
+				 "contains SECRET) and is never expanded, so it cannot reach the image, the "
+				 "logs or the journal; remove the reference");
+	free(msg);
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+
+	/* Nested defaults are skipped whole: one problem, at the scalar. */
+	write_text(tmpdir, "n.yaml", "name: \"n-${MY_TOKEN:-${OTHER:-y}}-z\"\nstages:\n  - allocate: {size: 1G}\n");
+	msg = load_one_error(tmpdir, "n.yaml", NULL, 0);
+	assert_true(str_has_prefix(msg, "1:7: variable 'MY_TOKEN' looks like a credential"));
+	free(msg);
+}
+
+/* ---- size and depth limits ---- */
+
+static void test_too_large(void **state)
+{
+	(void)state;
+	/* Exactly 1 MiB loads. */
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, "name: big\nstages:\n  - allocate: {size: 1G}\n");
+	while (sb.len < RECIPE_MAX_BYTES - 100)
+		strbuf_addstr(&sb, "# padding padding padding padding padding padding padding padding\n");
+	while (sb.len < RECIPE_MAX_BYTES - 1)
+		strbuf_addstr(&sb, "#");
+	strbuf_addstr(&sb, "\n");
+	assert_int_equal(sb.len, RECIPE_MAX_BYTES);
+	write_text(tmpdir, "big.yaml", sb.buf);
+	recipe_free(load_ok(tmpdir, "big.yaml", NULL, 0));
+
+	/* One byte more is refused, naming the file and its size. */
+	strbuf_addstr(&sb, "\n");
+	write_text(tmpdir, "big.yaml", sb.buf);
+	strbuf_release(&sb);
+	char *msg = load_one_error(tmpdir, "big.yaml", NULL, 0);
+	assert_string_equal(msg, " the recipe is 1048577 bytes, more than the 1 MiB a recipe may hold; "
+				 "keep large content in files next to it (a run script, files sources)");
+	free(msg);
+
+	/* A file without a size (a device, a FIFO) is read with the bound. */
+	struct diag_list d = { 0 };
+	struct recipe *r = NULL;
+	assert_int_equal(recipe_load("/dev/zero", NULL, 0, &r, &d), -1);
+	assert_int_equal(d.n, 1);
+	assert_string_equal(d.lines[0], "/dev/zero: the recipe is more than the 1 MiB a recipe may hold; "
+					"keep large content in files next to it (a run script, files sources)");
+	diag_list_release(&d);
+}
+
+static void test_too_deep(void **state)
+{
+	(void)state;
+	/* 64 levels load (root, stages, the item, its parameters and 60 lists);
+	 * the checks then object to the shape, not the depth. */
+	static const char head[] = "name: deep\nstages:\n  - run: {command: true, id: ";
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, head);
+	for (int i = 0; i < 60; i++)
+		strbuf_addstr(&sb, "[");
+	for (int i = 0; i < 60; i++)
+		strbuf_addstr(&sb, "]");
+	strbuf_addstr(&sb, "}\n");
+	write_text(tmpdir, "d64.yaml", sb.buf);
+	strbuf_release(&sb);
+	char *msg = load_one_error(tmpdir, "d64.yaml", NULL, 0);
+	assert_string_equal(msg, "3:30: parameter 'id' of stage 'run' must be a string, got a list");
+	free(msg);
+
+	/* 100,000 levels, flow and block style: refused at once, at level 65. */
+	for (int style = 0; style < 2; style++) {
+		sb = (struct strbuf)STRBUF_INIT;
+		strbuf_addstr(&sb, style ? "name: deep\nstages:\n  " : "name: deep\nstages: ");
+		for (int i = 0; i < 100000; i++)
+			strbuf_addstr(&sb, style ? "- " : "[");
+		if (!style)
+			for (int i = 0; i < 100000; i++)
+				strbuf_addstr(&sb, "]");
+		else
+			strbuf_addstr(&sb, "x");
+		strbuf_addstr(&sb, "\n");
+		write_text(tmpdir, "deep.yaml", sb.buf);
+		strbuf_release(&sb);
+		double t0 = now_monotonic();
+		msg = load_one_error(tmpdir, "deep.yaml", NULL, 0);
+		double secs = now_monotonic() - t0;
+		fprintf(stderr, "100k-deep (%s) refused in %.3fs\n", style ? "block" : "flow", secs);
+		assert_true(secs < 0.5);
+		assert_string_equal(msg, style ? "3:129: the recipe nests deeper than 64 levels of mappings and "
+						 "lists; flatten it"
+					       : "2:72: the recipe nests deeper than 64 levels of mappings and "
+						 "lists; flatten it");
+		free(msg);
+	}
+}
+
 /* ---- the malformed recipes ---- */
 
 static void chdir_top(void)
@@ -481,6 +661,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_variables, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_sets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unreadable_and_stem, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_declared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_credentials, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_deep, setup, teardown),
 		cmocka_unit_test(test_bad_recipes),
 		cmocka_unit_test(test_good_recipes),
 	};
