@@ -379,7 +379,7 @@ static int bz_write_parts(struct bz_out *o, const unsigned char *data, size_t n,
 	while (n) {
 		if (o->fd < 0) {
 			_cleanup_free_ char *p = xasprintf("%s/%zu", o->tmpdir, o->n_parts);
-			o->fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			o->fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 			if (o->fd < 0)
 				return af_error_set(err, errno, "create bundle part '%s'", p);
 			EVP_DigestInit_ex(o->part_md, EVP_sha1(), NULL);
@@ -638,7 +638,7 @@ static int bz_write_manifest(const struct bundle_opts *o, struct bz_stream *s, c
 		return -1;
 	_cleanup_free_ char *text = bundle_manifest_text(&m, sig);
 	_cleanup_free_ char *path = xasprintf("%s/%s.manifest.xml", o->dir, o->name);
-	if (write_file_atomic(path, text, strlen(text), 0644, err) < 0)
+	if (write_file_atomic(path, text, strlen(text), 0600, err) < 0)
 		return -1;
 	*manifest_path = steal_pointer(&path);
 	return 0;
@@ -736,7 +736,9 @@ static int bz_create_in(const struct bundle_opts *o, const char *tmpdir, int fd,
 
 int bundle_create(const struct bundle_opts *o, struct bundle_result *out, struct af_error **err)
 {
-	if (mkdir_p(o->dir, 0755, err) < 0)
+	/* The parts are the image, encrypted with a key the manifest carries
+	 * wrapped for the user's certificate: private like the image. */
+	if (mkdir_p(o->dir, 0700, err) < 0)
 		return -1;
 	_cleanup_fd_ int fd = open(o->image, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -757,6 +759,12 @@ static int bz_write_pem(const char *path, EVP_PKEY *k, X509 *x, struct af_error 
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return af_error_set(err, errno, "create '%s'", tmp);
+	/* A leftover from an interrupted run keeps its mode through O_TRUNC. */
+	if (fchmod(fd, 0600) < 0) {
+		int errsv = errno;
+		close(fd);
+		return af_error_set(err, errsv, "make '%s' private (mode 0600)", tmp);
+	}
 	FILE *f = fdopen(fd, "w");
 	if (!f) {
 		close(fd);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "amiforge/aws/awscli.h"
@@ -18,6 +20,7 @@
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
 #include "amiforge/recipe.h"
+#include "amiforge/redact.h"
 #include "amiforge/runner.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
@@ -49,11 +52,15 @@ static const char usage_text[] =
 int cli_usage_error(const char *who, const char *usage, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "%s: ", who);
+	char *msg = NULL;
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		BUG("out of memory");
 	va_end(ap);
-	fprintf(stderr, "\n%s", usage);
+	/* It may quote an argument, and an argument may hold a credential. */
+	_cleanup_free_ char *safe = redact_text(msg, NULL, 0);
+	free(msg);
+	fprintf(stderr, "%s: %s\n%s", who, safe, usage);
 	return EXIT_USAGE;
 }
 
@@ -141,6 +148,7 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 
 static int print_diags(struct diag_list *d)
 {
+	/* recipe_load redacted them. */
 	for (size_t i = 0; i < d->n; i++)
 		fprintf(stderr, "%s\n", d->lines[i]);
 	diag_list_release(d);
@@ -216,17 +224,35 @@ static char *state_from_args(struct cmd_args *a)
 	return s;
 }
 
+/* ---- status: everything it prints from the journal or a recipe goes
+ * through here: credentials redacted, control characters escaped. ---- */
+
+static char *status_text(const char *s)
+{
+	_cleanup_free_ char *red = redact_text(s, NULL, 0);
+	return str_printable(red);
+}
+
+/* A field of an event as printable text ("?" when it is not a string). */
+static char *status_field(const json_t *ev, const char *field)
+{
+	const char *s = json_string_value(json_object_get(ev, field));
+	return status_text(s ? s : "?");
+}
+
 static void status_stage_line(const json_t *ev)
 {
 	const char *type = json_string_value(json_object_get(ev, "event"));
 	const char *st = !strcmp(type, "stage_done") ? "done" :
 			 !strcmp(type, "stage_fail") ? "failed" : "started";
-	printf("  %2d %-16s %-8s %.12s", (int)json_integer_value(json_object_get(ev, "index")),
-	       json_string_value(json_object_get(ev, "id")), st,
-	       json_string_value(json_object_get(ev, "key")));
-	const char *error = json_string_value(json_object_get(ev, "error"));
-	if (error)
+	_cleanup_free_ char *id = status_field(ev, "id");
+	_cleanup_free_ char *key = status_field(ev, "key");
+	printf("  %2d %-16s %-8s %.12s", (int)json_integer_value(json_object_get(ev, "index")), id, st,
+	       key);
+	if (json_is_string(json_object_get(ev, "error"))) {
+		_cleanup_free_ char *error = status_field(ev, "error");
 		printf("  %s", error);
+	}
 	putchar('\n');
 }
 
@@ -245,22 +271,26 @@ static bool status_field_secret(const char *name)
 
 static void status_resource_line(const char *id, const json_t *res)
 {
-	printf("  %-16s", id ? id : "?");
-	const char *k;
+	_cleanup_free_ char *sid = status_text(id ? id : "?");
+	printf("  %-16s", sid);
+	const char *key;
 	json_t *v;
-	json_object_foreach((json_t *)res, k, v) {
-		if (status_field_secret(k))
+	json_object_foreach((json_t *)res, key, v) {
+		if (status_field_secret(key))
 			continue;
-		if (json_is_string(v))
-			printf(" %s=%s", k, json_string_value(v));
-		else if (json_is_integer(v))
+		_cleanup_free_ char *k = status_text(key);
+		if (json_is_string(v)) {
+			_cleanup_free_ char *text = status_text(json_string_value(v));
+			printf(" %s=%s", k, text);
+		} else if (json_is_integer(v)) {
 			printf(" %s=%" JSON_INTEGER_FORMAT, k, json_integer_value(v));
-		else if (json_is_boolean(v))
+		} else if (json_is_boolean(v)) {
 			printf(" %s=%s", k, json_is_true(v) ? "true" : "false");
-		else if (json_is_array(v))
+		} else if (json_is_array(v)) {
 			printf(" %s=[%zu]", k, json_array_size(v));
-		else if (json_is_object(v))
+		} else if (json_is_object(v)) {
 			printf(" %s={%zu}", k, json_object_size(v));
+		}
 	}
 	putchar('\n');
 }
@@ -292,10 +322,13 @@ static void status_resources(const json_t *events)
 	}
 	const char *id;
 	json_t *count;
-	json_object_foreach(per_stage, id, count)
-		if (json_integer_value(count) > STATUS_MAX_PER_STAGE)
-			printf("  %-16s ... and %" JSON_INTEGER_FORMAT " more records\n", id,
-			       json_integer_value(count) - STATUS_MAX_PER_STAGE);
+	json_object_foreach(per_stage, id, count) {
+		if (json_integer_value(count) <= STATUS_MAX_PER_STAGE)
+			continue;
+		_cleanup_free_ char *sid = status_text(id);
+		printf("  %-16s ... and %" JSON_INTEGER_FORMAT " more records\n", sid,
+		       json_integer_value(count) - STATUS_MAX_PER_STAGE);
+	}
 	if (n == 0)
 		printf("remote resources: none\n");
 }
@@ -311,8 +344,9 @@ static int cmd_status(struct cmd_args *a)
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}
+	_cleanup_free_ char *shown = status_text(state);
 	if (json_array_size(events) == 0) {
-		printf("%s: no build has run here\n", state);
+		printf("%s: no build has run here\n", shown);
 		return EXIT_OK;
 	}
 	/* The last event of each stage index since the last build_start. */
@@ -322,12 +356,12 @@ static int cmd_status(struct cmd_args *a)
 			    "build_start"))
 			start = i;
 	const json_t *bs = json_array_get(events, start);
-	printf("state: %s\nlast build: %s (recipe %s)\n", state,
-	       json_string_value(json_object_get(bs, "time")) ?: "?",
-	       json_string_value(json_object_get(bs, "recipe")) ?: "?");
+	_cleanup_free_ char *when = status_field(bs, "time");
+	_cleanup_free_ char *recipe = status_field(bs, "recipe");
+	printf("state: %s\nlast build: %s (recipe %s)\n", shown, when, recipe);
 	const json_t *last[1024] = { 0 };
 	int max_index = 0;
-	const char *end_status = "running or killed";
+	const json_t *end_ev = NULL;
 	for (size_t i = start; i < json_array_size(events); i++) {
 		const json_t *ev = json_array_get(events, i);
 		const char *type = json_string_value(json_object_get(ev, "event")) ?: "";
@@ -338,7 +372,7 @@ static int cmd_status(struct cmd_args *a)
 				max_index = idx;
 		}
 		if (!strcmp(type, "build_end"))
-			end_status = json_string_value(json_object_get(ev, "status")) ?: "?";
+			end_ev = ev;
 	}
 	for (int i = 1; i <= max_index; i++)
 		if (last[i])
@@ -346,9 +380,39 @@ static int cmd_status(struct cmd_args *a)
 	status_resources(events);
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
 	char sz[32];
+	_cleanup_free_ char *end_status = end_ev ? status_field(end_ev, "status") : xstrdup("running or killed");
 	printf("result: %s\ncheckpoint store: %s\n", end_status,
 	       format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
 	return EXIT_OK;
+}
+
+/* Every name the engine makes in STATE: clean --all removes these and then
+ * STATE itself, and leaves anything else (a --state pointed at the wrong
+ * directory must not cost its contents). */
+static const char *const state_entries[] = {
+	"journal", "disk.img", "disk.img.restore", "logs", "manifest.json", "root", "checkpoints",
+	"bundle", "x509", "apt-lists", "bootloader-core.efi", "lock",
+};
+
+/* Removes the state's entries by fd (rm_tree_at: no shell, no link followed,
+ * no other filesystem entered), then STATE if nothing else is left. */
+static int clean_all(const char *state, struct af_error **err)
+{
+	_cleanup_fd_ int fd = open(state, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return af_error_set(err, errno, "cannot open state directory '%s'", state);
+	for (size_t i = 0; i < ARRAY_SIZE(state_entries); i++) {
+		_cleanup_free_ char *shown = path_join(state, state_entries[i]);
+		if (rm_tree_at(fd, state_entries[i], shown, err) < 0)
+			return -1;
+	}
+	if (rmdir(state) == 0)
+		return 0;
+	if (errno != ENOTEMPTY && errno != EEXIST)
+		return af_error_set(err, errno, "cannot remove '%s'", state);
+	_cleanup_free_ char *shown = str_printable(state);
+	log_warn("left '%s' in place: it holds files amiforge did not make; remove them yourself", shown);
+	return 0;
 }
 
 static int cmd_clean(struct cmd_args *a)
@@ -356,8 +420,9 @@ static int cmd_clean(struct cmd_args *a)
 	_cleanup_free_ char *state = state_from_args(a);
 	if (!state)
 		return usage_error("%s", "clean takes --state DIR or a RECIPE");
+	_cleanup_free_ char *shown = str_printable(state);
 	if (access(state, F_OK) < 0) {
-		printf("%s: nothing to clean\n", state);
+		printf("%s: nothing to clean\n", shown);
 		return EXIT_OK;
 	}
 	_cleanup_error_ struct af_error *err = NULL;
@@ -368,27 +433,23 @@ static int cmd_clean(struct cmd_args *a)
 		return EXIT_STAGE_FAILED;
 	}
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
-	int r = ckpt_clean(ckpt, &err);
-	if (r == 0 && a->all) {
-		_cleanup_free_ char *cmd = NULL;
-		static const char *const entries[] = { "journal", "disk.img", "logs", "manifest.json",
-						       "root", "checkpoints", "lock" };
-		for (size_t i = 0; i < ARRAY_SIZE(entries) && r == 0; i++) {
-			_cleanup_free_ char *p = path_join(state, entries[i]);
-			free(cmd);
-			cmd = xasprintf("rm -rf -- '%s'", p);
-			if (system(cmd) != 0)
-				r = af_error_set(&err, 0, "cannot remove '%s'", p);
-		}
-		if (r == 0 && rmdir(state) < 0 && errno != ENOTEMPTY)
-			r = af_error_set(&err, errno, "cannot remove '%s'", state);
-	}
+	struct stat st;
+	int r = 0;
+	if (a->all)
+		r = clean_all(state, &err);
+	else if (lstat(ckpt, &st) == 0 && !S_ISDIR(st.st_mode))
+		/* ckpt_clean walks by path: never into a link planted there. */
+		r = af_error_set(&err, ENOTDIR, "'%s' is not a directory (a symbolic link?); not "
+				 "following it: remove it, or run clean --all", ckpt);
+	else
+		r = ckpt_clean(ckpt, &err);
 	journal_close(j);
 	if (r < 0) {
-		log_error("%s", af_error_msg(err));
+		_cleanup_free_ char *msg = str_printable(af_error_msg(err));
+		log_error("%s", msg);
 		return EXIT_STAGE_FAILED;
 	}
-	printf("%s: %s\n", state, a->all ? "removed" : "checkpoints dropped");
+	printf("%s: %s\n", shown, a->all ? "removed" : "checkpoints dropped");
 	return EXIT_OK;
 }
 

@@ -20,6 +20,7 @@
 #include "amiforge/error.h"
 #include "amiforge/params.h"
 #include "amiforge/recipe.h"
+#include "amiforge/redact.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 #include "amiforge/vars.h"
@@ -121,8 +122,10 @@ static void diags_flush(struct loader *L, struct diag_list *out)
 		 * with a bad SOURCE_DATE_EPOCH); say it once. */
 		if (prev && prev->line == d->line && prev->col == d->col && !strcmp(prev->msg, d->msg))
 			continue;
-		out->lines[out->n++] = d->line ? xasprintf("%s:%u:%u: %s", L->path, d->line, d->col, d->msg)
-					       : xasprintf("%s: %s", L->path, d->msg);
+		/* A value quoted back may have come from the environment. */
+		_cleanup_free_ char *msg = redact_text(d->msg, NULL, 0);
+		out->lines[out->n++] = d->line ? xasprintf("%s:%u:%u: %s", L->path, d->line, d->col, msg)
+					       : xasprintf("%s: %s", L->path, msg);
 	}
 	for (size_t i = 0; i < L->n_diags; i++)
 		free(L->diags[i].msg);
@@ -272,9 +275,11 @@ static char *scalar_expand(struct loader *L, const yaml_node_t *n)
 	return vars_expand(&L->vars, scalar_raw(n), report_at_node, &rc);
 }
 
-/* A short quoted rendering of a value for messages. */
-static char *quote_value(const char *s)
+/* A short quoted rendering of a value for messages, redacted before it is
+ * cut: a credential's first 57 characters would not be recognised later. */
+static char *quote_value(const char *value)
 {
+	_cleanup_free_ char *s = redact_text(value, NULL, 0);
 	size_t n = strlen(s);
 	if (n > 60)
 		return xasprintf("'%.57s...'", s);

@@ -527,8 +527,12 @@ int bundle_unbundle(const char *manifest, const char *key_pem, const char *parts
 	_cleanup_free_ char *tmp = xasprintf("%s.tmp", output);
 	int fd = -1;
 	if (r == 0) {
-		fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (fd < 0)
+		/* 0600 like every image amiforge makes; a fresh name (O_EXCL,
+		 * never through a link) even where others can write, as in /tmp. */
+		if (unlink(tmp) < 0 && errno != ENOENT)
+			r = af_error_set(err, errno, "remove the leftover '%s'", tmp);
+		fd = r == 0 ? open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+		if (r == 0 && fd < 0)
 			r = af_error_set(err, errno, "create image '%s'", tmp);
 	}
 	if (r == 0)

@@ -485,3 +485,183 @@ char *format_size(uint64_t bytes, char *buf, size_t bufsz)
 		snprintf(buf, bufsz, "%.1f %s", v, units[u]);
 	return buf;
 }
+
+/* ---- printing untrusted text ---- */
+
+/* Length of the UTF-8 sequence at s (1-4) and its code point, or 0 when the
+ * bytes there are not UTF-8 (overlong forms and surrogates included). */
+static size_t utf8_decode(const unsigned char *s, uint32_t *cp)
+{
+	size_t n;
+	uint32_t min;
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	} else if ((s[0] & 0xe0) == 0xc0) {
+		n = 2, min = 0x80, *cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 3, min = 0x800, *cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		n = 4, min = 0x10000, *cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = (*cp << 6) | (s[i] & 0x3f);
+	}
+	if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Code points that change how the rest of a line is shown. */
+static bool cp_hidden_control(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200e || cp == 0x200f || cp == 0x061c;
+}
+
+char *str_printable(const char *s)
+{
+	struct strbuf sb = STRBUF_INIT;
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	while (*p) {
+		uint32_t cp = 0;
+		size_t n = utf8_decode(p, &cp);
+		if (n == 0) {
+			strbuf_addf(&sb, "\\x%02x", *p);
+			p++;
+			continue;
+		}
+		if (cp == '\\')
+			strbuf_addstr(&sb, "\\\\");
+		else if (cp == '\n')
+			strbuf_addstr(&sb, "\\n");
+		else if (cp == '\t')
+			strbuf_addstr(&sb, "\\t");
+		else if (cp == '\r')
+			strbuf_addstr(&sb, "\\r");
+		else if (cp < 0x20 || cp == 0x7f)
+			strbuf_addf(&sb, "\\x%02x", (unsigned)cp);
+		else if (cp_hidden_control(cp))
+			strbuf_addf(&sb, "\\u%04x", (unsigned)cp);
+		else
+			strbuf_add(&sb, p, n);
+		p += n;
+	}
+	return strbuf_detach(&sb);
+}
+
+/* ---- removing a tree ---- */
+
+static int rm_statx(int dirfd, const char *name, int flags, struct statx *stx)
+{
+	return statx(dirfd, name, flags | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
+		     STATX_TYPE | STATX_INO | STATX_MNT_ID, stx);
+}
+
+/* Same filesystem and, where the kernel says (5.8+), the same mount: a bind
+ * mount of the same filesystem has the same st_dev. */
+static bool rm_same_mount(const struct statx *a, const struct statx *b)
+{
+	if (a->stx_dev_major != b->stx_dev_major || a->stx_dev_minor != b->stx_dev_minor)
+		return false;
+	if ((a->stx_mask & STATX_MNT_ID) && (b->stx_mask & STATX_MNT_ID))
+		return a->stx_mnt_id == b->stx_mnt_id;
+	return true;
+}
+
+static bool rm_same_node(const struct statx *a, const struct statx *b)
+{
+	return rm_same_mount(a, b) && a->stx_ino == b->stx_ino;
+}
+
+static int rm_tree_rec(int dirfd, const char *name, const char *shown, const struct statx *top,
+		       struct af_error **err);
+
+/* -1 with errnum EXDEV, the message saying why (not strerror's words). */
+static int rm_refuse(struct af_error **err, const char *shown, const char *why)
+{
+	af_error_set(err, 0, "not removing '%s': %s", shown, why);
+	if (err && *err)
+		(*err)->errnum = EXDEV;
+	return -1;
+}
+
+/* Empties the directory open at FD (taken) named SHOWN. */
+static int rm_dir_contents(int fd, const char *shown, const struct statx *top, struct af_error **err)
+{
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int errsv = errno;
+		close(fd);
+		return af_error_set(err, errsv, "cannot read directory '%s'", shown);
+	}
+	int r = 0;
+	errno = 0;
+	for (struct dirent *e; r == 0 && (e = readdir(d)); errno = 0) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		_cleanup_free_ char *child = path_join(shown, e->d_name);
+		r = rm_tree_rec(dirfd(d), e->d_name, child, top, err);
+	}
+	if (r == 0 && errno)
+		r = af_error_set(err, errno, "cannot read directory '%s'", shown);
+	closedir(d);
+	return r;
+}
+
+static int rm_tree_rec(int dirfd, const char *name, const char *shown, const struct statx *top,
+		       struct af_error **err)
+{
+	struct statx st;
+	if (rm_statx(dirfd, name, 0, &st) < 0)
+		return errno == ENOENT ? 0 : af_error_set(err, errno, "cannot remove '%s'", shown);
+	if (!S_ISDIR(st.stx_mode)) {
+		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+			return af_error_set(err, errno, "cannot remove '%s'", shown);
+		return 0;
+	}
+	if (!rm_same_mount(&st, top))
+		return rm_refuse(err, shown, "another filesystem is mounted there; unmount it and run "
+				 "the command again");
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : af_error_set(err, errno, "cannot open '%s'", shown);
+	/* What was opened must be what was checked: a rename in between could
+	 * have put a mount point or another tree there. */
+	struct statx opened;
+	if (rm_statx(fd, "", AT_EMPTY_PATH, &opened) < 0 || !rm_same_node(&st, &opened)) {
+		close(fd);
+		return rm_refuse(err, shown, "it changed while being removed; run the command again");
+	}
+	/* Entries a concurrent writer adds while we read come back on a later pass. */
+	for (int pass = 0;; pass++) {
+		int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (dup_fd < 0 || rm_dir_contents(dup_fd, shown, top, err) < 0) {
+			int errsv = errno;
+			close(fd);
+			return dup_fd < 0 ? af_error_set(err, errsv, "cannot read directory '%s'", shown) : -1;
+		}
+		if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+			break;
+		if (errno != ENOTEMPTY || pass == 2) {
+			int errsv = errno;
+			close(fd);
+			return af_error_set(err, errsv, "cannot remove '%s'", shown);
+		}
+		lseek(fd, 0, SEEK_SET);
+	}
+	close(fd);
+	return 0;
+}
+
+int rm_tree_at(int dirfd, const char *name, const char *shown, struct af_error **err)
+{
+	struct statx top;
+	if (rm_statx(dirfd, "", AT_EMPTY_PATH, &top) < 0)
+		return af_error_set(err, errno, "cannot remove '%s'", shown);
+	return rm_tree_rec(dirfd, name, shown, &top, err);
+}

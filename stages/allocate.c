@@ -61,10 +61,14 @@ static int allocate_file(const char *path, uint64_t size, struct af_error **err)
 	if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
 		return af_error_set(err, 0, "cannot replace '%s' with an image file: it exists and is not a regular file; remove it or choose another state directory",
 				    path);
-	/* O_TRUNC then ftruncate: every byte is a hole, nothing is allocated. */
-	_cleanup_fd_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	/* O_TRUNC then ftruncate: every byte is a hole, nothing is allocated.
+	 * 0600, also when an older image was more open: it will hold the
+	 * image's shadow and keys before sanitize runs. */
+	_cleanup_fd_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return af_error_set(err, errno, "create image file '%s'", path);
+	if (fchmod(fd, 0600) < 0)
+		return af_error_set(err, errno, "make image file '%s' private (mode 0600)", path);
 	if (ftruncate(fd, (off_t)size) < 0)
 		return af_error_set(err, errno, "set size of '%s' to %s", path,
 				    format_size(size, buf, sizeof(buf)));

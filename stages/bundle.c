@@ -6,6 +6,7 @@
  * certificates, the kernel and the name. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +173,11 @@ static const char *bundle_kernel(const struct stage_ctx *ctx, const char *region
  * with it. */
 static void bundle_clear_dir(const char *dir)
 {
-	_cleanup_dir_ DIR *d = opendir(dir);
+	/* Never through a link planted as STATE/bundle. */
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_dir_ DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (fd >= 0 && !d)
+		close(fd);
 	struct dirent *e;
 	while (d && (e = readdir(d)))
 		if (e->d_type == DT_REG)

@@ -50,7 +50,7 @@ struct recipe {
 	size_t n_stages;
 };
 
-/* Diagnostics collected during a load. */
+/* Diagnostics collected during a load, credentials redacted (redact.h). */
 struct diag_list {
 	char **lines;  /* "FILE:LINE:COLUMN: message" */
 	size_t n;

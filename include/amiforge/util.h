@@ -81,4 +81,21 @@ bool str_has_suffix(const char *s, const char *suffix);
 /* Formats a byte count as "1.5 GiB" into buf.  Returns buf. */
 char *format_size(uint64_t bytes, char *buf, size_t bufsz);
 
+/* A copy of S safe to print on a terminal (caller frees): control
+ * characters (C0, DEL, C1), Unicode bidirectional overrides and bytes that
+ * are not UTF-8 become escapes ("\n", "\t", "\r", "\xHH", "\u202e") and a
+ * backslash is doubled, so text from a journal or a recipe can neither move
+ * the cursor, recolour the terminal nor pass for other text.  NULL gives
+ * "". */
+char *str_printable(const char *s);
+
+/* Removes NAME (relative to DIRFD) and, when it is a directory, everything
+ * under it, walking by file descriptor (openat, unlinkat): no shell, no
+ * path built for a syscall.  A symbolic link is removed, never followed.  A
+ * directory on another filesystem or mount than DIRFD (a mount point) is
+ * refused before anything under it is touched, with errnum EXDEV.  A
+ * missing NAME is not an error.  SHOWN names NAME in messages.  0 or -1 +
+ * err. */
+int rm_tree_at(int dirfd, const char *name, const char *shown, struct af_error **err);
+
 #endif

@@ -410,6 +410,21 @@ static void test_credentials(void **state)
 	free(msg);
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 
+	/* A credential's value passed under a harmless name is quoted back
+	 * redacted, also where a long value is cut short. */
+	char token[121];
+	memset(token, 'T', 120);
+	token[120] = '\0';
+	setenv("AWS_SESSION_TOKEN", token, 1);
+	setenv("LONGV", token, 1);
+	write_text(tmpdir, "q.yaml", "name: q\nenv: [LONGV]\nstages:\n  - allocate: {size: \"${LONGV}\"}\n");
+	msg = load_one_error(tmpdir, "q.yaml", NULL, 0);
+	assert_string_equal(msg, "4:22: parameter 'size' of stage 'allocate' must be a size like 2GiB, got "
+				 "'[REDACTED]'");
+	free(msg);
+	unsetenv("AWS_SESSION_TOKEN");
+	unsetenv("LONGV");
+
 	/* Nested defaults are skipped whole: one problem, at the scalar. */
 	write_text(tmpdir, "n.yaml", "name: \"n-${MY_TOKEN:-${OTHER:-y}}-z\"\nstages:\n  - allocate: {size: 1G}\n");
 	msg = load_one_error(tmpdir, "n.yaml", NULL, 0);
