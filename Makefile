@@ -5,7 +5,8 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib liblz4
+PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib liblz4 \
+	libseccomp libcap libmnl
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) \
@@ -15,8 +16,10 @@ LDFLAGS ?=
 
 # Debian packages: to build, to run builds, to test.
 BUILD_DEPS := gcc make pkg-config libyaml-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
-	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev liblz4-dev
-RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools mtools
+	libmount-dev libblkid-dev libfdisk-dev libext2fs-dev comerr-dev libxml2-dev zlib1g-dev liblz4-dev \
+	libseccomp-dev libcap-dev libmnl-dev
+RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates debian-archive-keyring dosfstools mtools \
+	passt
 TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
 # The AWS tests' local servers: fakeaws.py and imds.py need botocore, s3rver node.
 TEST_DEPS += python3-botocore nodejs

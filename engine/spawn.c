@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Running a command, optionally chrooted, with a cleared environment and a
- * deadline.  The command and everything in its process group die at the
- * deadline; with the engine, through PR_SET_PDEATHSIG. */
+/* Running a command, on the host or in the jail (jail.h), with a cleared
+ * environment and a deadline.  The command and everything in its process
+ * group die at the deadline; with the engine, through PR_SET_PDEATHSIG; a
+ * jailed command also with its PID namespace. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -16,6 +17,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/jail.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
@@ -32,17 +34,11 @@ static char *const default_env[] = {
 	NULL,
 };
 
-/* What the child reports over the exec pipe when it fails before exec. */
-enum spawn_step { STEP_STDIO = 1, STEP_CHROOT, STEP_EXEC };
-struct spawn_failure {
-	int step;
-	int errnum;
-};
-
-static _Noreturn void child_fail(int pipefd, enum spawn_step step)
+static _Noreturn void child_fail(int pipefd, int kind, const char *msg)
 {
-	struct spawn_failure f = { step, errno };
-	if (write(pipefd, &f, sizeof(f)) < 0) {
+	struct jail_report r = { .kind = kind, .errnum = errno };
+	snprintf(r.msg, sizeof(r.msg), "%s", msg);
+	if (write(pipefd, &r, sizeof(r)) < 0) {
 		/* nothing left to tell it with */
 	}
 	_exit(127);
@@ -86,9 +82,9 @@ static _Noreturn void spawn_child(const struct spawn_opts *o, pid_t parent, int 
 		_exit(127);
 	child_reset_signals();
 	if (child_stdio(o) < 0)
-		child_fail(pipefd, STEP_STDIO);
-	if (o->chroot && (chroot(o->chroot) < 0 || chdir("/") < 0))
-		child_fail(pipefd, STEP_CHROOT);
+		child_fail(pipefd, JAIL_REPORT_SETUP, "cannot set up stdin and stdout");
+	if (o->chroot)
+		jail_keeper(o, pipefd);
 	/* Nothing of the engine (journal, lock, image fds) leaks into the
 	 * command; the pipe closes itself on exec. */
 	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
@@ -100,7 +96,7 @@ static _Noreturn void spawn_child(const struct spawn_opts *o, pid_t parent, int 
 	 * command's once environ is replaced. */
 	environ = (char **)(o->env ? o->env : default_env);
 	execvp(o->argv[0], o->argv);
-	child_fail(pipefd, STEP_EXEC);
+	child_fail(pipefd, JAIL_REPORT_EXEC, "");
 }
 
 static int pidfd_open_compat(pid_t pid)
@@ -152,17 +148,24 @@ static int error_timeout(struct af_error **err, const char *cmd, double secs)
 
 static int report(const struct spawn_opts *o, int status, int pipefd, struct af_error **err)
 {
-	struct spawn_failure f;
+	struct jail_report r;
 	const char *cmd = o->argv[0];
+	const char *where = o->chroot ? " in the sandbox" : "";
 
-	if (read(pipefd, &f, sizeof(f)) == (ssize_t)sizeof(f)) {
-		if (f.step == STEP_CHROOT)
-			return af_error_set(err, f.errnum, "cannot chroot into '%s' to run '%s'",
-					    o->chroot, cmd);
-		if (f.step == STEP_STDIO)
-			return af_error_set(err, f.errnum, "cannot set up stdin and stdout for '%s'", cmd);
-		return af_error_set(err, f.errnum, "cannot run '%s'%s", cmd,
-				    o->chroot ? " in the chroot" : "");
+	if (read(pipefd, &r, sizeof(r)) == (ssize_t)sizeof(r)) {
+		r.msg[sizeof(r.msg) - 1] = '\0';
+		if (r.kind == JAIL_REPORT_SETUP) {
+			/* The jail's message already ends in the cause. */
+			af_error_set(err, 0, "cannot run '%s'%s: %s", cmd, where, r.msg);
+			if (err && *err)
+				(*err)->errnum = r.errnum;
+			return -1;
+		}
+		if (r.kind == JAIL_REPORT_EXEC)
+			return af_error_set(err, r.errnum, "cannot run '%s'%s", cmd, where);
+		if (r.kind == JAIL_REPORT_SIGNALED)
+			return af_error_set(err, 0, "'%s' killed by signal %d (%s)", cmd, r.errnum,
+					    strsignal(r.errnum));
 	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;

@@ -51,13 +51,11 @@ int rootfs_mount(const char *image, uint64_t offset, uint64_t size, const char *
  * release the loop.  0 or -1 + err; always releases what it can. */
 int rootfs_umount(struct rootfs *fs, struct af_error **err);
 
-/* In the calling process's (a stage child's private) mount namespace:
- * mounts a fresh /proc, a minimal tmpfs /dev (null zero full random urandom
- * tty, devpts with its own ptmx, /dev/shm, fd/stdin/stdout/stderr links),
- * /sys read-only, binds the host's resolv.conf over ROOT/etc/resolv.conf and
- * writes ROOT/usr/sbin/policy-rc.d (exit 101).  The mounts vanish with the
- * namespace; chroot_unprepare() removes what was written into the image.
- * 0 or -1 + err. */
+/* Before a stage's jailed commands run (in the stage child): writes
+ * ROOT/usr/sbin/policy-rc.d (exit 101) and makes ROOT/etc/resolv.conf a
+ * regular file a networked jail can bind its resolver over (a symlink is
+ * moved aside).  The mounts commands need are made per command, inside the
+ * jail (jail.h).  chroot_unprepare() puts both back.  0 or -1 + err. */
 int chroot_prepare(const char *root, struct af_error **err);
 /* Removes policy-rc.d and a resolv.conf placeholder created by prepare, if
  * they are still there.  Runs in the runner after the stage.  0 or -1 + err. */
@@ -65,7 +63,19 @@ int chroot_unprepare(const char *root, struct af_error **err);
 
 struct spawn_opts {
 	char *const *argv;     /* argv[0] looked up in PATH of env */
-	const char *chroot;    /* run inside this root (chroot + chdir "/"), or NULL */
+	/* A jail (jail.h) rooted at this image root, or NULL.  Everything that
+	 * executes code from the image or the archive runs jailed. */
+	const char *chroot;
+	/* A jail whose / is a read-only view of the host's tree (secrets
+	 * masked), with .chroot and each of .writable bound read-write at
+	 * their own paths: for host tools that drive the image from outside
+	 * (mmdebstrap), whose maintainer scripts then chroot into .chroot. */
+	bool host_view;
+	const char *const *writable;  /* NULL-terminated absolute directories */
+	/* NULL-terminated absolute /dev/ paths of block devices the jail may
+	 * open (the image's own loop devices, for grub-install). */
+	const char *const *devices;
+	bool network;          /* user-mode network (pasta); else loopback only */
 	char *const *env;      /* NULL: the cleared default environment: PATH,
 				  LANG=C.UTF-8, DEBIAN_FRONTEND=noninteractive,
 				  HOME=/root, TERM=dumb */

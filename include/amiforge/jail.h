@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The jail: where code from the image or the package archive runs
+ * (DESIGN §6).  sandbox_spawn() (sandbox.h) uses it for every command with
+ * .chroot or .host_view set; this header is the jail's inside, for spawn.c
+ * and the tests.
+ *
+ * A jailed command runs after pivot_root into the image (or into a
+ * read-only view of the host with the image as the only writable place),
+ * in new mount, PID, UTS, IPC, cgroup and network namespaces, with a fresh
+ * /proc whose kernel-wide knobs are read-only or masked, a private /dev, a
+ * read-only /sys, the image mounted nodev,nosuid, no_new_privs, the
+ * capability bounding set cut to what dpkg needs, and a seccomp filter.
+ * Its PID 1 is ours (a small reaper), so nothing in the namespace outlives
+ * the command. */
+#ifndef AMIFORGE_JAIL_H
+#define AMIFORGE_JAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/capability.h>
+#include <sys/types.h>
+
+struct af_error;
+struct spawn_opts;
+
+/* The resolver address jailed commands see; pasta forwards DNS sent there
+ * to the build host's resolver. */
+#define JAIL_DNS_ADDR "10.0.2.3"
+
+/* What the jail's child reports over the status pipe (spawn.c reads it). */
+enum jail_report_kind {
+	JAIL_REPORT_SETUP = 1,  /* the jail could not be set up: msg says why */
+	JAIL_REPORT_EXEC,       /* execvp failed: errnum */
+	JAIL_REPORT_SIGNALED,   /* the command was killed by signal errnum */
+};
+struct jail_report {
+	int kind;
+	int errnum;
+	char msg[480];
+};
+
+/* In the forked child of sandbox_spawn(), outside the jail: makes the jail's
+ * PID 1, starts pasta for it when O asks for network, waits, and exits with
+ * the command's exit status.  Anything that goes wrong is written as a
+ * struct jail_report on REPORT_FD. */
+_Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd);
+
+/* ---- pieces, exported for the unit tests ---- */
+
+/* Drops every capability not in jail_kept_caps() from the bounding, permitted,
+ * effective and inheritable sets, clears the ambient set, sets no_new_privs
+ * and loads the seccomp filter.  0 or -1 + err. */
+int jail_restrict(struct af_error **err);
+const cap_value_t *jail_kept_caps(size_t *n);
+const char *const *jail_denied_syscalls(size_t *n);
+
+/* In the jail's new network namespace: loopback up, unreachable routes for
+ * the metadata networks.  0 or -1 + err. */
+int jail_net_setup(struct af_error **err);
+/* Waits (bounded) until pasta has configured the namespace.  0 or -1 + err. */
+int jail_net_wait(struct af_error **err);
+/* In the keeper: starts pasta (foreground, our child) for the network
+ * namespace of HOST_PID (a pid as the host's /proc names it).  Returns its
+ * pid or -1 + err. */
+pid_t jail_pasta_start(pid_t host_pid, int log_fd, struct af_error **err);
+/* The resolv.conf a networked jail sees. */
+const char *jail_resolv_conf(void);
+
+/* Mounts what commands in ROOT need, in the caller's (the jail's) mount
+ * namespace: /proc (fresh; /proc/sys, sysrq-trigger, irq, bus, fs read-only,
+ * kcore, keys, timer_list and the like masked), /dev (a nodev tmpfs with the
+ * host's null zero full random urandom tty bound in, a devpts of its own,
+ * /dev/shm, and each of DEVICES, absolute /dev/ paths of block devices, bound
+ * at the same name), /sys read-only; RESOLV, when not NULL, bound read-only
+ * over etc/resolv.conf.  Paths are resolved inside ROOTFD, never following a
+ * symlink planted in the image.  FD_LINKS: /dev/fd, stdin, stdout, stderr
+ * links too (mmdebstrap makes its own).  0 or -1 + err. */
+int chroot_mount_api(int rootfd, const char *root, const char *const *devices, const char *resolv,
+		     bool fd_links, struct af_error **err);
+
+/* Writes TEXT to a file in TMPDIRFD (a tmpfs of the jail), binds it
+ * read-only over TARGETFD (an O_PATH fd of a regular file), and removes the
+ * name.  SHOWN names the target in messages.  0 or -1 + err. */
+int chroot_bind_text(int tmpdirfd, int targetfd, const char *text, const char *shown,
+		     struct af_error **err);
+
+#endif
