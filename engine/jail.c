@@ -276,6 +276,10 @@ static int jail_open_paths(const struct spawn_opts *o, int *rootfd, int *wfds, s
 {
 	if (!o->chroot || o->chroot[0] != '/')
 		return af_error_set(err, EINVAL, "the jail's root must be an absolute path");
+	/* A bind of the root on itself: pivot_root wants a mount point, and the
+	 * nodev,nosuid set on it below stay this namespace's. */
+	if (mount(o->chroot, o->chroot, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return af_error_set(err, errno, "cannot bind the image root '%s'", o->chroot);
 	*rootfd = open(o->chroot, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (*rootfd < 0)
 		return af_error_set(err, errno, "cannot open the image root '%s'", o->chroot);
@@ -508,9 +512,10 @@ _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd)
 	close(sv[1]);
 	if (o->network)
 		jail_keeper_pasta(sv[0], report_fd, &pasta);
-	close(sv[0]);
 	while (waitpid(init, &status, 0) < 0 && errno == EINTR)
 		;
+	/* Open until now: its hang-up tells the init that the keeper died. */
+	close(sv[0]);
 	if (pasta > 0) {
 		kill(pasta, SIGTERM);
 		waitpid(pasta, NULL, 0);
