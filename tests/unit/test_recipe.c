@@ -425,6 +425,15 @@ static void test_credentials(void **state)
 	unsetenv("AWS_SESSION_TOKEN");
 	unsetenv("LONGV");
 
+	/* A files template gets the same rule. */
+	write_text(tmpdir, "motd.in", "key=${AWS_SECRET_ACCESS_KEY}\n");
+	write_text(tmpdir, "t.yaml", "name: t\nstages:\n  - files: {source: motd.in, destination: /etc/motd, "
+				     "template: true}\n");
+	msg = load_one_error(tmpdir, "t.yaml", NULL, 0);
+	assert_non_null(strstr(msg, "variable 'AWS_SECRET_ACCESS_KEY' looks like a credential"));
+	assert_true(str_has_prefix(msg, "3:5: "));
+	free(msg);
+
 	/* Nested defaults are skipped whole: one problem, at the scalar. */
 	write_text(tmpdir, "n.yaml", "name: \"n-${MY_TOKEN:-${OTHER:-y}}-z\"\nstages:\n  - allocate: {size: 1G}\n");
 	msg = load_one_error(tmpdir, "n.yaml", NULL, 0);
