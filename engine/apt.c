@@ -119,11 +119,15 @@ static int apt_bind(int rootfd, const char *root, const char *src, const char *d
 	return 0;
 }
 
-static void apt_unbind(const char *root, const char *dir)
+/* Unmounts what apt_bind mounted on DIR, reached the same way: resolved
+ * inside the image, unmounted through the fd of the mount's root. */
+static void apt_unbind(int rootfd, const char *dir)
 {
-	_cleanup_free_ char *p = path_join(root, dir);
-	if (umount2(p, MNT_DETACH) < 0)
-		log_debug("umount '%s': %s", p, strerror(errno));
+	_cleanup_fd_ int fd = inroot_open(rootfd, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW, 0);
+	char target[64];
+	snprintf(target, sizeof(target), "/proc/self/fd/%d", fd);
+	if (fd < 0 || umount2(target, MNT_DETACH) < 0)
+		log_debug("umount '%s' in the image: %s", dir, strerror(errno));
 }
 
 static int apt_commands(const struct stage_ctx *ctx, const struct apt_request *req, struct af_error **err)
@@ -151,18 +155,18 @@ int apt_run(const struct stage_ctx *ctx, const struct apt_request *req, struct a
 	_cleanup_fd_ int lock = apt_lock_cache(ctx->cache_dir, err);
 	if (lock < 0)
 		return -1;
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	if (apt_bind(rootfd, ctx->root, debs, "/var/cache/apt/archives", err) < 0)
 		return -1;
 	if (apt_bind(rootfd, ctx->root, lists, "/var/lib/apt/lists", err) < 0) {
-		apt_unbind(ctx->root, "var/cache/apt/archives");
+		apt_unbind(rootfd, "/var/cache/apt/archives");
 		return -1;
 	}
 	int r = apt_commands(ctx, req, err);
-	apt_unbind(ctx->root, "var/lib/apt/lists");
-	apt_unbind(ctx->root, "var/cache/apt/archives");
+	apt_unbind(rootfd, "/var/lib/apt/lists");
+	apt_unbind(rootfd, "/var/cache/apt/archives");
 	return r;
 }
 
@@ -191,12 +195,14 @@ static bool apt_status_has(const char *status, const char *pkg)
 	return false;
 }
 
+/* The image's dpkg status, or NULL (none, or not a regular file: then
+ * nothing counts as installed and apt runs). */
 static char *apt_read_status(const char *root)
 {
-	_cleanup_fd_ int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_error_ struct af_error *ignore = NULL;
+	_cleanup_fd_ int rootfd = inroot_root_open(root, &ignore);
 	if (rootfd < 0)
 		return NULL;
-	_cleanup_error_ struct af_error *ignore = NULL;
 	return inroot_read(rootfd, root, "/var/lib/dpkg/status", APT_STATUS_MAX, NULL, &ignore);
 }
 

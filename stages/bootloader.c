@@ -23,11 +23,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <blkid.h>
@@ -37,11 +35,15 @@
 #include "amiforge/grublegacy.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
+
+#define BOOT_EFI_MAX (64u << 20) /* GRUB's EFI image: a few MiB */
+#define BOOT_CFG_MAX (16u << 20)
 
 static const char *const boot_types[] = { "grub", "pvgrub", "none", NULL };
 static const char *const boot_firmwares[] = { "auto", "bios", "uefi", "both", NULL };
@@ -61,105 +63,6 @@ static const struct param_spec boot_params[] = {
 	{ .name = "title", .type = PT_STRING, .help = "pvgrub: title of the menu entry", .defval = "Linux VERSION" },
 	{ .name = NULL },
 };
-
-/* ---- paths inside the image ------------------------------------------------ */
-
-/* Without openat2 (Linux before 5.6, valgrind before 3.22): one component
- * at a time, refusing every symlink and "..": stricter, never wider. */
-static int boot_open_walk(int rootfd, const char *rel, int flags, mode_t mode)
-{
-	_cleanup_free_ char *copy = xstrdup(rel);
-	char *save = NULL;
-	char *comp = strtok_r(copy, "/", &save);
-	int cur = openat(rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (!comp)
-		return cur;
-	while (cur >= 0 && comp) {
-		char *next = strtok_r(NULL, "/", &save);
-		int fl = next ? O_PATH | O_DIRECTORY : flags;
-		int fd = strcmp(comp, "..") ? openat(cur, comp, fl | O_NOFOLLOW | O_CLOEXEC, mode) : -1;
-		int errsv = strcmp(comp, "..") ? errno : EXDEV;
-		close(cur);
-		errno = errsv;
-		cur = fd;
-		comp = next;
-	}
-	return cur;
-}
-
-/* REL inside the image at ROOTFD, symlinks resolved as if ROOTFD were "/"
- * (NOLINKS: no symlink at all): nothing the image contains can make the
- * stage read or write on the host. */
-static int boot_open_in_root_how(int rootfd, const char *rel, int flags, mode_t mode, bool nolinks)
-{
-	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC),
-		.mode = (flags & O_CREAT) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | (nolinks ? RESOLVE_NO_SYMLINKS : 0),
-	};
-	while (*rel == '/')
-		rel++;
-	int fd = (int)syscall(SYS_openat2, rootfd, *rel ? rel : ".", &how, sizeof(how));
-	if (fd < 0 && errno == ENOSYS)
-		return boot_open_walk(rootfd, rel, flags, mode);
-	return fd;
-}
-
-static int boot_open_in_root(int rootfd, const char *rel, int flags, mode_t mode)
-{
-	return boot_open_in_root_how(rootfd, rel, flags, mode, false);
-}
-
-/* mkdir -p of REL inside the image, one component at a time, each opened
- * in the image's root. */
-static int boot_mkdir_in_root(int rootfd, const char *root, const char *rel, struct af_error **err)
-{
-	_cleanup_fd_ int cur = boot_open_in_root(rootfd, "/", O_PATH | O_DIRECTORY, 0);
-	_cleanup_free_ char *copy = xstrdup(rel);
-	char *save = NULL;
-	for (char *c = strtok_r(copy, "/", &save); c && cur >= 0; c = strtok_r(NULL, "/", &save)) {
-		if (mkdirat(cur, c, 0755) < 0 && errno != EEXIST)
-			return af_error_set(err, errno, "create directory '%s' in the image '%s'", rel, root);
-		int next = boot_open_in_root_how(cur, c, O_PATH | O_DIRECTORY, 0, true);
-		close(cur);
-		cur = next;
-	}
-	if (cur < 0)
-		return af_error_set(err, errno, "open directory '%s' in the image '%s' (a symlink on the way is refused)", rel,
-				    root);
-	return 0;
-}
-
-/* Writes TEXT to REL (an absolute path inside the image) atomically. */
-static int boot_write_in_root(int rootfd, const char *root, const char *rel, const char *text, mode_t mode,
-			      struct af_error **err)
-{
-	const char *slash = strrchr(rel, '/');
-	_cleanup_free_ char *dir = xstrndup(rel, (size_t)(slash - rel));
-	if (*dir && boot_mkdir_in_root(rootfd, root, dir, err) < 0)
-		return -1;
-	_cleanup_fd_ int dfd = boot_open_in_root(rootfd, *dir ? dir : "/", O_PATH | O_DIRECTORY, 0);
-	if (dfd < 0)
-		return af_error_set(err, errno, "open '%s%s' in the image", root, dir);
-	_cleanup_free_ char *tmp = xasprintf("%s.amiforge-tmp", slash + 1);
-	unlinkat(dfd, tmp, 0);
-	_cleanup_fd_ int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (fd < 0)
-		return af_error_set(err, errno, "create '%s%s.amiforge-tmp'", root, rel);
-	if (write_all(fd, text, strlen(text)) < 0 || fchmod(fd, mode) < 0 || close(steal_fd(&fd)) < 0 ||
-	    renameat(dfd, tmp, dfd, slash + 1) < 0) {
-		int e = errno;
-		unlinkat(dfd, tmp, 0);
-		return af_error_set(err, e, "write '%s%s'", root, rel);
-	}
-	return 0;
-}
-
-static bool boot_exists_in_root(int rootfd, const char *rel)
-{
-	_cleanup_fd_ int fd = boot_open_in_root(rootfd, rel, O_PATH, 0);
-	return fd >= 0;
-}
 
 /* ---- the kernel ------------------------------------------------------------ */
 
@@ -185,7 +88,8 @@ static char *boot_abs(const char *p)
 /* The newest /boot/vmlinuz-VERSION in the image (Debian's version order). */
 static char *boot_newest_kernel(int rootfd)
 {
-	_cleanup_fd_ int bfd = boot_open_in_root(rootfd, "boot", O_RDONLY | O_DIRECTORY, 0);
+	_cleanup_error_ struct af_error *ignore = NULL;
+	_cleanup_fd_ int bfd = inroot_open_dir(rootfd, "/boot", &ignore);
 	if (bfd < 0)
 		return NULL;
 	DIR *d = fdopendir(steal_fd(&bfd));
@@ -218,12 +122,12 @@ static int boot_find_kernel(int rootfd, const json_t *facts, struct boot_kernel 
 			return af_error_set(err, 0, "no kernel in the image (no /boot/vmlinuz-*, no kernel stage facts); add a kernel stage before the bootloader");
 		k->image = xasprintf("/boot/vmlinuz-%s", k->version);
 		_cleanup_free_ char *rd = xasprintf("/boot/initrd.img-%s", k->version);
-		if (boot_exists_in_root(rootfd, rd))
+		if (inroot_exists(rootfd, rd))
 			k->initrd = steal_pointer(&rd);
 	}
-	if (!boot_exists_in_root(rootfd, k->image))
+	if (!inroot_exists(rootfd, k->image))
 		return af_error_set(err, 0, "the kernel '%s' is not in the image; rebuild from the kernel stage", k->image);
-	if (k->initrd && !boot_exists_in_root(rootfd, k->initrd))
+	if (k->initrd && !inroot_exists(rootfd, k->initrd))
 		return af_error_set(err, 0, "the initrd '%s' is not in the image; rebuild from the kernel stage", k->initrd);
 	return 0;
 }
@@ -341,7 +245,7 @@ static int boot_pvgrub(struct stage_ctx *ctx, int rootfd, struct af_error **err)
 	 * which follow kernel upgrades made on the instance: when an upgrade
 	 * removes the version named in the first entry, this one still boots.
 	 * Without the links it repeats the first entry. */
-	bool links = boot_exists_in_root(rootfd, "vmlinuz") && (!k.initrd || boot_exists_in_root(rootfd, "initrd.img"));
+	bool links = inroot_exists(rootfd, "vmlinuz") && (!k.initrd || inroot_exists(rootfd, "initrd.img"));
 	struct boot_menu m = {
 		.partitioned = table && strcmp(table, "none") != 0,
 		.timeout = params_int(ctx->params, "menu_timeout", 0),
@@ -350,7 +254,7 @@ static int boot_pvgrub(struct stage_ctx *ctx, int rootfd, struct af_error **err)
 			     { fb_title, links ? "/vmlinuz" : k.image, !k.initrd ? NULL : links ? "/initrd.img" : k.initrd } },
 	};
 	_cleanup_free_ char *text = boot_menu_lst(&m);
-	int r = boot_write_in_root(rootfd, ctx->root, "/boot/grub/menu.lst", text, 0644, err);
+	int r = inroot_write(rootfd, ctx->root, "/boot/grub/menu.lst", text, strlen(text), 0644, 0, 0, err);
 	if (r == 0) {
 		json_object_set_new(ctx->outputs, "bootloader.config", json_string("/boot/grub/menu.lst"));
 		json_object_set_new(ctx->outputs, "bootloader.pvgrub_root", json_string(m.partitioned ? "(hd0,0)" : "(hd0)"));
@@ -627,13 +531,9 @@ static int boot_mtools(const struct stage_ctx *ctx, const char *const *argv, boo
 static int boot_grub_efi_copy(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, uint64_t esp_off,
 			      struct af_error **err)
 {
-	_cleanup_free_ char *rel = xasprintf("boot/grub/%s/core.efi", g->efi_target);
-	_cleanup_fd_ int fd = boot_open_in_root(rootfd, rel, O_RDONLY | O_NOFOLLOW, 0);
-	if (fd < 0)
-		return af_error_set(err, errno, "open '%s/%s'", ctx->root, rel);
-	_cleanup_free_ char *fdp = xasprintf("/proc/self/fd/%d", fd);
+	_cleanup_free_ char *rel = xasprintf("/boot/grub/%s/core.efi", g->efi_target);
 	size_t len = 0;
-	_cleanup_free_ char *data = read_file(fdp, &len, err);
+	_cleanup_free_ char *data = inroot_read(rootfd, ctx->root, rel, BOOT_EFI_MAX, &len, err);
 	if (!data)
 		return -1;
 	_cleanup_free_ char *tmp = path_join(ctx->state_dir, "bootloader-core.efi");
@@ -675,16 +575,13 @@ static int boot_grub_config(const struct stage_ctx *ctx, int rootfd, const struc
 {
 	_cleanup_free_ char *defaults = boot_grub_defaults(params_int(ctx->params, "menu_timeout", 1), spec, g->console,
 							    params_str(ctx->params, "cmdline", NULL));
-	if (boot_write_in_root(rootfd, ctx->root, "/etc/default/grub.d/amiforge.cfg", defaults, 0644, err) < 0)
+	if (inroot_write(rootfd, ctx->root, "/etc/default/grub.d/amiforge.cfg", defaults, strlen(defaults), 0644, 0, 0,
+			 err) < 0)
 		return -1;
 	const char *argv[] = { "grub-mkconfig", "-o", "/boot/grub/grub.cfg", NULL };
 	if (boot_chroot_run(ctx, argv, err) < 0)
 		return af_error_wrap(err, "generate grub.cfg");
-	_cleanup_fd_ int fd = boot_open_in_root(rootfd, "boot/grub/grub.cfg", O_RDONLY | O_NOFOLLOW, 0);
-	if (fd < 0)
-		return af_error_set(err, errno, "open '%s/boot/grub/grub.cfg'", ctx->root);
-	_cleanup_free_ char *fdp = xasprintf("/proc/self/fd/%d", fd);
-	_cleanup_free_ char *cfg = read_file(fdp, NULL, err);
+	_cleanup_free_ char *cfg = inroot_read(rootfd, ctx->root, "/boot/grub/grub.cfg", BOOT_CFG_MAX, NULL, err);
 	if (!cfg)
 		return -1;
 	return boot_grub_cfg_check(cfg, spec, err);
@@ -741,9 +638,9 @@ static int boot_run(struct stage_ctx *ctx, struct af_error **err)
 		log_info("bootloader: none (the image boots its kernel directly)");
 		return 0;
 	}
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "open '%s'", ctx->root);
+		return -1;
 	if (strcmp(type, "pvgrub") == 0)
 		return boot_pvgrub(ctx, rootfd, err);
 	return boot_grub_run(ctx, rootfd, err);

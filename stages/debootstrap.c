@@ -19,6 +19,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/sandbox.h"
@@ -27,6 +28,8 @@
 
 #define DEB_APT_DIR "/etc/apt"
 #define DEB_UNSAFE_IO "etc/dpkg/dpkg.cfg.d/99amiforge-unsafe-io"
+#define DEB_HOST_FILE_MAX (1u << 20)
+#define DEB_STATUS_MAX (64u << 20)
 
 static const char *const deb_variants[] = { "minbase", "buildd", "standard", NULL };
 static const char *const deb_tools[] = { "auto", "debootstrap", "mmdebstrap", NULL };
@@ -463,43 +466,38 @@ static void deb_build_argv(const char *tool, const json_t *params, const char *a
  * /etc/hostname into the target.  Neither belongs in an image: the
  * resolver is the build network's (DESIGN §6: visible only while building;
  * run stages get it bound in) and the name is the build machine's. */
-static int deb_drop_host_files(const char *root, struct af_error **err)
+static int deb_drop_host_files(int rootfd, const char *root, struct af_error **err)
 {
-	static const char *const files[] = { "etc/resolv.conf", "etc/hostname" };
+	static const char *const files[] = { "/etc/resolv.conf", "/etc/hostname" };
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		_cleanup_free_ char *host_path = xasprintf("/%s", files[i]);
-		_cleanup_free_ char *path = path_join(root, files[i]);
 		struct stat st;
-		if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		/* A symlink (a resolver's runtime file) is the image's design. */
+		if (inroot_lstat(rootfd, files[i], &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		size_t hl = 0, il = 0;
-		struct af_error *ignore = NULL;
-		_cleanup_free_ char *host = read_file(host_path, &hl, &ignore);
-		af_error_free(ignore);
-		ignore = NULL;
-		_cleanup_free_ char *img = read_file(path, &il, &ignore);
-		af_error_free(ignore);
-		if (!host || !img || hl != il || memcmp(host, img, hl) != 0)
+		_cleanup_error_ struct af_error *ignore = NULL;
+		_cleanup_free_ char *host = read_file(files[i], &hl, &ignore);
+		_cleanup_free_ char *img = host ? inroot_read(rootfd, root, files[i], DEB_HOST_FILE_MAX, &il, err) : NULL;
+		if (host && !img) {
+			/* Larger than any resolv.conf or hostname: not the host's. */
+			if (af_error_errno(*err) != EFBIG)
+				return -1;
+			af_error_clear(err);
+		}
+		if (!img || hl != il || memcmp(host, img, hl) != 0)
 			continue;
-		if (unlink(path) < 0)
-			return af_error_set(err, errno, "cannot remove the build host's copy '%s'", path);
-		log_info("removed /%s copied from the build host", files[i]);
+		if (inroot_unlink(rootfd, root, files[i], err) < 0)
+			return af_error_wrap(err, "remove the build host's copy");
+		log_info("removed %s copied from the build host", files[i]);
 	}
 	return 0;
 }
 
 /* debootstrap has no unsafe-io switch: dpkg reads this file in the target
  * from its first run. */
-static int deb_write_unsafe_io(const char *root, struct af_error **err)
+static int deb_write_unsafe_io(int rootfd, const char *root, struct af_error **err)
 {
-	_cleanup_free_ char *dir = path_join(root, "etc/dpkg/dpkg.cfg.d");
-	_cleanup_free_ char *file = path_join(root, DEB_UNSAFE_IO);
-	if (mkdir_p(dir, 0755, err) < 0)
-		return -1;
-	_cleanup_fd_ int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0 || write_all(fd, "force-unsafe-io\n", 16) < 0)
-		return af_error_set(err, errno, "write '%s'", file);
-	return 0;
+	return inroot_write(rootfd, root, DEB_UNSAFE_IO, "force-unsafe-io\n", 16, 0644, 0, 0, err);
 }
 
 static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, struct af_error **err)
@@ -533,14 +531,15 @@ static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, stru
 
 /* ---- checks and cleanup ---- */
 
-/* Every package of INCLUDE must be "install ok installed" in ROOT's dpkg
- * status. */
-static int deb_verify_status(const char *root, const json_t *include, struct af_error **err)
+/* Every package of INCLUDE must be "install ok installed" in the image's
+ * dpkg status. */
+static int deb_verify_status(int rootfd, const char *root, const json_t *include, struct af_error **err)
 {
-	_cleanup_free_ char *path = path_join(root, "var/lib/dpkg/status");
-	_cleanup_free_ char *status = read_file(path, NULL, NULL);
+	_cleanup_error_ struct af_error *why = NULL;
+	_cleanup_free_ char *status = inroot_read(rootfd, root, "/var/lib/dpkg/status", DEB_STATUS_MAX, NULL, &why);
 	if (!status)
-		return af_error_set(err, 0, "the bootstrap left no %s: it did not install a Debian system", path);
+		return af_error_set(err, 0, "the bootstrap left no dpkg status (%s): it did not install a Debian system",
+				    af_error_msg(why));
 	size_t i;
 	json_t *v;
 	json_array_foreach(include, i, v) {
@@ -566,15 +565,11 @@ static int deb_verify_status(const char *root, const json_t *include, struct af_
 }
 
 /* The .debs are in the shared cache; the image need not carry them. */
-static void deb_remove_debs(const char *root, const char *sub)
+static void deb_remove_debs(int rootfd, const char *dir)
 {
-	_cleanup_free_ char *dir = path_join(root, sub);
-	_cleanup_dir_ DIR *d = opendir(dir);
-	if (!d)
-		return;
-	for (struct dirent *de; (de = readdir(d));)
-		if (str_has_suffix(de->d_name, ".deb") && unlinkat(dirfd(d), de->d_name, 0) < 0)
-			log_warn("cannot remove %s/%s: %s", dir, de->d_name, strerror(errno));
+	_cleanup_error_ struct af_error *e = NULL;
+	if (inroot_unlink_glob(rootfd, dir, "*.deb", NULL, &e) < 0)
+		log_warn("%s", af_error_msg(e));
 }
 
 /* flock CACHE/lock: builds share the cache but must not race on a .deb. */
@@ -627,7 +622,10 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 	_cleanup_fd_ int lock = deb_lock_cache(ctx->cache_dir, err);
 	if (lock < 0)
 		return -1;
-	if (strcmp(tool, "debootstrap") == 0 && deb_write_unsafe_io(ctx->root, err) < 0)
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
+	if (rootfd < 0)
+		return -1;
+	if (strcmp(tool, "debootstrap") == 0 && deb_write_unsafe_io(rootfd, ctx->root, err) < 0)
 		return -1;
 
 	struct deb_argv a = { 0 };
@@ -638,14 +636,13 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 	if (r < 0)
 		return af_error_wrap(err, "%s %s", tool, suite);
 
-	_cleanup_free_ char *unsafe = path_join(ctx->root, DEB_UNSAFE_IO);
-	if (unlink(unsafe) < 0 && errno != ENOENT)
-		return af_error_set(err, errno, "remove '%s'", unsafe);
-	deb_remove_debs(ctx->root, "var/cache/apt/archives");
-	deb_remove_debs(ctx->root, "var/cache/apt/archives/partial");
-	if (deb_drop_host_files(ctx->root, err) < 0)
+	if (inroot_unlink(rootfd, ctx->root, DEB_UNSAFE_IO, err) < 0)
 		return -1;
-	if (deb_verify_status(ctx->root, params_get(ctx->params, "include"), err) < 0)
+	deb_remove_debs(rootfd, "/var/cache/apt/archives");
+	deb_remove_debs(rootfd, "/var/cache/apt/archives/partial");
+	if (deb_drop_host_files(rootfd, ctx->root, err) < 0)
+		return -1;
+	if (deb_verify_status(rootfd, ctx->root, params_get(ctx->params, "include"), err) < 0)
 		return -1;
 	json_object_set_new(ctx->outputs, "debootstrap.suite", json_string(suite));
 	json_object_set_new(ctx->outputs, "debootstrap.mirror", json_string(mirror));

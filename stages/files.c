@@ -230,9 +230,12 @@ struct files_copy {
 
 static int files_set_dir_attrs(struct files_copy *c, const char *dest, mode_t mode, struct af_error **err)
 {
-	_cleanup_fd_ int fd = inroot_open(c->rootfd, dest, O_RDONLY | O_DIRECTORY, 0);
-	if (fd < 0 || fchown(fd, c->uid, c->gid) < 0 || fchmod(fd, mode) < 0)
-		return af_error_set(err, errno, "cannot set the owner and mode of '%s%s'", c->root, dest);
+	_cleanup_fd_ int fd = inroot_open_dir(c->rootfd, dest, err);
+	if (fd < 0)
+		return -1;
+	/* chown before chmod: chown clears the set-id bits. */
+	if (fchown(fd, c->uid, c->gid) < 0 || fchmod(fd, mode) < 0)
+		return af_error_set(err, errno, "cannot set the owner and mode of '%s' in the image", dest);
 	return 0;
 }
 
@@ -259,16 +262,10 @@ static int files_copy_link(struct files_copy *c, const char *src, const char *de
 	if (n < 0)
 		return af_error_set(err, errno, "cannot read the symlink '%s'", src);
 	target[n] = '\0';
-	_cleanup_free_ char *dir = xstrdup(dest);
-	char *slash = strrchr(dir, '/');
-	*slash = '\0';
-	_cleanup_fd_ int dfd = inroot_mkdirs(c->rootfd, c->root, *dir ? dir : "/", 0755, err);
-	if (dfd < 0)
+	_cleanup_free_ char *base = NULL;
+	_cleanup_fd_ int dfd = inroot_parent(c->rootfd, c->root, dest, true, &base, err);
+	if (dfd < 0 || inroot_symlinkat(target, dfd, base, dest, c->uid, c->gid, err) < 0)
 		return -1;
-	if (unlinkat(dfd, slash + 1, 0) < 0 && errno != ENOENT)
-		return af_error_set(err, errno, "cannot replace '%s%s'", c->root, dest);
-	if (symlinkat(target, dfd, slash + 1) < 0 || fchownat(dfd, slash + 1, c->uid, c->gid, AT_SYMLINK_NOFOLLOW) < 0)
-		return af_error_set(err, errno, "cannot create the symlink '%s%s'", c->root, dest);
 	c->files++;
 	return 0;
 }
@@ -342,9 +339,9 @@ static int files_copy_item(int rootfd, const char *root, const json_t *item, siz
 
 static int files_run(struct stage_ctx *ctx, struct af_error **err)
 {
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	size_t count = 0;
 	for (size_t i = 0; i < files_count(ctx->params); i++) {
 		const json_t *item = files_item(ctx->params, i);

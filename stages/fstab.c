@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* fstab: writes ROOT/etc/fstab.  The root line uses the LABEL or UUID that
+/* fstab: writes /etc/fstab in the image.  The root line uses the LABEL or UUID that
  * libblkid reads from the built filesystem (what the initramfs and mount
  * will look for at boot), cross-checked against the mkfs facts. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <blkid.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/stage.h"
@@ -133,13 +133,9 @@ static int fstab_run(struct stage_ctx *ctx, struct af_error **err)
 		return af_error_set(err, 0, "the root filesystem has no UUID; use root_by: label");
 	_cleanup_free_ char *spec = xasprintf("%s=%s", by_label ? "LABEL" : "UUID", by_label ? label : uuid);
 	_cleanup_free_ char *text = fstab_render(ctx->params, spec, fstype ? fstype : "auto");
-	_cleanup_free_ char *etc = path_join(ctx->root, "etc");
-	_cleanup_free_ char *path = path_join(etc, "fstab");
-	if (mkdir_p(etc, 0755, err) < 0 || write_file_atomic(path, text, strlen(text), 0644, err) < 0)
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
+	if (rootfd < 0 || inroot_write(rootfd, ctx->root, "/etc/fstab", text, strlen(text), 0644, 0, 0, err) < 0)
 		return af_error_wrap(err, "write fstab");
-	/* write_file_atomic honours the umask; fstab is world-readable. */
-	if (chmod(path, 0644) < 0)
-		return af_error_set(err, errno, "chmod '%s'", path);
 	log_info("wrote /etc/fstab with root %s", spec);
 	return 0;
 }

@@ -48,15 +48,16 @@ static const char *kernel_pick(char *const *names, size_t n)
 	return best;
 }
 
-/* The version of the newest kernel in ROOT/boot.  Caller frees. */
+/* The version of the newest kernel in the image's /boot.  Caller frees. */
 static char *kernel_find(int rootfd, const char *root, struct af_error **err)
 {
-	int fd = inroot_open(rootfd, "/boot", O_RDONLY | O_DIRECTORY, 0);
+	int fd = inroot_open_dir(rootfd, "/boot", err);
 	_cleanup_dir_ DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d) {
-		if (fd >= 0)
+		if (fd >= 0) {
+			af_error_set(err, errno, "cannot read '/boot' in the image");
 			close(fd);
-		af_error_set(err, errno, "cannot read '%s/boot'", root);
+		}
 		return NULL;
 	}
 	char **names = NULL;
@@ -87,9 +88,9 @@ static int kernel_make_initrd(const struct stage_ctx *ctx, const char *version, 
 static int kernel_run(struct stage_ctx *ctx, struct af_error **err)
 {
 	const char *pkg = params_str(ctx->params, "package", kernel_default_package(ctx->arch));
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	/* initramfs-tools explicitly: with recommends off, apt could otherwise
 	 * satisfy linux-initramfs-tool with something else or nothing. */
 	_cleanup_json_ json_t *install = json_pack("[s, s]", pkg, "initramfs-tools");

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* makedev: device nodes in ROOT/dev as Debian's MAKEDEV (package makedev,
+/* makedev: device nodes in the image's /dev as Debian's MAKEDEV (package makedev,
  * /sbin/MAKEDEV 2.3.1-97) makes them: the same names, majors, minors, owner
  * root, groups and modes, made with mknod by the engine so the image needs
  * no makedev package.
@@ -16,7 +16,9 @@
  * - extensions MAKEDEV lacks, numbered per the kernel's devices.txt: Xen
  *   disks xvda..xvdp (block 202, 16 minors each), hvc0..hvc7 (char 229),
  *   and single partitions by name (sda1, xvda1).
- * Groups are resolved in ROOT/etc/group, else Debian's base-passwd ids. */
+ * Groups are resolved in the image's /etc/group, else Debian's base-passwd
+ * ids.  Nodes are made through the in-root API (inroot.h): the image's /dev
+ * and its subdirectories are resolved inside the image, never on the host. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -30,10 +32,13 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
+
+#define MD_GROUP_MAX (16u << 20)
 
 static const struct param_spec makedev_params[] = {
 	{ .name = "devices", .type = PT_STRINGS, .flags = PARAM_REQUIRED,
@@ -473,33 +478,6 @@ static gid_t md_group_gid(const char *group_file, const char *group)
 	BUG("makedev: no gid for group %s", group);
 }
 
-/* Opens (creating with 0755) the directory holding NAME under DEVFD,
- * never following symlinks: the image's /dev must not lead to the host's.
- * *base gets the last component. */
-static int md_open_parent(int devfd, const char *name, const char **base, struct af_error **err)
-{
-	int fd = fcntl(devfd, F_DUPFD_CLOEXEC, 3);
-	if (fd < 0)
-		return af_error_set(err, errno, "dup /dev fd");
-	const char *p = name;
-	for (const char *slash; (slash = strchr(p, '/')); p = slash + 1) {
-		_cleanup_free_ char *comp = xstrndup(p, (size_t)(slash - p));
-		if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
-			int e = errno;
-			close(fd);
-			return af_error_set(err, e, "mkdir /dev/%s", name);
-		}
-		int sub = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		int e = errno;
-		close(fd);
-		if (sub < 0)
-			return af_error_set(err, e, "open directory for /dev/%s", name);
-		fd = sub;
-	}
-	*base = p;
-	return fd;
-}
-
 static const char *md_link_target(const struct md_node *n, char *buf, size_t bufsz)
 {
 	if (n->type == 'L') {
@@ -512,62 +490,77 @@ static const char *md_link_target(const struct md_node *n, char *buf, size_t buf
 	return buf;
 }
 
-/* Makes one node (or symlink); an identical existing one is kept. */
-static int md_make(int devfd, const struct md_node *n, gid_t gid, int *made, struct af_error **err)
+/* True if what lstat found (ST, EXISTS) is already node N with GID. */
+static bool md_same(const struct md_node *n, bool exists, const struct stat *st, int dfd, const char *base, gid_t gid)
 {
-	const char *base = NULL;
-	_cleanup_fd_ int dfd = md_open_parent(devfd, n->name, &base, err);
+	if (!exists)
+		return false;
+	if (n->type == 'l' || n->type == 'L') {
+		char target[64], cur[128];
+		md_link_target(n, target, sizeof(target));
+		ssize_t len = S_ISLNK(st->st_mode) ? readlinkat(dfd, base, cur, sizeof(cur) - 1) : -1;
+		return len >= 0 && (cur[len] = '\0', strcmp(cur, target) == 0);
+	}
+	mode_t fmt = n->type == 'b' ? S_IFBLK : S_IFCHR;
+	return (st->st_mode & S_IFMT) == fmt && st->st_rdev == makedev(n->major, n->minor) &&
+	       (st->st_mode & 07777) == md_classes[n->cls].mode && st->st_uid == 0 && st->st_gid == gid;
+}
+
+/* Makes one node (or symlink) in the image's /dev, through the in-root
+ * API: its directory resolved inside the image, the node made under a
+ * random name and renamed over NAME.  An identical existing one is kept;
+ * an empty directory in the way is removed. */
+static int md_make(int rootfd, const char *root, const struct md_node *n, gid_t gid, int *made,
+		   struct af_error **err)
+{
+	_cleanup_free_ char *path = xasprintf("/dev/%s", n->name);
+	_cleanup_free_ char *base = NULL;
+	_cleanup_fd_ int dfd = inroot_parent(rootfd, root, path, true, &base, err);
 	if (dfd < 0)
 		return -1;
 	struct stat st;
 	bool exists = fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
+	if (md_same(n, exists, &st, dfd, base, gid))
+		return 0;
+	if (exists && S_ISDIR(st.st_mode) && unlinkat(dfd, base, AT_REMOVEDIR) < 0)
+		return af_error_set(err, errno, "cannot replace the directory '%s' in the image", path);
 	if (n->type == 'l' || n->type == 'L') {
-		char target[64], cur[128];
-		md_link_target(n, target, sizeof(target));
-		if (exists && S_ISLNK(st.st_mode)) {
-			ssize_t len = readlinkat(dfd, base, cur, sizeof(cur) - 1);
-			if (len >= 0 && (cur[len] = '\0', strcmp(cur, target) == 0))
-				return 0;
-		}
-		if (exists && unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0)
-			return af_error_set(err, errno, "replace /dev/%s", n->name);
-		if (symlinkat(target, dfd, base) < 0)
-			return af_error_set(err, errno, "symlink /dev/%s -> %s", n->name, target);
-		(*made)++;
-		return 0;
+		char target[64];
+		if (inroot_symlinkat(md_link_target(n, target, sizeof(target)), dfd, base, path, 0, 0, err) < 0)
+			return -1;
+	} else {
+		mode_t fmt = n->type == 'b' ? S_IFBLK : S_IFCHR;
+		if (inroot_mknodat(dfd, base, path, fmt | md_classes[n->cls].mode, makedev(n->major, n->minor), 0, gid,
+				   err) < 0)
+			return af_error_wrap(err, "mknod %c %u %u", n->type, n->major, n->minor);
 	}
-	mode_t fmt = n->type == 'b' ? S_IFBLK : S_IFCHR, mode = md_classes[n->cls].mode;
-	dev_t rdev = makedev(n->major, n->minor);
-	if (exists && (st.st_mode & S_IFMT) == fmt && st.st_rdev == rdev && (st.st_mode & 07777) == mode &&
-	    st.st_uid == 0 && st.st_gid == gid)
-		return 0;
-	if (exists && unlinkat(dfd, base, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) < 0)
-		return af_error_set(err, errno, "replace /dev/%s", n->name);
-	if (mknodat(dfd, base, fmt | (mode & 0777), rdev) < 0)
-		return af_error_set(err, errno, "mknod /dev/%s %c %u %u", n->name, n->type, n->major, n->minor);
-	/* mknod honours the umask; chown before chmod (chown may clear bits). */
-	if (fchownat(dfd, base, 0, gid, AT_SYMLINK_NOFOLLOW) < 0 || fchmodat(dfd, base, mode, 0) < 0)
-		return af_error_set(err, errno, "set owner and mode of /dev/%s", n->name);
 	(*made)++;
 	return 0;
 }
 
-/* Makes every node of L under ROOT/dev.  0 or -1 + err. */
+/* The image's /etc/group, or NULL when it has none yet (Debian's ids are
+ * used then).  -1 + err when it is there but cannot be read. */
+static int md_read_groups(int rootfd, const char *root, char **out, struct af_error **err)
+{
+	_cleanup_error_ struct af_error *why = NULL;
+	*out = inroot_read(rootfd, root, "/etc/group", MD_GROUP_MAX, NULL, &why);
+	if (*out || af_error_errno(why) == ENOENT)
+		return 0;
+	return af_error_set(err, 0, "makedev reads the groups of the nodes there: %s", af_error_msg(why));
+}
+
+/* Makes every node of L in the image's /dev.  0 or -1 + err. */
 static int makedev_create(const char *root, const struct md_list *l, struct af_error **err)
 {
-	_cleanup_free_ char *devdir = path_join(root, "dev");
-	_cleanup_free_ char *group_path = path_join(root, "etc/group");
-	_cleanup_free_ char *groups = read_file(group_path, NULL, NULL);
-	if (mkdir(devdir, 0755) < 0 && errno != EEXIST)
-		return af_error_set(err, errno, "mkdir '%s'", devdir);
-	_cleanup_fd_ int devfd = open(devdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (devfd < 0)
-		return af_error_set(err, errno, "open '%s' (it must be a directory, not a symlink)", devdir);
+	_cleanup_fd_ int rootfd = inroot_root_open(root, err);
+	_cleanup_free_ char *groups = NULL;
+	if (rootfd < 0 || md_read_groups(rootfd, root, &groups, err) < 0)
+		return -1;
 	int made = 0;
 	for (size_t k = 0; k < l->n; k++)
-		if (md_make(devfd, &l->v[k], md_group_gid(groups, md_classes[l->v[k].cls].group), &made, err) < 0)
+		if (md_make(rootfd, root, &l->v[k], md_group_gid(groups, md_classes[l->v[k].cls].group), &made, err) < 0)
 			return -1;
-	log_info("makedev: %zu nodes requested, %d made or replaced in %s", l->n, made, devdir);
+	log_info("makedev: %zu nodes requested, %d made or replaced in /dev", l->n, made);
 	return 0;
 }
 

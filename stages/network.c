@@ -178,9 +178,9 @@ static int net_enable_networkd(const struct stage_ctx *ctx, struct af_error **er
 
 static int net_run(struct stage_ctx *ctx, struct af_error **err)
 {
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	bool networkd = !strcmp(params_str(ctx->params, "backend", "ifupdown"), "networkd");
 	if (networkd) {
 		if (net_write(rootfd, ctx->root, NET_NETWORKD_UNIT, net_render_networkd(), err) < 0 ||

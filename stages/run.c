@@ -3,14 +3,13 @@
  * runner: /proc, a private /dev, /sys read-only, resolv.conf, policy-rc.d),
  * with a cleared environment plus the recipe's `env`. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/sandbox.h"
@@ -98,29 +97,30 @@ static char *run_shorten(const json_t *command, const char *script)
 	return s;
 }
 
-/* Copies SCRIPT into ROOT/tmp/amiforge-run-XXXXXX (0700); *inside gets its
- * path in the chroot, *outside on the host. */
-static int run_copy_script(const char *root, const char *script, char **inside, char **outside,
-			   struct af_error **err)
+/* Copies SCRIPT to /tmp/amiforge-run-<random> in the image (0700), through
+ * the in-root API: the image's /tmp may be a symlink (resolved inside the
+ * image, as the command will see it) or missing (made 01777).  *inside
+ * gets the copy's path in the image. */
+static int run_copy_script(int rootfd, const char *root, const char *script, char **inside, struct af_error **err)
 {
 	size_t len = 0;
 	_cleanup_free_ char *data = read_file(script, &len, err);
 	if (!data)
 		return -1;
-	_cleanup_free_ char *tmp = path_join(root, "tmp");
-	if (mkdir(tmp, 01777) < 0 && errno != EEXIST)
-		return af_error_set(err, errno, "mkdir '%s'", tmp);
-	_cleanup_free_ char *path = path_join(tmp, "amiforge-run-XXXXXX");
-	_cleanup_fd_ int fd = mkostemp(path, O_CLOEXEC);
+	_cleanup_fd_ int tmp = inroot_mkdirs(rootfd, root, "/tmp", 01777, err);
+	if (tmp < 0)
+		return -1;
+	_cleanup_free_ char *path = NULL;
+	_cleanup_fd_ int fd = inroot_create_unique(rootfd, "/tmp", "amiforge-run-", 0700, &path, err);
 	if (fd < 0)
-		return af_error_set(err, errno, "create '%s'", path);
-	if (write_all(fd, data, len) < 0 || fchmod(fd, 0700) < 0 || close(steal_fd(&fd)) < 0) {
+		return -1;
+	if (write_all(fd, data, len) < 0 || close(steal_fd(&fd)) < 0) {
 		int e = errno;
-		unlink(path);
-		return af_error_set(err, e, "copy script '%s' to '%s'", script, path);
+		_cleanup_error_ struct af_error *ignore = NULL;
+		inroot_unlink(rootfd, root, path, &ignore);
+		return af_error_set(err, e, "copy script '%s' to '%s' in the image", script, path);
 	}
-	*inside = xasprintf("/tmp/%s", strrchr(path, '/') + 1);
-	*outside = steal_pointer(&path);
+	*inside = steal_pointer(&path);
 	return 0;
 }
 
@@ -128,13 +128,15 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 {
 	const json_t *command = params_get(ctx->params, "command");
 	const char *script = params_str(ctx->params, "script", NULL);
-	_cleanup_free_ char *inside = NULL, *outside = NULL;
+	_cleanup_free_ char *inside = NULL;
+	_cleanup_fd_ int rootfd = -1;
 	_cleanup_free_ char *shortcmd = run_shorten(command, script);
 	char **env = run_build_env(params_get(ctx->params, "env"));
 	const char **argv = NULL;
 
 	if (script) {
-		if (run_copy_script(ctx->root, script, &inside, &outside, err) < 0) {
+		rootfd = inroot_root_open(ctx->root, err);
+		if (rootfd < 0 || run_copy_script(rootfd, ctx->root, script, &inside, err) < 0) {
 			run_strv_free(env);
 			return -1;
 		}
@@ -168,8 +170,9 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	int r = sandbox_spawn(&so, err);
 	if (r < 0)
 		af_error_wrap(err, "command '%s'", shortcmd);
-	if (outside && unlink(outside) < 0 && r == 0)
-		r = af_error_set(err, errno, "remove '%s'", outside);
+	_cleanup_error_ struct af_error *ignore = NULL;
+	if (inside && inroot_unlink(rootfd, ctx->root, inside, r == 0 ? err : &ignore) < 0)
+		r = -1;
 	free(argv);
 	run_strv_free(env);
 	return r;

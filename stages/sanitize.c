@@ -55,74 +55,6 @@ static int san_check(const json_t *params, struct af_error **err)
 
 /* ---- removal ---- */
 
-/* Removes everything below DFD; with KEEP_DIRS the directories stay (empty). */
-static int san_empty_dir(int dfd, const char *where, bool keep_dirs, size_t *removed, struct af_error **err)
-{
-	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-	_cleanup_dir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return af_error_set(err, errno, "cannot read '%s'", where);
-	}
-	for (struct dirent *de; (de = readdir(d));) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		struct stat st;
-		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			return af_error_set(err, errno, "cannot stat '%s/%s'", where, de->d_name);
-		if (S_ISDIR(st.st_mode)) {
-			_cleanup_fd_ int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			_cleanup_free_ char *subwhere = path_join(where, de->d_name);
-			if (sub < 0)
-				return af_error_set(err, errno, "cannot open '%s'", subwhere);
-			if (san_empty_dir(sub, subwhere, keep_dirs, removed, err) < 0)
-				return -1;
-			if (!keep_dirs && unlinkat(dfd, de->d_name, AT_REMOVEDIR) < 0)
-				return af_error_set(err, errno, "cannot remove '%s'", subwhere);
-			continue;
-		}
-		if (unlinkat(dfd, de->d_name, 0) < 0)
-			return af_error_set(err, errno, "cannot remove '%s/%s'", where, de->d_name);
-		(*removed)++;
-	}
-	return 0;
-}
-
-/* Empties directory PATH of the image if it exists. */
-static int san_empty(int rootfd, const char *path, bool keep_dirs, size_t *removed, struct af_error **err)
-{
-	_cleanup_fd_ int fd = inroot_open(rootfd, path, O_RDONLY | O_DIRECTORY, 0);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : af_error_set(err, errno, "cannot open '%s'", path);
-	return san_empty_dir(fd, path, keep_dirs, removed, err);
-}
-
-/* Removes the entries of directory DIR whose names match GLOB (not dirs). */
-static int san_remove_glob(int rootfd, const char *dir, const char *glob, size_t *removed, struct af_error **err)
-{
-	_cleanup_fd_ int fd = inroot_open(rootfd, dir, O_RDONLY | O_DIRECTORY, 0);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? 0 : af_error_set(err, errno, "cannot open '%s'", dir);
-	int dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	_cleanup_dir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return af_error_set(err, errno, "cannot read '%s'", dir);
-	}
-	for (struct dirent *de; (de = readdir(d));) {
-		struct stat st;
-		if (fnmatch(glob, de->d_name, FNM_PERIOD) != 0 ||
-		    fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
-			continue;
-		if (unlinkat(fd, de->d_name, 0) < 0)
-			return af_error_set(err, errno, "cannot remove '%s/%s'", dir, de->d_name);
-		(*removed)++;
-	}
-	return 0;
-}
-
 static int san_unlink(int rootfd, const char *root, const char *path, size_t *removed, struct af_error **err)
 {
 	int r = inroot_unlink(rootfd, root, path, err);
@@ -155,7 +87,7 @@ static int san_homes(int rootfd, const char *root, char ***out, size_t *n)
 		if (f && *f == '/' && strncmp(f, "/\n", 2) && strncmp(f, "/:", 2))
 			SAN_ADD(xstrndup(f, strcspn(f, ":\n")));
 	}
-	_cleanup_fd_ int hfd = inroot_open(rootfd, "/home", O_RDONLY | O_DIRECTORY, 0);
+	_cleanup_fd_ int hfd = inroot_open(rootfd, "/home", O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 	_cleanup_dir_ DIR *d = hfd >= 0 ? fdopendir(steal_fd(&hfd)) : NULL;
 	for (struct dirent *de; d && (de = readdir(d));)
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
@@ -194,11 +126,11 @@ static int san_machine_id(int rootfd, const char *root, struct af_error **err)
 {
 	if (inroot_write(rootfd, root, "/etc/machine-id", "", 0, 0444, 0, 0, err) < 0)
 		return -1;
+	/* dbus's copy; a symlink to /etc/machine-id is Debian's own design. */
 	struct stat st;
-	_cleanup_fd_ int fd = inroot_open(rootfd, "/var/lib/dbus", O_PATH | O_DIRECTORY, 0);
-	if (fd >= 0 && fstatat(fd, "machine-id", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
-	    unlinkat(fd, "machine-id", 0) < 0)
-		return af_error_set(err, errno, "cannot remove '%s/var/lib/dbus/machine-id'", root);
+	if (inroot_lstat(rootfd, "/var/lib/dbus/machine-id", &st) == 0 && S_ISREG(st.st_mode) &&
+	    inroot_unlink(rootfd, root, "/var/lib/dbus/machine-id", err) < 0)
+		return -1;
 	return 0;
 }
 
@@ -207,28 +139,24 @@ static int san_machine_id(int rootfd, const char *root, struct af_error **err)
 static int san_resolv_conf(int rootfd, const char *root, size_t *removed, struct af_error **err)
 {
 	struct stat st;
-	_cleanup_fd_ int etc = inroot_open(rootfd, "/etc", O_PATH | O_DIRECTORY, 0);
-	if (etc < 0 || fstatat(etc, "resolv.conf", &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+	if (inroot_lstat(rootfd, "/etc/resolv.conf", &st) < 0 || !S_ISREG(st.st_mode))
 		return 0;
-	if (unlinkat(etc, "resolv.conf", 0) < 0)
-		return af_error_set(err, errno, "cannot remove '%s/etc/resolv.conf'", root);
-	(*removed)++;
-	return 0;
+	return san_unlink(rootfd, root, "/etc/resolv.conf", removed, err);
 }
 
 static int san_remove_all(int rootfd, const char *root, size_t *removed, struct af_error **err)
 {
 	if (san_clean_homes(rootfd, root, removed, err) < 0 ||
-	    san_empty(rootfd, "/var/log", true, removed, err) < 0 ||
-	    san_remove_glob(rootfd, "/etc/ssh", "ssh_host_*", removed, err) < 0 ||
+	    inroot_empty(rootfd, "/var/log", true, removed, err) < 0 ||
+	    inroot_unlink_glob(rootfd, "/etc/ssh", "ssh_host_*", removed, err) < 0 ||
 	    san_machine_id(rootfd, root, err) < 0 ||
-	    san_remove_glob(rootfd, "/var/lib/apt/lists", "*", removed, err) < 0 ||
-	    san_empty(rootfd, "/var/lib/apt/lists/partial", true, removed, err) < 0 ||
-	    san_remove_glob(rootfd, "/var/cache/apt", "*.bin", removed, err) < 0 ||
-	    san_remove_glob(rootfd, "/var/cache/apt/archives", "*.deb", removed, err) < 0 ||
-	    san_empty(rootfd, "/var/cache/apt/archives/partial", true, removed, err) < 0 ||
-	    san_empty(rootfd, "/tmp", false, removed, err) < 0 ||
-	    san_empty(rootfd, "/var/tmp", false, removed, err) < 0 ||
+	    inroot_unlink_glob(rootfd, "/var/lib/apt/lists", "*", removed, err) < 0 ||
+	    inroot_empty(rootfd, "/var/lib/apt/lists/partial", true, removed, err) < 0 ||
+	    inroot_unlink_glob(rootfd, "/var/cache/apt", "*.bin", removed, err) < 0 ||
+	    inroot_unlink_glob(rootfd, "/var/cache/apt/archives", "*.deb", removed, err) < 0 ||
+	    inroot_empty(rootfd, "/var/cache/apt/archives/partial", true, removed, err) < 0 ||
+	    inroot_empty(rootfd, "/tmp", false, removed, err) < 0 ||
+	    inroot_empty(rootfd, "/var/tmp", false, removed, err) < 0 ||
 	    san_resolv_conf(rootfd, root, removed, err) < 0 ||
 	    san_unlink(rootfd, root, "/usr/sbin/policy-rc.d", removed, err) < 0 ||
 	    san_unlink(rootfd, root, "/var/lib/systemd/random-seed", removed, err) < 0)
@@ -410,12 +338,17 @@ static bool san_is_history(const char *name)
 	return false;
 }
 
+/* NAME in DFD, a regular file by its directory entry: opened without
+ * following a link or waiting on a FIFO, and checked again on the fd. */
 static int san_scan_file(struct san_scan *s, int dfd, const char *name, const char *path, struct af_error **err)
 {
 	_cleanup_fd_ int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0)
-		return af_error_set(err, errno, "cannot open '%s'", path);
+		return af_error_set(err, errno, "cannot open '%s' in the image", path);
+	if (!S_ISREG(st.st_mode))
+		return af_error_set(err, 0, "'%s' in the image is %s, not a regular file; is a process of the build still running?",
+				    path, inroot_type_name(st.st_mode));
 	s->files++;
 	if (san_is_history(name) && st.st_size > 0)
 		san_report(s, path, "non-empty shell history");
@@ -489,8 +422,11 @@ static int san_scan_root(int rootfd, const json_t *params, struct san_scan *s, s
 {
 	s->deny = params_get(params, "deny");
 	s->allow = params_get(params, "allow");
+	_cleanup_fd_ int top = inroot_open_dir(rootfd, "/", err);
+	if (top < 0)
+		return -1;
 	s->buf = xmalloc(SAN_CARRY + SAN_CHUNK);
-	int r = san_walk(s, rootfd, "", err);
+	int r = san_walk(s, top, "", err);
 	free(s->buf);
 	s->buf = NULL;
 	if (r < 0)
@@ -500,9 +436,9 @@ static int san_scan_root(int rootfd, const json_t *params, struct san_scan *s, s
 
 static int san_run(struct stage_ctx *ctx, struct af_error **err)
 {
-	_cleanup_fd_ int rootfd = open(ctx->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	size_t removed = 0;
 	if (san_remove_all(rootfd, ctx->root, &removed, err) < 0)
 		return -1;

@@ -228,9 +228,9 @@ static int user_run(struct stage_ctx *ctx, struct af_error **err)
 {
 	const char *name = params_str(ctx->params, "name", "");
 	const char *shell = params_str(ctx->params, "shell", "/bin/bash");
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	if (!inroot_exists(rootfd, shell))
 		return af_error_set(err, ENOENT, "the shell '%s' is not in the image; install it first or choose another shell:",
 				    shell);

@@ -176,7 +176,7 @@ static void test_write_in_root_stays_inside(void **state)
 	assert_int_equal(symlink(outside, boot), 0);
 	int rootfd = open(dir, O_PATH | O_DIRECTORY);
 	struct af_error *err = NULL;
-	int r = boot_write_in_root(rootfd, dir, "/boot/grub/menu.lst", "x\n", 0644, &err);
+	int r = inroot_write(rootfd, dir, "/boot/grub/menu.lst", "x\n", 2, 0644, getuid(), getgid(), &err);
 	char *leak = path_join(outside, "grub/menu.lst");
 	struct stat st;
 	assert_int_equal(stat(leak, &st), -1);

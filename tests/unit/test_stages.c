@@ -176,7 +176,9 @@ static void test_debootstrap_verify_status(void **state)
 	char *d = path_join(dir, "var/lib/dpkg");
 	struct af_error *err = NULL;
 	json_t *inc = json_pack("[s,s]", "sudo", "openssh-server=1:9.2");
-	assert_int_equal(deb_verify_status(dir, inc, &err), -1);
+	int rootfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	assert_true(rootfd >= 0);
+	assert_int_equal(deb_verify_status(rootfd, dir, inc, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "no "));
 	af_error_clear(&err);
 	assert_int_equal(mkdir_p(d, 0755, NULL), 0);
@@ -184,11 +186,12 @@ static void test_debootstrap_verify_status(void **state)
 		   "Package: sudo\nStatus: install ok installed\nVersion: 1\n\n"
 		   "Package: openssh-server\nStatus: deinstall ok config-files\n\n"
 		   "Package: dash\nStatus: install ok installed\n");
-	assert_int_equal(deb_verify_status(dir, inc, &err), -1);
+	assert_int_equal(deb_verify_status(rootfd, dir, inc, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "'openssh-server' is not installed"));
 	af_error_clear(&err);
 	json_t *inc2 = json_pack("[s,s]", "sudo", "dash");
-	assert_int_equal(deb_verify_status(dir, inc2, &err), 0);
+	assert_int_equal(deb_verify_status(rootfd, dir, inc2, &err), 0);
+	close(rootfd);
 	json_decref(inc);
 	json_decref(inc2);
 	test_rmdir_r(dir);
