@@ -17,7 +17,9 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -230,6 +232,236 @@ char *boottest_serial_cmdline(const char *args)
 	/* Last, so that it is /dev/console: where systemd and the kernel log. */
 	strbuf_addf(&sb, "%sconsole=ttyS0", sb.len ? " " : "");
 	return strbuf_detach(&sb);
+}
+
+/* ===================== host keys from the console ===================== */
+
+#define BT_FP_BEGIN "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+#define BT_FP_END "-----END SSH HOST KEY FINGERPRINTS-----"
+#define BT_KEYS_BEGIN "-----BEGIN SSH HOST KEY KEYS-----"
+#define BT_KEYS_END "-----END SSH HOST KEY KEYS-----"
+
+/* The key types of OpenSSH's .pub files, in its order of preference, and
+ * the HostKeyAlgorithms that check each.  OpenSSH signs with an RSA key as
+ * rsa-sha2-*: "ssh-rsa" as an algorithm is SHA-1, which it no longer
+ * accepts by default. */
+static const struct {
+	const char *type, *algs;
+} bt_key_types[] = {
+	{ "ssh-ed25519", "ssh-ed25519" },
+	{ "sk-ssh-ed25519@openssh.com", "sk-ssh-ed25519@openssh.com" },
+	{ "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256" },
+	{ "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384" },
+	{ "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521" },
+	{ "sk-ecdsa-sha2-nistp256@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com" },
+	{ "ssh-rsa", "rsa-sha2-512,rsa-sha2-256" },
+	{ "ssh-dss", "ssh-dss" },
+};
+
+static bool bt_is_b64(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+char *boottest_key_fingerprint(const char *type, const char *blob)
+{
+	size_t len = strlen(blob), pad = 0;
+	while (pad < 2 && pad < len && blob[len - 1 - pad] == '=')
+		pad++;
+	if (len == 0 || len % 4 || len > 16384)
+		return NULL;
+	for (size_t i = 0; i < len - pad; i++)
+		if (!bt_is_b64(blob[i]))
+			return NULL;
+	_cleanup_free_ unsigned char *raw = xmalloc(len / 4 * 3 + 1);
+	int n = EVP_DecodeBlock(raw, (const unsigned char *)blob, (int)len);
+	if (n < 0 || (size_t)n < pad)
+		return NULL;
+	size_t rl = (size_t)n - pad;
+	/* The blob starts with its type as an SSH string: a key printed
+	 * under another type's name is not that key. */
+	size_t tl = strlen(type);
+	if (rl < 4 + tl || ((size_t)raw[0] << 24 | (size_t)raw[1] << 16 | (size_t)raw[2] << 8 | raw[3]) != tl ||
+	    memcmp(raw + 4, type, tl) != 0)
+		return NULL;
+	unsigned char md[32];
+	char b64[45];
+	SHA256(raw, rl, md);
+	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));  /* 44 characters, the last one '=' */
+	b64[43] = '\0';
+	return xasprintf("SHA256:%s", b64);
+}
+
+/* The first SHA-256 fingerprint in TEXT (a line of the fingerprints block,
+ * "256 SHA256:<43 characters> root@host (ED25519)", or ssh's messages), or
+ * NULL. */
+static char *bt_line_fingerprint(const char *line)
+{
+	for (const char *p = line; (p = strstr(p, "SHA256:")); p++) {
+		const char *fp = p + strlen("SHA256:");
+		size_t n = 0;
+		while (bt_is_b64(fp[n]))
+			n++;
+		if (n == 43 && fp[n] != '=')
+			return xstrndup(p, strlen("SHA256:") + 43);
+	}
+	return NULL;
+}
+
+/* The public key in a line of the keys block ("ssh-ed25519 AAAA... root@host"
+ * after whatever prefix), or false. */
+static bool bt_line_key(const char *line, char **type, char **blob)
+{
+	for (const char *p = line; *p; p++) {
+		if (p != line && p[-1] != ' ')
+			continue;
+		for (size_t i = 0; i < ARRAY_SIZE(bt_key_types); i++) {
+			size_t tl = strlen(bt_key_types[i].type);
+			if (strncmp(p, bt_key_types[i].type, tl) || p[tl] != ' ')
+				continue;
+			const char *b = p + tl + 1;
+			size_t bl = strcspn(b, " ");
+			if (bl == 0)
+				continue;
+			*type = xstrdup(bt_key_types[i].type);
+			*blob = xstrndup(b, bl);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The lines between the last BEGIN marker that has an END marker after it
+ * and that END marker, "\r" removed; NULL when there is no such block. */
+static char **bt_last_block(char **lines, size_t n, const char *begin, const char *end, size_t *count)
+{
+	for (size_t i = n; i-- > 0;) {
+		if (!strstr(lines[i], begin))
+			continue;
+		for (size_t j = i + 1; j < n; j++)
+			if (strstr(lines[j], end)) {
+				*count = j - i - 1;
+				return lines + i + 1;
+			}
+	}
+	return NULL;
+}
+
+static bool bt_strv_has(char **v, size_t n, const char *s)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i], s))
+			return true;
+	return false;
+}
+
+static bool bt_hostkeys_has(const struct boottest_hostkeys *k, const char *type, const char *blob)
+{
+	for (size_t i = 0; i < k->n; i++)
+		if (!strcmp(k->keys[i].type, type) && !strcmp(k->keys[i].blob, blob))
+			return true;
+	return false;
+}
+
+void boottest_hostkeys_release(struct boottest_hostkeys *k)
+{
+	for (size_t i = 0; i < k->n; i++) {
+		free(k->keys[i].type);
+		free(k->keys[i].blob);
+		free(k->keys[i].fingerprint);
+	}
+	free(k->keys);
+	*k = (struct boottest_hostkeys){ 0 };
+}
+
+/* Keys of the keys block whose fingerprint is in FPS. */
+static void bt_match_keys(char **block, size_t nb, char **fps, size_t nfp, struct boottest_hostkeys *k)
+{
+	for (size_t i = 0; i < nb; i++) {
+		_cleanup_free_ char *type = NULL, *blob = NULL;
+		if (!bt_line_key(block[i], &type, &blob) || bt_hostkeys_has(k, type, blob))
+			continue;
+		char *fp = boottest_key_fingerprint(type, blob);
+		if (!fp || !bt_strv_has(fps, nfp, fp)) {
+			free(fp);
+			k->rejected++;
+			continue;
+		}
+		k->keys = xreallocarray(k->keys, k->n + 1, sizeof(*k->keys));
+		k->keys[k->n++] = (struct boottest_hostkey){ steal_pointer(&type), steal_pointer(&blob), fp };
+	}
+}
+
+int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out, struct af_error **err)
+{
+	_cleanup_free_ char *copy = xstrdup(console);
+	_cleanup_free_ char **lines = NULL;
+	size_t n = 0;
+	for (char *p = copy, *line; (line = strsep(&p, "\n"));) {
+		line[strcspn(line, "\r")] = '\0';
+		lines = xreallocarray(lines, n + 1, sizeof(*lines));
+		lines[n++] = line;
+	}
+	size_t nfb = 0, nkb = 0;
+	char **fb = bt_last_block(lines, n, BT_FP_BEGIN, BT_FP_END, &nfb);
+	char **kb = bt_last_block(lines, n, BT_KEYS_BEGIN, BT_KEYS_END, &nkb);
+	if (!fb || !kb)
+		return 0;
+	_cleanup_strv_ char **fps = xcalloc(nfb + 1, sizeof(*fps));
+	size_t nfp = 0;
+	for (size_t i = 0; i < nfb; i++)
+		if ((fps[nfp] = bt_line_fingerprint(fb[i])))
+			nfp++;
+	struct boottest_hostkeys k = { 0 };
+	bt_match_keys(kb, nkb, fps, nfp, &k);
+	if (nfp == 0 || k.n == 0) {
+		size_t rejected = k.rejected;
+		boottest_hostkeys_release(&k);
+		if (nfp == 0)
+			return af_error_set(err, 0, "the console's host key fingerprints block holds no SHA256 "
+					    "fingerprint: nothing to check the guest's key against");
+		if (rejected)
+			return af_error_set(err, 0, "none of the %zu public key(s) the guest printed on its console "
+					    "matches a printed fingerprint: refusing to trust them", rejected);
+		return af_error_set(err, 0, "the console's host keys block holds no public key");
+	}
+	*out = k;
+	return 1;
+}
+
+char *boottest_known_hosts(const struct boottest_hostkeys *k, const char *alias)
+{
+	struct strbuf sb = STRBUF_INIT;
+	for (size_t i = 0; i < k->n; i++)
+		strbuf_addf(&sb, "%s %s %s\n", alias, k->keys[i].type, k->keys[i].blob);
+	return strbuf_detach(&sb);
+}
+
+char *boottest_hostkey_algorithms(const struct boottest_hostkeys *k)
+{
+	struct strbuf sb = STRBUF_INIT;
+	for (size_t t = 0; t < ARRAY_SIZE(bt_key_types); t++)
+		for (size_t i = 0; i < k->n; i++)
+			if (!strcmp(k->keys[i].type, bt_key_types[t].type)) {
+				strbuf_addf(&sb, "%s%s", sb.len ? "," : "", bt_key_types[t].algs);
+				break;
+			}
+	return strbuf_detach(&sb);
+}
+
+int boottest_usernet_port(const char *usernet, int guest_port, int *port, struct af_error **err)
+{
+	_cleanup_free_ char *copy = xstrdup(usernet);
+	for (char *p = copy, *line; (line = strsep(&p, "\n"));) {
+		char proto[64], src[64], dst[64];
+		int fd, sport, dport;
+		if (sscanf(line, " %63s %d %63s %d %63s %d", proto, &fd, src, &sport, dst, &dport) == 6 &&
+		    !strcmp(proto, "TCP[HOST_FORWARD]") && dport == guest_port && sport > 0 && sport < 65536) {
+			*port = sport;
+			return 0;
+		}
+	}
+	return af_error_set(err, 0, "QEMU's 'info usernet' shows no host forward to guest port %d", guest_port);
 }
 
 /* ============================== report =============================== */
@@ -569,8 +801,9 @@ static void bt_sleep(double s)
 }
 
 /* fork + exec with stdout/stderr into OUT (a file, truncated), stdin from
- * /dev/null, in its own process group, dying with us.  pid or -1 + err. */
-static pid_t bt_start(char *const argv[], const char *out, char *const *env, struct af_error **err)
+ * /dev/null, in its own process group, dying with us; INHERIT (or -1) is
+ * one more fd the program keeps, under the same number.  pid or -1 + err. */
+static pid_t bt_start(char *const argv[], const char *out, char *const *env, int inherit, struct af_error **err)
 {
 	_cleanup_fd_ int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (ofd < 0)
@@ -587,7 +820,8 @@ static pid_t bt_start(char *const argv[], const char *out, char *const *env, str
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		int in = open("/dev/null", O_RDONLY);
-		if (in < 0 || dup2(in, 0) < 0 || dup2(ofd, 1) < 0 || dup2(ofd, 2) < 0)
+		if (in < 0 || dup2(in, 0) < 0 || dup2(ofd, 1) < 0 || dup2(ofd, 2) < 0 ||
+		    (inherit >= 0 && fcntl(inherit, F_SETFD, 0) < 0))
 			_exit(127);
 		if (env)
 			execvpe(argv[0], argv, env);
@@ -619,7 +853,7 @@ struct bt_result {
 static int bt_run(const char *dir, char *const argv[], double timeout, struct bt_result *res, struct af_error **err)
 {
 	_cleanup_free_ char *out = path_join(dir, "cmd.out");
-	pid_t pid = bt_start(argv, out, NULL, err);
+	pid_t pid = bt_start(argv, out, NULL, -1, err);
 	if (pid < 0)
 		return -1;
 	double deadline = now_monotonic() + timeout;
@@ -695,6 +929,10 @@ struct bt {
 	/* state */
 	char *dir;
 	char *key;
+	char *known_hosts;  /* the pinned host keys (empty until the console printed them) */
+	struct boottest_hostkeys hostkeys;
+	char *hostkey_algs; /* HostKeyAlgorithms for them, or NULL */
+	int qmp;            /* our end of QEMU's QMP socket until the port is known, else -1 */
 	int port;
 	pid_t qemu;
 	double qemu_start;
@@ -726,17 +964,6 @@ static int bt_plain_path(const char *p, struct af_error **err)
 	return 0;
 }
 
-static int bt_free_port(struct af_error **err)
-{
-	_cleanup_fd_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-		return af_error_set(err, errno, "cannot find a free port on 127.0.0.1");
-	return ntohs(a.sin_port);
-}
-
 /* The key pair and the metadata the responder serves. */
 static int bt_make_keys(struct bt *b, struct af_error **err)
 {
@@ -765,7 +992,9 @@ static int bt_make_keys(struct bt *b, struct af_error **err)
 	};
 	int rc = imds_config_save(b->dir, &c, err);
 	imds_config_release(&c);
-	return rc;
+	/* Empty until the guest prints its keys: ssh trusts no key before. */
+	b->known_hosts = path_join(b->dir, "known_hosts");
+	return rc < 0 ? -1 : write_file_atomic(b->known_hosts, "", 0, 0600, err);
 }
 
 static int bt_find_ovmf(struct bt *b, struct af_error **err)
@@ -813,7 +1042,7 @@ static void strv_push(char ***v, size_t *n, char *s)
 	(*v)[*n] = NULL;
 }
 
-static char **bt_qemu_argv(struct bt *b, const char *self)
+static char **bt_qemu_argv(struct bt *b, const char *self, int qmp_fd)
 {
 	char **v = NULL;
 	size_t n = 0;
@@ -831,18 +1060,28 @@ static char **bt_qemu_argv(struct bt *b, const char *self)
 	strv_push(&v, &n, xasprintf("%d", b->memory));
 	strv_push(&v, &n, xstrdup("-serial"));
 	strv_push(&v, &n, xasprintf("file:%s/console.log", b->dir));
+	/* QMP on a socket QEMU inherits, connected from the start: how we
+	 * learn the port it bound (bt_forwarded_port). */
+	strv_push(&v, &n, xstrdup("-chardev"));
+	strv_push(&v, &n, xasprintf("socket,id=qmp,fd=%d", qmp_fd));
+	strv_push(&v, &n, xstrdup("-mon"));
+	strv_push(&v, &n, xstrdup("chardev=qmp,mode=control"));
 	/* snapshot=on: writes go to a temporary overlay (in TMPDIR = our
 	 * directory), never to the image. */
 	strv_push(&v, &n, xstrdup("-drive"));
 	strv_push(&v, &n, xasprintf("file=%s,format=raw,if=virtio,snapshot=on,cache=unsafe", b->image));
 	/* libslirp forwards only to addresses inside its network, so the
-	 * guest's network is the metadata service's link-local /24. */
+	 * guest's network is the metadata service's link-local /24.
+	 * hostfwd port 0: libslirp binds 127.0.0.1:0 and keeps the socket, so
+	 * the kernel's choice is ours from the start; a port picked by us and
+	 * handed over would be free for anyone between our close and QEMU's
+	 * bind (hostfwd takes no fd).  QMP's `info usernet` tells the port. */
 	strv_push(&v, &n, xstrdup("-netdev"));
 	strv_push(&v, &n, xasprintf("user,id=net0,net=169.254.169.0/24,host=169.254.169.1,dns=169.254.169.3,"
 				    "dhcpstart=169.254.169.15,hostname=amiforge-boot-test,"
-				    "hostfwd=tcp:127.0.0.1:%d-:22,"
+				    "hostfwd=tcp:127.0.0.1:0-:22,"
 				    "guestfwd=tcp:169.254.169.254:80-cmd:%s __imds-responder %s",
-				    b->port, self, b->dir));
+				    self, b->dir));
 	strv_push(&v, &n, xstrdup("-device"));
 	strv_push(&v, &n, xstrdup("virtio-net-pci,netdev=net0"));
 	if (b->pvgrub) {
@@ -872,9 +1111,12 @@ static int bt_start_qemu(struct bt *b, struct af_error **err)
 	self[sl] = '\0';
 	if (bt_plain_path(self, err) < 0 || bt_plain_path(b->dir, err) < 0 || bt_plain_path(b->image, err) < 0)
 		return -1;
-	if ((b->port = bt_free_port(err)) < 0)
-		return -1;
-	_cleanup_strv_ char **argv = bt_qemu_argv(b, self);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return af_error_set(err, errno, "cannot create a socket pair for QEMU's monitor");
+	b->qmp = sv[0];
+	_cleanup_fd_ int qemu_end = sv[1];
+	_cleanup_strv_ char **argv = bt_qemu_argv(b, self, qemu_end);
 	_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
 	/* QEMU's own environment, with TMPDIR for the snapshot overlay. */
 	extern char **environ;
@@ -894,7 +1136,7 @@ static int bt_start_qemu(struct bt *b, struct af_error **err)
 	log_debug("%s", cmd.buf);
 	strbuf_release(&cmd);
 	b->qemu_start = now_monotonic();
-	b->qemu = bt_start(argv, qlog, env, err);
+	b->qemu = bt_start(argv, qlog, env, qemu_end, err);
 	return b->qemu < 0 ? -1 : 0;
 }
 
@@ -908,6 +1150,118 @@ static void bt_stop_qemu(struct bt *b)
 		bt_sleep(0.05);
 	bt_kill_wait(b->qemu, &st);
 	b->qemu = 0;
+}
+
+/* ================= QMP: the port QEMU bound for ssh ================== */
+
+struct bt_qmp {
+	int fd;
+	size_t len;
+	char buf[16384];
+};
+
+/* The next reply on QMP (events skipped), NULL + err on EOF, garbage, the
+ * deadline or a signal. */
+static json_t *bt_qmp_next(struct bt_qmp *q, double deadline, struct af_error **err)
+{
+	for (;;) {
+		char *nl = memchr(q->buf, '\n', q->len);
+		if (nl) {
+			size_t ll = (size_t)(nl - q->buf) + 1;
+			json_error_t je;
+			json_t *j = json_loadb(q->buf, ll, 0, &je);
+			memmove(q->buf, q->buf + ll, q->len - ll);
+			q->len -= ll;
+			if (!json_is_object(j)) {
+				json_decref(j);
+				af_error_set(err, 0, "QEMU's monitor sent something that is not a QMP message");
+				return NULL;
+			}
+			if (!json_object_get(j, "event"))
+				return j;
+			json_decref(j);
+			continue;
+		}
+		if (q->len == sizeof(q->buf)) {
+			af_error_set(err, 0, "QEMU's monitor sent a line longer than %zu bytes", sizeof(q->buf));
+			return NULL;
+		}
+		double left = deadline - now_monotonic();
+		if (bt_interrupted) {
+			af_error_set(err, 0, "interrupted by signal %d", (int)bt_interrupted);
+			return NULL;
+		}
+		if (left <= 0) {
+			af_error_set(err, 0, "QEMU's monitor did not answer within 60s");
+			return NULL;
+		}
+		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
+		int r = poll(&pfd, 1, left > 0.2 ? 200 : (int)(left * 1000) + 1);
+		if (r < 0 && errno != EINTR) {
+			af_error_set(err, errno, "cannot wait for QEMU's monitor");
+			return NULL;
+		}
+		if (r <= 0)
+			continue;
+		ssize_t got = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
+		if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN)) {
+			af_error_set(err, got == 0 ? 0 : errno, "QEMU closed its monitor");
+			return NULL;
+		}
+		if (got > 0)
+			q->len += (size_t)got;
+	}
+}
+
+/* Sends one QMP command and returns its "return" value (a new reference),
+ * NULL + err when QEMU answers with an error or not at all. */
+static json_t *bt_qmp_execute(struct bt_qmp *q, json_t *cmd, double deadline, struct af_error **err)
+{
+	_cleanup_free_ char *text = json_dumps(cmd, JSON_COMPACT);
+	_cleanup_free_ char *line = xasprintf("%s\n", text);
+	if (write_all(q->fd, line, strlen(line)) < 0) {
+		af_error_set(err, errno, "cannot write to QEMU's monitor");
+		return NULL;
+	}
+	_cleanup_json_ json_t *reply = bt_qmp_next(q, deadline, err);
+	if (!reply)
+		return NULL;
+	json_t *ret = json_object_get(reply, "return");
+	if (!ret) {
+		const char *desc = json_string_value(json_object_get(json_object_get(reply, "error"), "desc"));
+		af_error_set(err, 0, "QEMU's monitor refused %s: %s", json_string_value(json_object_get(cmd, "execute")),
+			     desc ? desc : "no reason given");
+		return NULL;
+	}
+	return json_incref(ret);
+}
+
+/* Asks QEMU which port on 127.0.0.1 it bound for the guest's ssh, then
+ * closes the monitor (QEMU runs on without it).  0 or -1 + err. */
+static int bt_forwarded_port(struct bt *b, struct af_error **err)
+{
+	struct bt_qmp *q = xcalloc(1, sizeof(*q));
+	q->fd = b->qmp;
+	double deadline = now_monotonic() + 60;
+	_cleanup_json_ json_t *caps = json_pack("{s:s}", "execute", "qmp_capabilities");
+	_cleanup_json_ json_t *info = json_pack("{s:s, s:{s:s}}", "execute", "human-monitor-command", "arguments",
+						"command-line", "info usernet");
+	_cleanup_json_ json_t *greeting = bt_qmp_next(q, deadline, err);
+	_cleanup_json_ json_t *r1 = greeting ? bt_qmp_execute(q, caps, deadline, err) : NULL;
+	_cleanup_json_ json_t *r2 = r1 ? bt_qmp_execute(q, info, deadline, err) : NULL;
+	free(q);
+	close(b->qmp);
+	b->qmp = -1;
+	if (!r2)
+		return af_error_wrap(err, "cannot learn QEMU's forwarded ssh port");
+	if (!json_is_string(r2))
+		return af_error_set(err, 0, "cannot learn QEMU's forwarded ssh port: 'info usernet' gave no text");
+	return boottest_usernet_port(json_string_value(r2), 22, &b->port, err);
+}
+
+static char *bt_first_line(const char *s)
+{
+	return xstrndup(s, strcspn(s, "\r\n"));
 }
 
 /* The last lines of a file, for messages. */
@@ -926,18 +1280,38 @@ static char *bt_tail(const char *path, size_t lines)
 	return xstrdup(p);
 }
 
-/* ssh to the guest as the admin user with the test key. */
-static char **bt_ssh_argv(const struct bt *b, bool password_probe, const char *command)
+/* The name the pinned keys are filed under in known_hosts, whatever port
+ * QEMU bound. */
+#define BT_HOST_ALIAS "amiforge-boot-test"
+
+enum bt_ssh_mode {
+	BT_SSH_COMMAND,        /* a command with the test key, quiet */
+	BT_SSH_VERBOSE,        /* the same with -v: which host key the server sent */
+	BT_SSH_PASSWORD_PROBE, /* no key: what the server offers instead */
+};
+
+/* ssh to the guest as the admin user with the test key, trusting only the
+ * host keys pinned from the console (none before they are printed). */
+static char **bt_ssh_argv(const struct bt *b, enum bt_ssh_mode mode, const char *command)
 {
 	char **v = NULL;
 	size_t n = 0;
-	const char *common[] = { "ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o",
-				 "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null", "-o",
+	const char *common[] = { "ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o",
+				 "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" BT_HOST_ALIAS, "-o",
+				 "UpdateHostKeys=no", "-o", "CheckHostIP=no", "-o", "VerifyHostKeyDNS=no", "-o",
 				 "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
 				 "ServerAliveCountMax=3", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes" };
 	for (size_t i = 0; i < ARRAY_SIZE(common); i++)
 		strv_push(&v, &n, xstrdup(common[i]));
-	if (password_probe) {
+	/* b->dir passed bt_plain_path: no blank, '%' or '~' that ssh would
+	 * split or expand. */
+	strv_push(&v, &n, xstrdup("-o"));
+	strv_push(&v, &n, xasprintf("UserKnownHostsFile=%s", b->known_hosts));
+	if (b->hostkey_algs) {
+		strv_push(&v, &n, xstrdup("-o"));
+		strv_push(&v, &n, xasprintf("HostKeyAlgorithms=%s", b->hostkey_algs));
+	}
+	if (mode == BT_SSH_PASSWORD_PROBE) {
 		/* -v shows "Authentications that can continue": what the server offers. */
 		const char *probe[] = { "-v", "-o", "PubkeyAuthentication=no", "-o",
 					"PreferredAuthentications=password,keyboard-interactive", "-o",
@@ -945,8 +1319,7 @@ static char **bt_ssh_argv(const struct bt *b, bool password_probe, const char *c
 		for (size_t i = 0; i < ARRAY_SIZE(probe); i++)
 			strv_push(&v, &n, xstrdup(probe[i]));
 	} else {
-		strv_push(&v, &n, xstrdup("-o"));
-		strv_push(&v, &n, xstrdup("LogLevel=ERROR"));
+		strv_push(&v, &n, xstrdup(mode == BT_SSH_VERBOSE ? "-v" : "-oLogLevel=ERROR"));
 		strv_push(&v, &n, xstrdup("-o"));
 		strv_push(&v, &n, xstrdup("PreferredAuthentications=publickey"));
 		strv_push(&v, &n, xstrdup("-i"));
@@ -962,7 +1335,7 @@ static char **bt_ssh_argv(const struct bt *b, bool password_probe, const char *c
 
 static int bt_ssh(struct bt *b, const char *command, double timeout, struct bt_result *res, struct af_error **err)
 {
-	_cleanup_strv_ char **argv = bt_ssh_argv(b, false, command);
+	_cleanup_strv_ char **argv = bt_ssh_argv(b, BT_SSH_COMMAND, command);
 	return bt_run(b->dir, argv, timeout, res, err);
 }
 
@@ -994,17 +1367,147 @@ static bool bt_key_served(const struct bt *b)
  * not accept it: no such user, or the key went elsewhere. */
 #define BT_DENIED_GRACE 60.0
 
+/* The console log as boot-test judges it: QEMU's serial log, or what the
+ * test hook (BOOTTEST_TEST_CONSOLE_ENV, test-only) makes of it once the
+ * guest printed its keys: nothing (drop), or the test's own client key
+ * printed as the host key (forge). */
+static char *bt_console_text(const struct bt *b)
+{
+	_cleanup_free_ char *path = path_join(b->dir, "console.log");
+	char *text = read_file(path, NULL, NULL);
+	const char *hook = getenv(BOOTTEST_TEST_CONSOLE_ENV);
+	if (!text)
+		return xstrdup("");
+	if (!hook || (strcmp(hook, "forge") && strcmp(hook, "drop")))
+		return text;
+	_cleanup_free_ char *real = text;
+	struct boottest_hostkeys k = { 0 };
+	int printed = boottest_console_hostkeys(real, &k, NULL);
+	boottest_hostkeys_release(&k);
+	_cleanup_free_ char *pub_path = xasprintf("%s.pub", b->key);
+	_cleanup_free_ char *pub = read_file(pub_path, NULL, NULL);
+	char *blob = pub ? strchr(pub, ' ') : NULL;
+	if (strcmp(hook, "forge") || printed != 1 || !blob)
+		return xstrdup("");
+	blob++;
+	blob[strcspn(blob, " \n")] = '\0';
+	_cleanup_free_ char *fp = boottest_key_fingerprint("ssh-ed25519", blob);
+	return xasprintf("-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 %s forged (ED25519)\n"
+			 "-----END SSH HOST KEY FINGERPRINTS-----\n-----BEGIN SSH HOST KEY KEYS-----\n"
+			 "ssh-ed25519 %s forged\n-----END SSH HOST KEY KEYS-----\n", fp ? fp : "", blob);
+}
+
+/* "ssh-ed25519 SHA256:..., ssh-rsa SHA256:..." */
+static char *bt_pinned_list(const struct bt *b)
+{
+	struct strbuf sb = STRBUF_INIT;
+	for (size_t i = 0; i < b->hostkeys.n; i++)
+		strbuf_addf(&sb, "%s%s %s", i ? ", " : "", b->hostkeys.keys[i].type, b->hostkeys.keys[i].fingerprint);
+	return strbuf_detach(&sb);
+}
+
+/* Once the guest printed its host keys on the console, writes them to
+ * known_hosts: from then on ssh trusts those and no other.  1 pinned, 0
+ * not printed yet, -1 + err when what it printed cannot be trusted. */
+static int bt_pin_host_keys(struct bt *b, struct af_error **err)
+{
+	if (b->hostkeys.n)
+		return 1;
+	_cleanup_free_ char *console = bt_console_text(b);
+	struct boottest_hostkeys k = { 0 };
+	int rc = boottest_console_hostkeys(console, &k, err);
+	if (rc <= 0)
+		return rc;
+	_cleanup_free_ char *kh = boottest_known_hosts(&k, BT_HOST_ALIAS);
+	if (write_file_atomic(b->known_hosts, kh, strlen(kh), 0600, err) < 0) {
+		boottest_hostkeys_release(&k);
+		return -1;
+	}
+	b->hostkeys = k;
+	b->hostkey_algs = boottest_hostkey_algorithms(&k);
+	_cleanup_free_ char *list = bt_pinned_list(b);
+	log_info("the guest printed its host keys on the console: %s", list);
+	if (k.rejected)
+		log_warn("%zu more key(s) on the console match no printed fingerprint: not trusted", k.rejected);
+	return 1;
+}
+
+/* Why ssh refused the host key, when it did: the guest's sshd sent a key
+ * (or offered only key types) other than those it printed.  NULL if ssh
+ * did not get that far. */
+static char *bt_host_key_refusal(const struct bt *b, const char *out)
+{
+	const char *offer = strstr(out, "no matching host key type found. Their offer: ");
+	if (!strstr(out, "Host key verification failed") && !offer)
+		return NULL;
+	if (!b->hostkeys.n)
+		return xstrdup("");
+	_cleanup_free_ char *printed = bt_pinned_list(b);
+	if (offer) {
+		_cleanup_free_ char *types = bt_first_line(offer + strlen("no matching host key type found. Their offer: "));
+		return xasprintf("host key mismatch: the guest's sshd offers %s, none of the key types its console "
+				 "printed (%s): login refused", types, printed);
+	}
+	const char *sent = strstr(out, "The fingerprint for the ");
+	const char *t = sent ? sent + strlen("The fingerprint for the ") : NULL;
+	_cleanup_free_ char *type = t ? xstrndup(t, strcspn(t, " ")) : NULL;
+	_cleanup_free_ char *fp = sent ? bt_line_fingerprint(sent) : NULL;
+	return xasprintf("host key mismatch: the guest's sshd sent %s %s, its console printed %s: login refused",
+			 type ? type : "a key", fp ? fp : "(fingerprint not shown)", printed);
+}
+
+/* After sshd answers, the keys must already be on the console:
+ * prep-instance prints them before sshd starts. */
+#define BT_CONSOLE_GRACE 20.0
+
+/* The ssh login failed on the host key.  1 when that decides the check
+ * (a failed check added), 0 to try again. */
+static int bt_host_key_failed(struct bt *b, char *refusal, double *unpinned_since, char **last)
+{
+	const char *msg = refusal;
+	_cleanup_free_ char *console = NULL;
+	if (!*refusal) {
+		/* Nothing pinned yet: sshd is up, the keys are not printed. */
+		if (*unpinned_since == 0)
+			*unpinned_since = now_monotonic();
+		free(*last);
+		*last = xstrdup("sshd answers, but the guest has printed no host keys on its console yet");
+		if (now_monotonic() - *unpinned_since < BT_CONSOLE_GRACE)
+			return 0;
+		console = bt_console_text(b);
+		msg = strstr(console, BT_FP_BEGIN)
+			      ? "the guest printed host key fingerprints but not its public keys (" BT_KEYS_BEGIN
+				") on its console: boot-test pins the printed public keys"
+			      : "the guest printed no host key fingerprints on its console; was the image built with "
+				"ssh: {prep_instance: true}?";
+	}
+	boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
+	return 1;
+}
+
 /* Waits for an ssh login with the test key.  0 logged in, 1 not within
  * the time (a failed check added), -1 interrupted or error. */
 static int bt_wait_ssh(struct bt *b, struct af_error **err)
 {
-	double deadline = b->qemu_start + b->timeout, denied_since = 0;
+	double deadline = b->qemu_start + b->timeout, denied_since = 0, unpinned_since = 0;
 	_cleanup_free_ char *last = xstrdup("no answer");
+	int st;
+	if (bt_forwarded_port(b, err) < 0) {
+		if (bt_interrupted || bt_qemu_alive(b, &st))
+			return -1;
+		af_error_clear(err);
+		bt_qemu_gone(b, st);
+		return 1;
+	}
 	log_info("waiting for ssh on 127.0.0.1:%d (up to %ds)", b->port, b->timeout);
 	while (now_monotonic() < deadline) {
-		int st;
 		if (!bt_qemu_alive(b, &st)) {
 			bt_qemu_gone(b, st);
+			return 1;
+		}
+		_cleanup_error_ struct af_error *kerr = NULL;
+		if (bt_pin_host_keys(b, &kerr) < 0) {
+			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, af_error_msg(kerr));
 			return 1;
 		}
 		struct bt_result res;
@@ -1014,16 +1517,20 @@ static int bt_wait_ssh(struct bt *b, struct af_error **err)
 		if (res.status == 0) {
 			free(res.output);
 			b->rep.boot_seconds = now_monotonic() - b->qemu_start;
-			_cleanup_free_ char *d = xasprintf("%.1fs after QEMU started", b->rep.boot_seconds);
+			_cleanup_free_ char *d = xasprintf("%.1fs after QEMU started, host key pinned from the console",
+							   b->rep.boot_seconds);
 			boottest_report_add(&b->rep, "ssh login", BOOTTEST_OK, d);
 			return 0;
 		}
+		_cleanup_free_ char *refusal = bt_host_key_refusal(b, res.output);
 		free(last);
 		char *o = res.output;
 		o[strcspn(o, "\r\n")] = '\0';
 		last = *o ? o : (free(o), xstrdup(res.timed_out ? "ssh timed out" : "ssh failed"));
 		if (str_has_suffix(last, "."))
 			last[strlen(last) - 1] = '\0';
+		if (refusal && bt_host_key_failed(b, refusal, &unpinned_since, &last))
+			return 1;
 		if (!strstr(last, "Permission denied"))
 			denied_since = 0;
 		else if (denied_since == 0 && bt_key_served(b))
@@ -1062,11 +1569,6 @@ static int bt_check_cmd(struct bt *b, const char *name, const char *command, dou
 	free(detail);
 	free(res.output);
 	return 0;
-}
-
-static char *bt_first_line(const char *s)
-{
-	return xstrndup(s, strcspn(s, "\r\n"));
 }
 
 static bool bt_judge_whoami(const struct bt *b, const struct bt_result *res, char **detail)
@@ -1132,7 +1634,7 @@ static bool bt_judge_hostkeys(const struct bt *b, const struct bt_result *res, c
  * what it offers after the "none" attempt. */
 static int bt_check_password(struct bt *b, struct af_error **err)
 {
-	_cleanup_strv_ char **argv = bt_ssh_argv(b, true, "true");
+	_cleanup_strv_ char **argv = bt_ssh_argv(b, BT_SSH_PASSWORD_PROBE, "true");
 	struct bt_result res;
 	if (bt_run(b->dir, argv, 30, &res, err) < 0)
 		return -1;
@@ -1147,6 +1649,35 @@ static int bt_check_password(struct bt *b, struct af_error **err)
 		: methods	? xasprintf("refused (server offers: %s)", methods)
 				: xstrdup("refused");
 	boottest_report_add(&b->rep, "password login", ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
+	return 0;
+}
+
+/* The host key ssh saw, as `ssh -v` names it ("Server host key:
+ * ssh-ed25519 SHA256:..."), is one the console printed.  known_hosts made
+ * ssh check the key itself; this shows which one and that no other path
+ * (a known_hosts elsewhere, a certificate) let it in. */
+static int bt_check_seen_key(struct bt *b, struct af_error **err)
+{
+	_cleanup_strv_ char **argv = bt_ssh_argv(b, BT_SSH_VERBOSE, "true");
+	struct bt_result res;
+	if (bt_run(b->dir, argv, 30, &res, err) < 0)
+		return -1;
+	_cleanup_free_ char *out = res.output;
+	const char *m = strstr(out, "Server host key: ");
+	_cleanup_free_ char *seen = m ? bt_first_line(m + strlen("Server host key: ")) : NULL;
+	_cleanup_free_ char *fp = seen ? bt_line_fingerprint(seen) : NULL;
+	const struct boottest_hostkey *k = NULL;
+	for (size_t i = 0; fp && i < b->hostkeys.n && !k; i++)
+		if (!strcmp(b->hostkeys.keys[i].fingerprint, fp))
+			k = &b->hostkeys.keys[i];
+	_cleanup_free_ char *printed = bt_pinned_list(b);
+	bool ok = k && res.status == 0 && !res.timed_out;
+	_cleanup_free_ char *detail =
+		ok ? xasprintf("%s %s, as printed on the console", k->type, k->fingerprint)
+		: !seen ? xasprintf("ssh -v named no server host key (exit %d)", res.status)
+		: !k ? xasprintf("ssh saw %s, the console printed %s", seen, printed)
+		     : xasprintf("%s, but the login failed (exit %d)", seen, res.status);
+	boottest_report_add(&b->rep, "console host key", ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
 	return 0;
 }
 
@@ -1177,14 +1708,14 @@ static void bt_check_imds(struct bt *b)
 static int bt_checks(struct bt *b, struct af_error **err)
 {
 	int rc = bt_wait_ssh(b, err);
-	static const char *const later[] = { "whoami", "sudo", "failed units", "host keys", "password login",
-					     "metadata key" };
+	static const char *const later[] = { "console host key", "whoami", "sudo", "failed units", "host keys",
+					     "password login", "metadata key" };
 	if (rc != 0) {
 		for (size_t i = 0; rc > 0 && i < ARRAY_SIZE(later); i++)
 			boottest_report_add(&b->rep, later[i], BOOTTEST_SKIPPED, "no login");
 		return rc < 0 ? -1 : 0;
 	}
-	if (bt_check_cmd(b, "whoami", "whoami", 30, bt_judge_whoami, err) < 0 ||
+	if (bt_check_seen_key(b, err) < 0 || bt_check_cmd(b, "whoami", "whoami", 30, bt_judge_whoami, err) < 0 ||
 	    bt_check_cmd(b, "sudo", "sudo -n true", 30, bt_judge_sudo, err) < 0 ||
 	    bt_check_cmd(b, "failed units", BT_UNITS_CMD, 150, bt_judge_units, err) < 0 ||
 	    bt_check_cmd(b, "host keys", BT_HOSTKEYS_CMD, 30, bt_judge_hostkeys, err) < 0 ||
@@ -1228,8 +1759,13 @@ static void bt_remove_dir(struct bt *b, bool keep_logs)
 
 static void bt_release(struct bt *b)
 {
+	if (b->qmp >= 0)
+		close(b->qmp);
 	free(b->dir);
 	free(b->key);
+	free(b->known_hosts);
+	free(b->hostkey_algs);
+	boottest_hostkeys_release(&b->hostkeys);
 	bt_pvboot_release(&b->pv);
 	free(b->ovmf_code);
 	free(b->ovmf_vars);
@@ -1360,6 +1896,10 @@ static int bt_execute(struct bt *b, struct af_error **err)
 		return af_error_set(err, errno, "cannot read image '%s'", b->image);
 	if (bt_make_dir(b, err) < 0 || bt_make_keys(b, err) < 0 || bt_inspect(b, err) < 0)
 		return -1;
+	const char *hook = getenv(BOOTTEST_TEST_CONSOLE_ENV);
+	if (hook && *hook)
+		log_warn("%s=%s: a test hook rewrites what the guest prints on its console (tests only)",
+			 BOOTTEST_TEST_CONSOLE_ENV, hook);
 	if (b->pvgrub)
 		log_info("booting %s: %s", b->pv.where, b->pv.cmdline);
 	if (bt_start_qemu(b, err) < 0)
@@ -1369,7 +1909,7 @@ static int bt_execute(struct bt *b, struct af_error **err)
 
 int boottest_main(int argc, char **argv)
 {
-	struct bt b = { .user = "admin", .accel = "tcg", .memory = 1024,
+	struct bt b = { .user = "admin", .accel = "tcg", .memory = 1024, .qmp = -1,
 			.rep = { .boot = "hvm", .firmware = "bios", .boot_seconds = -1 } };
 	int rc = bt_parse(argc, argv, &b);
 	if (rc)

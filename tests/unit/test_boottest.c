@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* boot-test's pure parts: menu.lst as PV-GRUB reads it, the console moved
- * to the serial port, the report, and the metadata responder's answers. */
+ * to the serial port, the host keys read from the console, the port QEMU
+ * bound, the report, and the metadata responder's answers. */
 #include "testutil.h"
 
 #include <fcntl.h>
@@ -142,6 +143,219 @@ static void test_serial_cmdline(void **state)
 		assert_string_equal(got, cases[i][1]);
 		free(got);
 	}
+}
+
+/* ---- host keys from the console ---- */
+
+/* Made with ssh-keygen -t ... -C root@debian; fingerprints from ssh-keygen -l. */
+#define K_ED25519 "AAAAC3NzaC1lZDI1NTE5AAAAIIVjsgeTaMO5C7Mi4cY6aiypZP0FCCu+SrRb5KK3mhYh"
+#define FP_ED25519 "SHA256:1zwanRlOz3uLA19oxCWqxKh94eE2EocsxQvZh82uE9g"
+#define K_ECDSA "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPAB3zNVX8HDsfrYoJZ8bO5CgqvQ5KgxNTjObuAFecB374" \
+		"amsNM/YJGUjz1wDpAOgVdJXayOfQ80bd6xK/w/x2g="
+#define FP_ECDSA "SHA256:WjyJGt1kJX2krPh4qLHUMsA9Q+/Sv7zufKdBMnR3SkY"
+#define K_RSA "AAAAB3NzaC1yc2EAAAADAQABAAABgQC+XOzWETp6RqiHLRHDQKl+QZTAQgaH4lQjic5VwwkfZOHA0H4foa4lxzyPC3SHY3xW" \
+	      "z6WhaxGmBq1yWE1k89N2lsU9CEElpACGV8IraF489zrBBf8jg408VvcU/35LhjZONLdwlaqPRrn1jgge4zehN0jkdZfU9vxo" \
+	      "eslxVf/1xTBIEvnVpzu3x2TMX2sVDi2Jkvii0jgT4C18Cq6sSuhwMQ+lQpwcX/+7YdBUyss4DgOumbW62z9bN+oBHaDgV5erz" \
+	      "HeABs42sQoVdg/jirH/CNbAJkNsaanmYd/iQyXALspfidgQPL6QobNPCdw6ZnfrO20c3QlOrVIcTcdGWP8PwmOV/1YXv0ogJs" \
+	      "03bLr19pQinE8gKgtxzx1UMTkd8njKU6bGydQiBvegQAvEoxnyroCxeuhDf3P18jflSRU9AWhHTwd+oocI1trQHCv3GvBPCcx" \
+	      "trxWp/3/MNb8SkdPZaqW2V0ND3nDWlnjtQHrQA8bkF6JXFhN8RSQLAXIMOEE="
+#define FP_RSA "SHA256:TLun/nGnV2cXnEzpxQqQbiK3iRzGC+kzcth2QHAVx0I"
+/* Another ed25519 key: what an impostor's sshd would hold. */
+#define K_FORGED "AAAAC3NzaC1lZDI1NTE5AAAAIJFbmHW7hq08pdhSgidpD1doMeL7XpltRNkHiON041ZO"
+#define FP_FORGED "SHA256:XYpO0B8rqMuyDXV59aCwQX7LrbSFTUITm3t0M+Atih0"
+
+static void test_key_fingerprint(void **state)
+{
+	static const char *const ok[][3] = {
+		{ "ssh-ed25519", K_ED25519, FP_ED25519 },
+		{ "ecdsa-sha2-nistp256", K_ECDSA, FP_ECDSA },
+		{ "ssh-rsa", K_RSA, FP_RSA },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
+		char *fp = boottest_key_fingerprint(ok[i][0], ok[i][1]);
+		assert_non_null(fp);
+		assert_string_equal(fp, ok[i][2]);
+		free(fp);
+	}
+	/* A key under another type's name, broken base64, a cut blob. */
+	assert_null(boottest_key_fingerprint("ssh-rsa", K_ED25519));
+	assert_null(boottest_key_fingerprint("ssh-ed25519", K_ECDSA));
+	assert_null(boottest_key_fingerprint("ssh-ed25519", "AAAAC3Nz!C1lZDI1NTE5AAAAIIVj"));
+	assert_null(boottest_key_fingerprint("ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5A"));
+	assert_null(boottest_key_fingerprint("ssh-ed25519", "AAAA"));
+	assert_null(boottest_key_fingerprint("ssh-ed25519", ""));
+}
+
+/* As EC2's console output shows cloud-init's blocks: "ec2: " before the
+ * fingerprints, CRLF from the serial port, a kernel message in between. */
+static const char console_ec2[] =
+	"[    3.141592] EXT4-fs (vda1): mounted filesystem\r\n"
+	"ec2: \r\n"
+	"ec2: #############################################################\r\n"
+	"ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\r\n"
+	"ec2: 256 " FP_ECDSA " root@debian (ECDSA)\r\n"
+	"[   12.000001] random: crng init done\r\n"
+	"ec2: 256 " FP_ED25519 " root@debian (ED25519)\r\n"
+	"ec2: 3072 " FP_RSA " root@debian (RSA)\r\n"
+	"ec2: 2048 MD5:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0 root@debian (DSA)\r\n"
+	"ec2: -----END SSH HOST KEY FINGERPRINTS-----\r\n"
+	"ec2: #############################################################\r\n"
+	"-----BEGIN SSH HOST KEY KEYS-----\r\n"
+	"ecdsa-sha2-nistp256 " K_ECDSA " root@debian\r\n"
+	"ssh-ed25519 " K_ED25519 " root@debian\r\n"
+	"ssh-rsa " K_RSA " root@debian\r\n"
+	"-----END SSH HOST KEY KEYS-----\r\n"
+	"Debian GNU/Linux 12 debian ttyS0\r\n";
+
+static void test_console_hostkeys(void **state)
+{
+	struct boottest_hostkeys k = { 0 };
+	struct af_error *err = NULL;
+	assert_int_equal(boottest_console_hostkeys(console_ec2, &k, &err), 1);
+	assert_null(err);
+	assert_int_equal(k.n, 3);
+	assert_int_equal(k.rejected, 0);
+	assert_string_equal(k.keys[0].type, "ecdsa-sha2-nistp256");
+	assert_string_equal(k.keys[0].blob, K_ECDSA);
+	assert_string_equal(k.keys[0].fingerprint, FP_ECDSA);
+	assert_string_equal(k.keys[1].type, "ssh-ed25519");
+	assert_string_equal(k.keys[2].type, "ssh-rsa");
+	assert_string_equal(k.keys[2].fingerprint, FP_RSA);
+
+	char *kh = boottest_known_hosts(&k, "amiforge-boot-test");
+	assert_string_equal(kh, "amiforge-boot-test ecdsa-sha2-nistp256 " K_ECDSA "\n"
+				"amiforge-boot-test ssh-ed25519 " K_ED25519 "\n"
+				"amiforge-boot-test ssh-rsa " K_RSA "\n");
+	free(kh);
+	char *algs = boottest_hostkey_algorithms(&k);
+	assert_string_equal(algs, "ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256");
+	free(algs);
+	boottest_hostkeys_release(&k);
+	assert_int_equal(k.n, 0);
+}
+
+/* prep-instance's own output through journald's console forwarding, and
+ * the block printed twice (a second boot): the last one counts. */
+static void test_console_hostkeys_prefixes(void **state)
+{
+	static const char console[] =
+		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+		"256 " FP_FORGED " root@old (ED25519)\n"
+		"-----END SSH HOST KEY FINGERPRINTS-----\n"
+		"-----BEGIN SSH HOST KEY KEYS-----\n"
+		"ssh-ed25519 " K_FORGED " root@old\n"
+		"-----END SSH HOST KEY KEYS-----\n"
+		"[   20.5] prep-instance[412]: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+		"[   20.5] prep-instance[412]: 256 " FP_ED25519 " root@debian (ED25519)\n"
+		"[   20.5] prep-instance[412]: -----END SSH HOST KEY FINGERPRINTS-----\n"
+		"[   20.5] prep-instance[412]: -----BEGIN SSH HOST KEY KEYS-----\n"
+		"[   20.5] prep-instance[412]: ssh-ed25519 " K_ED25519 "\n"
+		"[   20.5] prep-instance[412]: -----END SSH HOST KEY KEYS-----\n";
+	struct boottest_hostkeys k = { 0 };
+	struct af_error *err = NULL;
+	assert_int_equal(boottest_console_hostkeys(console, &k, &err), 1);
+	assert_int_equal(k.n, 1);
+	assert_string_equal(k.keys[0].blob, K_ED25519);
+	assert_string_equal(k.keys[0].fingerprint, FP_ED25519);
+	boottest_hostkeys_release(&k);
+}
+
+/* Nothing yet, or only part of it: 0, nothing filled, no error. */
+static void test_console_hostkeys_missing(void **state)
+{
+	static const char *const cases[] = {
+		"",
+		"[    0.000000] Linux version 6.1.0-18-amd64\r\nDebian GNU/Linux 12 debian ttyS0\r\n",
+		/* the fingerprints, not yet the keys */
+		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 " FP_ED25519 " root@debian (ED25519)\n"
+		"-----END SSH HOST KEY FINGERPRINTS-----\n",
+		/* the keys block still being written */
+		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 " FP_ED25519 " root@debian (ED25519)\n"
+		"-----END SSH HOST KEY FINGERPRINTS-----\n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 " K_ED25519,
+		/* keys without fingerprints */
+		"-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 " K_ED25519 "\n-----END SSH HOST KEY KEYS-----\n",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct boottest_hostkeys k = { 0 };
+		struct af_error *err = NULL;
+		assert_int_equal(boottest_console_hostkeys(cases[i], &k, &err), 0);
+		assert_null(err);
+		assert_int_equal(k.n, 0);
+	}
+}
+
+#define FP_BLOCK(lines) "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n" lines "-----END SSH HOST KEY FINGERPRINTS-----\n"
+#define KEY_BLOCK(lines) "-----BEGIN SSH HOST KEY KEYS-----\n" lines "-----END SSH HOST KEY KEYS-----\n"
+
+/* A printed key whose fingerprint was not printed is never trusted. */
+static void test_console_hostkeys_forged(void **state)
+{
+	struct boottest_hostkeys k = { 0 };
+	struct af_error *err = NULL;
+
+	/* A forged ed25519 key next to the real ecdsa one: only the ecdsa one is kept. */
+	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ECDSA " root@debian (ECDSA)\n"
+							    "256 " FP_ED25519 " root@debian (ED25519)\n")
+							   KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"
+								     "ecdsa-sha2-nistp256 " K_ECDSA " root@debian\n"),
+						   &k, &err), 1);
+	assert_int_equal(k.n, 1);
+	assert_int_equal(k.rejected, 1);
+	assert_string_equal(k.keys[0].type, "ecdsa-sha2-nistp256");
+	char *algs = boottest_hostkey_algorithms(&k);
+	assert_string_equal(algs, "ecdsa-sha2-nistp256");
+	free(algs);
+	boottest_hostkeys_release(&k);
+
+	/* Only a forged key: refused with a message. */
+	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n")
+							   KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"),
+						   &k, &err), -1);
+	assert_string_equal(af_error_msg(err), "none of the 1 public key(s) the guest printed on its console matches "
+					       "a printed fingerprint: refusing to trust them");
+	assert_int_equal(k.n, 0);
+	af_error_clear(&err);
+
+	/* The real key relabelled as another type, and a cut key. */
+	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n")
+							   KEY_BLOCK("ssh-rsa " K_ED25519 " root@debian\n"
+								     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIVjsgeTaMO5\n"),
+						   &k, &err), -1);
+	assert_non_null(strstr(af_error_msg(err), "none of the 2 public key(s)"));
+	af_error_clear(&err);
+
+	/* MD5 fingerprints only: nothing to check against. */
+	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 MD5:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0 x (ED25519)\n")
+							   KEY_BLOCK("ssh-ed25519 " K_ED25519 "\n"),
+						   &k, &err), -1);
+	assert_non_null(strstr(af_error_msg(err), "holds no SHA256 fingerprint"));
+	af_error_clear(&err);
+
+	/* An empty keys block. */
+	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n") KEY_BLOCK(""),
+						   &k, &err), -1);
+	assert_string_equal(af_error_msg(err), "the console's host keys block holds no public key");
+	af_error_clear(&err);
+}
+
+/* QEMU's `info usernet` (QMP human-monitor-command) after hostfwd port 0. */
+static void test_usernet_port(void **state)
+{
+	static const char usernet[] =
+		"Hub -1 (net0):\r\n"
+		"  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n"
+		"  TCP[ESTABLISHED]   14 169.254.169.254    80  169.254.169.15 41830     0     0\r\n"
+		"  TCP[HOST_FORWARD]   8       127.0.0.1 39521  169.254.169.15    22     0     0\r\n"
+		"  UDP[236 sec]       12       10.0.2.15   68       10.0.2.2    67     0     0\r\n";
+	int port = 0;
+	struct af_error *err = NULL;
+	assert_int_equal(boottest_usernet_port(usernet, 22, &port, &err), 0);
+	assert_int_equal(port, 39521);
+	assert_int_equal(boottest_usernet_port(usernet, 2222, &port, &err), -1);
+	assert_string_equal(af_error_msg(err), "QEMU's 'info usernet' shows no host forward to guest port 2222");
+	af_error_clear(&err);
+	assert_int_equal(boottest_usernet_port("Hub -1 (net0):\r\n", 22, &port, &err), -1);
+	af_error_clear(&err);
 }
 
 /* ---- the report ---- */
@@ -437,6 +651,12 @@ int main(void)
 		cmocka_unit_test(test_menulst_errors),
 		cmocka_unit_test(test_menulst_devices),
 		cmocka_unit_test(test_serial_cmdline),
+		cmocka_unit_test(test_key_fingerprint),
+		cmocka_unit_test(test_console_hostkeys),
+		cmocka_unit_test(test_console_hostkeys_prefixes),
+		cmocka_unit_test(test_console_hostkeys_missing),
+		cmocka_unit_test(test_console_hostkeys_forged),
+		cmocka_unit_test(test_usernet_port),
 		cmocka_unit_test(test_report_passed),
 		cmocka_unit_test(test_report_failed),
 		cmocka_unit_test(test_imds_v2),
