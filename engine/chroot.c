@@ -405,13 +405,16 @@ static int write_policy_rc_d(int rootfd, const char *root, struct af_error **err
 }
 
 int chroot_mount_api(int rootfd, const char *root, const char *const *devices, const char *resolv,
-		     bool fd_links, struct af_error **err)
+		     unsigned what, struct af_error **err)
 {
 	mode_t old_umask = umask(0);  /* modes exactly as written */
+	bool proc_sys = what & CHROOT_API_PROC_SYS;
 	int rc = 0;
 
-	if (mount_proc(rootfd, root, err) < 0 || mount_dev(rootfd, root, devices, fd_links, err) < 0 ||
-	    mount_sys(rootfd, root, err) < 0 || (resolv && bind_resolv_conf(rootfd, root, resolv, err) < 0))
+	if ((proc_sys && mount_proc(rootfd, root, err) < 0) ||
+	    mount_dev(rootfd, root, devices, what & CHROOT_API_FD_LINKS, err) < 0 ||
+	    (proc_sys && mount_sys(rootfd, root, err) < 0) ||
+	    (resolv && bind_resolv_conf(rootfd, root, resolv, err) < 0))
 		rc = -1;
 	umask(old_umask);
 	return rc;

@@ -248,7 +248,7 @@ static int jail_host_view(const struct spawn_opts *o, int rootfd, const int *wfd
 	for (size_t i = 0; o->writable && o->writable[i]; i++)
 		if (jail_bind_dir(newroot, o->writable[i] + 1, wfds[i], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, err) < 0)
 			return -1;
-	if (chroot_mount_api(newroot, "", NULL, NULL, true, err) < 0)
+	if (chroot_mount_api(newroot, "", NULL, NULL, CHROOT_API_PROC_SYS | CHROOT_API_FD_LINKS, err) < 0)
 		return -1;
 	tmpfd = openat(newroot, "dev", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (resolv && (tmpfd < 0 || jail_host_resolv(newroot, tmpfd, resolv, err) < 0))
@@ -293,6 +293,14 @@ static int jail_open_paths(const struct spawn_opts *o, int *rootfd, int *wfds, s
 	return 0;
 }
 
+/* What the image gets mounted in it (chroot_mount_api()). */
+static unsigned jail_target_api(const struct spawn_opts *o)
+{
+	if (!o->host_view)
+		return CHROOT_API_PROC_SYS | CHROOT_API_FD_LINKS;
+	return o->bare_target ? 0 : CHROOT_API_PROC_SYS;
+}
+
 static int jail_mounts(const struct spawn_opts *o, struct af_error **err)
 {
 	_cleanup_fd_ int rootfd = -1;
@@ -313,7 +321,7 @@ static int jail_mounts(const struct spawn_opts *o, struct af_error **err)
 	}
 	if (jail_open_paths(o, &rootfd, wfds, err) < 0 ||
 	    jail_setattr(rootfd, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID, err, o->chroot) < 0 ||
-	    chroot_mount_api(rootfd, o->chroot, o->devices, o->host_view ? NULL : resolv, !o->host_view, err) < 0)
+	    chroot_mount_api(rootfd, o->chroot, o->devices, o->host_view ? NULL : resolv, jail_target_api(o), err) < 0)
 		goto out;
 	if (o->host_view) {
 		_cleanup_fd_ int nr = -1;

@@ -73,10 +73,14 @@ const char *jail_resolv_conf(void);
  * /dev/shm, and each of DEVICES, absolute /dev/ paths of block devices, bound
  * at the same name), /sys read-only; RESOLV, when not NULL, bound read-only
  * over etc/resolv.conf.  Paths are resolved inside ROOTFD, never following a
- * symlink planted in the image.  FD_LINKS: /dev/fd, stdin, stdout, stderr
- * links too (mmdebstrap makes its own).  0 or -1 + err. */
+ * symlink planted in the image.  WHAT says which (enum chroot_api).
+ * 0 or -1 + err. */
+enum chroot_api {
+	CHROOT_API_PROC_SYS = 1 << 0,  /* /proc and /sys (debootstrap extracts over them: not there) */
+	CHROOT_API_FD_LINKS = 1 << 1,  /* /dev/fd, stdin, stdout, stderr (mmdebstrap makes its own) */
+};
 int chroot_mount_api(int rootfd, const char *root, const char *const *devices, const char *resolv,
-		     bool fd_links, struct af_error **err);
+		     unsigned what, struct af_error **err);
 
 /* Writes TEXT to a file in TMPDIRFD (a tmpfs of the jail), binds it
  * read-only over TARGETFD (an O_PATH fd of a regular file), and removes the

@@ -72,6 +72,10 @@ struct spawn_opts {
 	 * (mmdebstrap), whose maintainer scripts then chroot into .chroot. */
 	bool host_view;
 	const char *const *writable;  /* NULL-terminated absolute directories */
+	/* host_view: leave the image's /proc and /sys unmounted (debootstrap
+	 * extracts base-files over them, and fails on a read-only mount); its
+	 * /dev is the jail's all the same. */
+	bool bare_target;
 	/* NULL-terminated absolute /dev/ paths of block devices the jail may
 	 * open (the image's own loop devices, for grub-install). */
 	const char *const *devices;
