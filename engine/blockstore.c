@@ -592,10 +592,10 @@ static int store_block(struct take *t, struct worker *w, uint64_t b, const unsig
 	dirname[2] = '\0';
 	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld.%u", dirname, name + 3, (long)getpid(), w->id);
 
-	if (mkdirat(t->blocks_fd, dirname, 0755) < 0 && errno != EEXIST)
+	if (mkdirat(t->blocks_fd, dirname, 0700) < 0 && errno != EEXIST)
 		return af_error_set(err, errno, "cannot create block directory '%s'", dirname);
 	_cleanup_fd_ int fd =
-	    openat(t->blocks_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	    openat(t->blocks_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return af_error_set(err, errno, "cannot create block file '%s'", tmp);
 	if (write_all(fd, w->zbuf, codec == CODEC_LZ4 ? HDR_LEN + payload : HDR_LEN) < 0 ||
@@ -717,7 +717,7 @@ int ckpt_take_memo(const char *dir, const char *key, const char *image, struct c
 	size_t len;
 	int ret = -1;
 
-	if (check_key(key, err) < 0 || mkdir_p(blocks_dir, 0755, err) < 0)
+	if (check_key(key, err) < 0 || mkdir_p(blocks_dir, 0700, err) < 0)
 		goto out;
 	t.blocks_fd = open(blocks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (t.blocks_fd < 0) {
@@ -732,7 +732,7 @@ int ckpt_take_memo(const char *dir, const char *key, const char *image, struct c
 		goto out;
 	path = ckpt_path(dir, key);
 	text = ckpt_serialise(&t.c, &len);
-	if (write_file_atomic(path, text, len, 0644, err) < 0)
+	if (write_file_atomic(path, text, len, 0600, err) < 0)
 		goto out;
 	if (stats)
 		*stats = (struct ckpt_stats){
@@ -1002,7 +1002,7 @@ int ckpt_restore_memo(const char *dir, const char *key, const char *image, struc
 	if (r.is_blk)
 		ret = restore_blockdev(&r, &sum, err);
 	else
-		ret = restore_file(&r, exists ? st.st_mode & 07777 : 0644, &sum, err);
+		ret = restore_file(&r, exists ? st.st_mode & 07777 : 0600, &sum, err);
 out:
 	if (ret < 0)
 		af_error_wrap(err, "cannot restore '%s' from checkpoint %s", image, key);

@@ -495,7 +495,10 @@ static int run_stage(struct build *b, size_t i)
 					   s->index, "id", s->id, "key", key, "seconds", secs, "error",
 					   msg));
 		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
-		dprintf(log_fd, "amiforge: error: %s\n", msg);
+		{
+			_cleanup_free_ char *shown = redact_text(msg, NULL, 0);
+			dprintf(log_fd, "amiforge: error: %s\n", shown);
+		}
 		bool full = print_log_tail(log_path);
 		log_error("stage %d '%s' (%s) failed: %s", s->index, s->id, type->name, msg);
 		explain_full_disk(b, full || strstr(msg, "No space left") != NULL);
@@ -605,7 +608,7 @@ static int prepare(struct build *b)
 	b->root_mnt = path_join(b->state, "root");
 	_cleanup_free_ char *logs = path_join(b->state, "logs");
 	if (mkdir_p(b->ckpt_dir, 0700, &err) < 0 || mkdir_p(logs, 0700, &err) < 0 ||
-	    mkdir_p(b->root_mnt, 0755, &err) < 0 || sandbox_enter(&err) < 0) {
+	    mkdir_p(b->root_mnt, 0700, &err) < 0 || sandbox_enter(&err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}
