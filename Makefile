@@ -43,11 +43,22 @@ $(BUILD)/libamiforge.a: $(LIB_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(HEADERS)
+# Every object waits for the pkg-config check: a missing -dev package is named
+# once, not as a wall of "no such file" errors.
+$(BUILD)/%.o: %.c | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a tests/unit/testutil.h
+$(BUILD)/.pkgs-ok: Makefile
+	@missing=""; for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Makefile: pkg-config cannot find:$$missing; install the -dev packages with 'make deps' (as root)" >&2; \
+		exit 69; fi
+	@mkdir -p $(dir $@) && touch $@
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/engine/main.d
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a tests/unit/testutil.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libamiforge.a $(LIBS) -lcmocka
 
