@@ -73,6 +73,7 @@ static int apt_spawn(const struct stage_ctx *ctx, const char *verb, const char *
 	struct spawn_opts so = {
 		.argv = (char *const *)argv,
 		.chroot = ctx->root,
+		.network = true,
 		.env = env,
 		.out_fd = ctx->log_fd,
 		.in_fd = -1,
@@ -107,7 +108,7 @@ static int apt_lock_cache(const char *cache_dir, struct af_error **err)
 
 /* Binds host directory SRC over DIR of the image, resolved inside it and
  * mounted through the opened fd so the kernel mounts on what was checked. */
-static int apt_bind(int rootfd, const char *root, const char *src, const char *dir, struct af_error **err)
+int apt_bind(int rootfd, const char *root, const char *src, const char *dir, struct af_error **err)
 {
 	_cleanup_fd_ int fd = inroot_mkdirs(rootfd, root, dir, 0755, err);
 	if (fd < 0)

@@ -324,11 +324,23 @@ static int boot_grub_cfg_check(const char *cfg, const char *root_spec, struct af
 	return 0;
 }
 
-static int boot_chroot_run(const struct stage_ctx *ctx, const char *const *argv, struct af_error **err)
+/* The block devices grub-install and grub-probe open in the jail: the root
+ * filesystem's loop device and the whole disk.  Bound into the jail's /dev;
+ * nothing else of the host's /dev is there. */
+struct boot_devs {
+	char *root;
+	char *disk;
+	const char *v[3];
+};
+
+static int boot_chroot_run(const struct stage_ctx *ctx, const char *const *argv, const struct boot_devs *devs,
+			   bool network, struct af_error **err)
 {
 	struct spawn_opts so = {
 		.argv = (char *const *)argv,
 		.chroot = ctx->root,
+		.network = network,
+		.devices = devs ? devs->v : NULL,
 		.out_fd = ctx->log_fd,
 		.in_fd = -1,
 		.deadline = ctx->deadline,
@@ -336,10 +348,10 @@ static int boot_chroot_run(const struct stage_ctx *ctx, const char *const *argv,
 	return sandbox_spawn(&so, err);
 }
 
-static int boot_chroot_sh(const struct stage_ctx *ctx, const char *script, struct af_error **err)
+static int boot_chroot_sh(const struct stage_ctx *ctx, const char *script, bool network, struct af_error **err)
 {
 	const char *argv[] = { "/bin/sh", "-ec", script, NULL };
-	return boot_chroot_run(ctx, argv, err);
+	return boot_chroot_run(ctx, argv, NULL, network, err);
 }
 
 /* Installs PKGS (space separated) with apt in the chroot unless all of them
@@ -360,7 +372,7 @@ static int boot_apt_install(const struct stage_ctx *ctx, const char *pkgs, struc
 		"apt-get clean\n",
 		pkgs, pkgs);
 	log_info("bootloader: apt-get install %s (if missing)", pkgs);
-	if (boot_chroot_sh(ctx, script, err) < 0)
+	if (boot_chroot_sh(ctx, script, true, err) < 0)
 		return af_error_wrap(err, "install %s in the image", pkgs);
 	return 0;
 }
@@ -376,17 +388,8 @@ static char *boot_devname(dev_t dev)
 	return xasprintf("/dev/%.*s", (int)strcspn(p + 8, "\n"), p + 8);
 }
 
-/* Makes the block device node PATH (an absolute /dev/... name) inside the
- * chroot's private /dev, so tools in the chroot can open it. */
-static int boot_mknod_in_root(const char *root, const char *path, dev_t dev, struct af_error **err)
-{
-	_cleanup_free_ char *p = path_join(root, path);
-	if (mknod(p, S_IFBLK | 0660, dev) < 0 && errno != EEXIST)
-		return af_error_set(err, errno, "create the device node '%s'", p);
-	return 0;
-}
-
-/* The whole disk through its own loop device, visible in the chroot. */
+/* The whole disk through its own loop device (or the disk itself when the
+ * image is a block device), for the jail's /dev. */
 static int boot_disk_loop(const struct stage_ctx *ctx, struct loopdev *disk, struct af_error **err)
 {
 	struct stat st;
@@ -395,24 +398,23 @@ static int boot_disk_loop(const struct stage_ctx *ctx, struct loopdev *disk, str
 	if (S_ISBLK(st.st_mode)) {
 		disk->fd = -1;
 		disk->path = xstrdup(ctx->image);
-		return boot_mknod_in_root(ctx->root, ctx->image, st.st_rdev, err);
+		return 0;
 	}
 	if (loop_attach(ctx->image, 0, 0, false, disk, err) < 0)
 		return af_error_wrap(err, "attach the whole disk for GRUB");
-	if (fstat(disk->fd, &st) < 0)
-		return af_error_set(err, errno, "stat '%s'", disk->path);
-	return boot_mknod_in_root(ctx->root, disk->path, st.st_rdev, err);
+	return 0;
 }
 
-/* grub-install follows / to the root filesystem's device: the runner's
- * offset loop device, which the chroot's private /dev lacks. */
-static int boot_root_node(const struct stage_ctx *ctx, struct af_error **err)
+/* grub-install and grub-probe follow / to the root filesystem's device:
+ * the runner's offset loop device. */
+static int boot_root_dev(const struct stage_ctx *ctx, struct boot_devs *devs, struct af_error **err)
 {
 	struct stat st;
 	if (stat(ctx->root, &st) < 0)
 		return af_error_set(err, errno, "stat '%s'", ctx->root);
-	_cleanup_free_ char *name = boot_devname(st.st_dev);
-	return boot_mknod_in_root(ctx->root, name, st.st_dev, err);
+	devs->root = boot_devname(st.st_dev);
+	devs->v[0] = devs->root;
+	return 0;
 }
 
 static void boot_free_probe(blkid_probe *pr)
@@ -480,14 +482,15 @@ static int boot_grub_choose(const struct stage_ctx *ctx, struct boot_grub *g, st
 }
 
 /* Boot code in the MBR, core image in the MBR gap / BIOS boot partition. */
-static int boot_grub_bios(const struct stage_ctx *ctx, const char *disk, struct af_error **err)
+static int boot_grub_bios(const struct stage_ctx *ctx, const char *disk, const struct boot_devs *devs,
+			  struct af_error **err)
 {
 	const char *argv[] = { "grub-install", "--target=i386-pc", "--boot-directory=/boot",
 			       /* The root's own loop device has no partition table: name
 				* the partition maps so the core image can find it. */
 			       "--modules=part_msdos part_gpt ext2", disk, NULL };
 	log_info("grub-install --target=i386-pc %s", disk);
-	if (boot_chroot_run(ctx, argv, err) < 0)
+	if (boot_chroot_run(ctx, argv, devs, false, err) < 0)
 		return af_error_wrap(err, "install GRUB for BIOS on %s", disk);
 	return 0;
 }
@@ -508,7 +511,7 @@ static int boot_grub_efi_image(const struct stage_ctx *ctx, const struct boot_gr
 		"  part_gpt part_msdos ext2 fat search search_fs_uuid search_label normal configfile echo\n",
 		g->efi_target, uuid);
 	log_info("grub-mkimage -O %s (root filesystem UUID %s)", g->efi_target, uuid);
-	if (boot_chroot_sh(ctx, script, err) < 0)
+	if (boot_chroot_sh(ctx, script, false, err) < 0)
 		return af_error_wrap(err, "make GRUB's EFI image");
 	return 0;
 }
@@ -571,7 +574,7 @@ static int boot_grub_efi(const struct stage_ctx *ctx, int rootfd, const struct b
 }
 
 static int boot_grub_config(const struct stage_ctx *ctx, int rootfd, const struct boot_grub *g, const char *spec,
-			    struct af_error **err)
+			    const struct boot_devs *devs, struct af_error **err)
 {
 	_cleanup_free_ char *defaults = boot_grub_defaults(params_int(ctx->params, "menu_timeout", 1), spec, g->console,
 							    params_str(ctx->params, "cmdline", NULL));
@@ -579,7 +582,7 @@ static int boot_grub_config(const struct stage_ctx *ctx, int rootfd, const struc
 			 err) < 0)
 		return -1;
 	const char *argv[] = { "grub-mkconfig", "-o", "/boot/grub/grub.cfg", NULL };
-	if (boot_chroot_run(ctx, argv, err) < 0)
+	if (boot_chroot_run(ctx, argv, devs, false, err) < 0)
 		return af_error_wrap(err, "generate grub.cfg");
 	_cleanup_free_ char *cfg = inroot_read(rootfd, ctx->root, "/boot/grub/grub.cfg", BOOT_CFG_MAX, NULL, err);
 	if (!cfg)
@@ -604,23 +607,27 @@ static int boot_grub_run(struct stage_ctx *ctx, int rootfd, struct af_error **er
 					      g.uefi ? g.efi_package : "");
 	if (boot_apt_install(ctx, pkgs, err) < 0)
 		return -1;
-	if (boot_root_node(ctx, err) < 0)
-		return -1;
-	if (g.bios) {
+	struct boot_devs devs = { 0 };
+	r = boot_root_dev(ctx, &devs, err);
+	if (r == 0 && g.bios) {
 		struct loopdev disk = { .fd = -1 };
 		r = boot_disk_loop(ctx, &disk, err);
+		devs.disk = disk.path;
+		devs.v[1] = disk.path;
 		if (r == 0)
-			r = boot_grub_bios(ctx, disk.path, err);
+			r = boot_grub_bios(ctx, disk.path, &devs, err);
 		if (disk.fd >= 0 && fsync(disk.fd) < 0 && r == 0)
 			r = af_error_set(err, errno, "sync %s", disk.path);
 		loop_release(&disk);
-		free(disk.path);
-		if (r < 0)
-			return -1;
+		devs.v[1] = NULL;
 	}
-	if (g.uefi && boot_grub_efi(ctx, rootfd, &g, err) < 0)
-		return -1;
-	if (boot_grub_config(ctx, rootfd, &g, spec, err) < 0)
+	if (r == 0 && g.uefi)
+		r = boot_grub_efi(ctx, rootfd, &g, err);
+	if (r == 0)
+		r = boot_grub_config(ctx, rootfd, &g, spec, &devs, err);
+	free(devs.root);
+	free(devs.disk);
+	if (r < 0)
 		return -1;
 	json_object_set_new(ctx->outputs, "bootloader.config", json_string("/boot/grub/grub.cfg"));
 	json_object_set_new(ctx->outputs, "bootloader.firmware",

@@ -17,9 +17,11 @@
 #include <unistd.h>
 #include <curl/curl.h>
 
+#include "amiforge/apt.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/inroot.h"
+#include "amiforge/jail.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/sandbox.h"
@@ -398,21 +400,6 @@ static void deb_argv_release(struct deb_argv *a)
 	a->n = 0;
 }
 
-/* 'text' quoted for a POSIX shell. */
-static char *deb_shell_quote(const char *text)
-{
-	struct strbuf sb = STRBUF_INIT;
-	strbuf_addstr(&sb, "'");
-	for (const char *c = text; *c; c++) {
-		if (*c == '\'')
-			strbuf_addstr(&sb, "'\\''");
-		else
-			strbuf_add(&sb, c, 1);
-	}
-	strbuf_addstr(&sb, "'");
-	return strbuf_detach(&sb);
-}
-
 /* The command line for TOOL.  Pure: unit-tested. */
 static void deb_build_argv(const char *tool, const json_t *params, const char *arch, const char *mirror,
 			   const char *target, const char *cache, struct deb_argv *a)
@@ -439,21 +426,26 @@ static void deb_build_argv(const char *tool, const json_t *params, const char *a
 	if (keyring)
 		deb_arg(a, xasprintf("--keyring=%s", keyring));
 	if (mm) {
-		/* The shared cache is bind-mounted over the target's apt archive
-		 * (in the stage's private mount namespace), so no .deb is copied
-		 * in or out; it is unmounted in a customize hook, before
-		 * mmdebstrap's cleanup would empty it.  essential/unlink is
-		 * skipped so the essential .debs stay cached.  The unsafe-io
-		 * file makes dpkg skip fsyncs (DESIGN §6) and is removed before
-		 * the end. */
-		_cleanup_free_ char *qcache = deb_shell_quote(cache);
-		deb_arg(a, xstrdup("--skip=download/empty,essential/unlink"));
+		/* The stage binds the shared cache over the target's apt archive
+		 * before mmdebstrap starts, so no .deb is copied in or out, and
+		 * the jail mounts /proc, /dev and /sys in the target: mmdebstrap
+		 * mounts nothing (it may not: the jail forbids mount) and the
+		 * target is not empty.  essential/unlink and download/empty are
+		 * skipped so the .debs stay cached.  The unsafe-io file makes dpkg
+		 * skip fsyncs (DESIGN §6) and is removed before the end. */
+		deb_arg(a, xstrdup("--skip=check/empty,chroot/mount,download/empty,essential/unlink"));
+		/* /proc and /sys are mounted (read-only for tar) before the
+		 * archives are extracted: base-files' entries for them are
+		 * filtered out of the extraction, and the filter is dropped
+		 * from the image's dpkg configuration at the end. */
+		deb_arg(a, xstrdup("--dpkgopt=path-exclude=/proc"));
+		deb_arg(a, xstrdup("--dpkgopt=path-exclude=/sys"));
 		deb_arg(a, xstrdup("--aptopt=Acquire::Retries \"3\""));
-		deb_arg(a, xasprintf("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives \"$1\"/etc/dpkg/dpkg.cfg.d"
-				     " && echo force-unsafe-io > \"$1\"/" DEB_UNSAFE_IO
-				     " && mount --bind %s \"$1\"/var/cache/apt/archives", qcache));
-		deb_arg(a, xstrdup("--customize-hook=umount \"$1\"/var/cache/apt/archives"));
+		deb_arg(a, xstrdup("--setup-hook=mkdir -p \"$1\"/etc/dpkg/dpkg.cfg.d"
+				   " && echo force-unsafe-io > \"$1\"/" DEB_UNSAFE_IO));
 		deb_arg(a, xstrdup("--customize-hook=rm -f \"$1\"/" DEB_UNSAFE_IO));
+		deb_arg(a, xstrdup("--customize-hook=f=\"$1\"/etc/dpkg/dpkg.cfg.d/99mmdebstrap; "
+				   "sed -i '\\#^path-exclude=/\\(proc\\|sys\\)$#d' \"$f\" && { [ -s \"$f\" ] || rm -f \"$f\"; }"));
 	} else {
 		deb_arg(a, xasprintf("--cache-dir=%s", cache));
 	}
@@ -462,10 +454,11 @@ static void deb_build_argv(const char *tool, const json_t *params, const char *a
 	deb_arg(a, xstrdup(mirror));
 }
 
-/* debootstrap and mmdebstrap copy the build host's /etc/resolv.conf and
- * /etc/hostname into the target.  Neither belongs in an image: the
- * resolver is the build network's (DESIGN §6: visible only while building;
- * run stages get it bound in) and the name is the build machine's. */
+/* debootstrap and mmdebstrap copy the /etc/resolv.conf and /etc/hostname
+ * they see into the target: the jail's resolver and the build host's name.
+ * Neither belongs in an image: the resolver is the sandbox's (DESIGN §6:
+ * visible only while building; networked commands get it bound in) and
+ * the name is the build machine's. */
 static int deb_drop_host_files(int rootfd, const char *root, struct af_error **err)
 {
 	static const char *const files[] = { "/etc/resolv.conf", "/etc/hostname" };
@@ -476,7 +469,9 @@ static int deb_drop_host_files(int rootfd, const char *root, struct af_error **e
 			continue;
 		size_t hl = 0, il = 0;
 		_cleanup_error_ struct af_error *ignore = NULL;
-		_cleanup_free_ char *host = read_file(files[i], &hl, &ignore);
+		_cleanup_free_ char *host = i == 0 ? xstrdup(jail_resolv_conf()) : read_file(files[i], &hl, &ignore);
+		if (i == 0)
+			hl = strlen(host);
 		_cleanup_free_ char *img = host ? inroot_read(rootfd, root, files[i], DEB_HOST_FILE_MAX, &il, err) : NULL;
 		if (host && !img) {
 			/* Larger than any resolv.conf or hostname: not the host's. */
@@ -500,6 +495,17 @@ static int deb_write_unsafe_io(int rootfd, const char *root, struct af_error **e
 	return inroot_write(rootfd, root, DEB_UNSAFE_IO, "force-unsafe-io\n", 16, 0644, 0, 0, err);
 }
 
+/* The shared cache over the target's apt archive, in the stage's mount
+ * namespace (it vanishes with the stage); the jail inherits the bind. */
+static int deb_bind_cache(const struct stage_ctx *ctx, const char *cache, struct af_error **err)
+{
+	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	if (rootfd < 0)
+		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+	return apt_bind(rootfd, ctx->root, cache, "/var/cache/apt/archives", err);
+}
+
 static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, struct af_error **err)
 {
 	/* The cleared environment, plus the host's proxy settings. */
@@ -515,9 +521,23 @@ static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, stru
 	for (size_t i = 0; i < ARRAY_SIZE(pass); i++)
 		if (getenv(pass[i]))
 			env[n++] = xasprintf("%s=%s", pass[i], getenv(pass[i]));
+	bool mm = strcmp(a->v[0], "mmdebstrap") == 0;
+	/* debootstrap refuses a nodev target unless it runs in a container,
+	 * which the jail is: its /dev is the jail's own, with working nodes. */
+	if (!mm)
+		env[n++] = xstrdup("container=lxc");
 	env[n] = NULL;
+	/* mmdebstrap and debootstrap run on the host's tools but execute the
+	 * archive's maintainer scripts: jailed, seeing the host read-only and
+	 * the image and the package cache as the only writable places. */
+	const char *writable[] = { ctx->cache_dir, NULL };
 	struct spawn_opts so = {
 		.argv = a->v,
+		.chroot = ctx->root,
+		.host_view = true,
+		.bare_target = !mm,
+		.writable = writable,
+		.network = true,
 		.env = env,
 		.out_fd = ctx->log_fd,
 		.in_fd = -1,
@@ -628,6 +648,8 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 	if (strcmp(tool, "debootstrap") == 0 && deb_write_unsafe_io(rootfd, ctx->root, err) < 0)
 		return -1;
 
+	if (strcmp(tool, "mmdebstrap") == 0 && deb_bind_cache(ctx, cache, err) < 0)
+		return -1;
 	struct deb_argv a = { 0 };
 	deb_build_argv(tool, ctx->params, ctx->arch, mirror, ctx->root, cache, &a);
 	log_info("%s %s from %s into %s (package cache %s)", tool, suite, mirror, ctx->root, cache);

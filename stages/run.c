@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* run: a command or a script inside the image's chroot (prepared by the
- * runner: /proc, a private /dev, /sys read-only, resolv.conf, policy-rc.d),
- * with a cleared environment plus the recipe's `env`. */
+/* run: a command or a script inside the image, in the jail (jail.h: its own
+ * namespaces, /proc, private /dev, /sys read-only, policy-rc.d, no network
+ * unless `network: true`), with a cleared environment plus the recipe's
+ * `env`. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,10 @@ static const struct param_spec run_params[] = {
 	  .help = "a command: a string (run with /bin/sh -c) or a list (argv)" },
 	{ .name = "script", .type = PT_PATH, .help = "a script file beside the recipe, copied into the image and run" },
 	{ .name = "env", .type = PT_MAP, .help = "extra environment variables" },
+	{ .name = "network", .type = PT_BOOL,
+	  .defval = "false",
+	  .help = "give the command a network (user-mode, through pasta; the build host's loopback and "
+		  "169.254.0.0/16 stay unreachable); default false: loopback only" },
 	{ .name = NULL },
 };
 
@@ -161,6 +166,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	struct spawn_opts so = {
 		.argv = (char *const *)argv,
 		.chroot = ctx->root,
+		.network = params_bool(ctx->params, "network", false),
 		.env = env,
 		.out_fd = ctx->log_fd,
 		.in_fd = -1,
@@ -180,7 +186,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 
 const struct stage_type stage_run = {
 	.name = "run",
-	.summary = "run a command or a script in the image's chroot",
+	.summary = "run a command or a script inside the image (sandboxed; network only with network: true)",
 	.params = run_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
 	.default_timeout = 3600,

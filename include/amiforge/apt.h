@@ -40,4 +40,9 @@ bool apt_installed(const char *root, const char *pkg);
  * array (possibly empty). */
 json_t *apt_missing(const char *root, const json_t *install);
 
+/* Binds host directory SRC over DIR of the image (created if missing),
+ * resolved inside ROOTFD and mounted through the opened fd, in the calling
+ * process's mount namespace.  0 or -1 + err. */
+int apt_bind(int rootfd, const char *root, const char *src, const char *dir, struct af_error **err);
+
 #endif
