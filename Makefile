@@ -7,7 +7,7 @@ BUILD ?= build
 
 PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib liblz4 \
 	libseccomp libcap libmnl
-WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wno-unused-parameter
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wswitch-enum -Wno-unused-parameter
 CFLAGS ?= -O2 -g
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
