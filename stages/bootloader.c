@@ -612,8 +612,8 @@ static int boot_grub_run(struct stage_ctx *ctx, int rootfd, struct af_error **er
 	if (r == 0 && g.bios) {
 		struct loopdev disk = { .fd = -1 };
 		r = boot_disk_loop(ctx, &disk, err);
-		devs.disk = disk.path;
-		devs.v[1] = disk.path;
+		devs.disk = disk.path ? xstrdup(disk.path) : NULL;
+		devs.v[1] = devs.disk;
 		if (r == 0)
 			r = boot_grub_bios(ctx, disk.path, &devs, err);
 		if (disk.fd >= 0 && fsync(disk.fd) < 0 && r == 0)
