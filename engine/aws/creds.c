@@ -13,7 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "amiforge/aws/creds.h"
-#include "amiforge/aws/http.h"
+#include "amiforge/aws/imds.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
@@ -233,37 +233,69 @@ static int creds_from_env(struct aws_creds *out, struct strbuf *why, struct af_e
 
 /* ---- instance metadata ---- */
 
-static const char *imds_endpoint(void)
-{
-	return creds_env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ?: "http://169.254.169.254";
-}
-
-static const struct aws_imds *creds_imds(const struct aws_creds_opts *opts)
-{
-	return opts && opts->imds ? opts->imds : aws_imds_builtin();
-}
-
-/* "2017-05-17T15:09:54Z" -> time_t, or 0. */
-static time_t creds_parse_time(const char *s)
+/* "2017-05-17T15:09:54Z" -> *t; false when it is not such a time. */
+static bool creds_parse_time(const char *s, time_t *t)
 {
 	struct tm tm = { 0 };
-	if (!s)
-		return 0;
 	const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!end)
-		return 0;
-	return timegm(&tm);
+	if (!end || (*end && *end != 'Z' && *end != '.' && *end != '+'))
+		return false;
+	*t = timegm(&tm);
+	return true;
 }
 
-static int creds_from_imds(const struct aws_creds_opts *opts, struct aws_creds *out,
+int aws_creds_parse_imds(const char *text, const char *role, struct aws_creds *out,
+			 struct af_error **err)
+{
+	json_error_t jerr;
+	_cleanup_json_ json_t *j = json_loads(text, 0, &jerr);
+	if (!json_is_object(j))
+		return af_error_set(err, 0, "instance metadata role '%s': the credentials are not a "
+				    "JSON object (line %d: %s)", role, jerr.line, jerr.text);
+	const char *code = json_string_value(json_object_get(j, "Code"));
+	const char *akid = json_string_value(json_object_get(j, "AccessKeyId"));
+	const char *secret = json_string_value(json_object_get(j, "SecretAccessKey"));
+	const char *token = json_string_value(json_object_get(j, "Token"));
+	const char *exp = json_string_value(json_object_get(j, "Expiration"));
+	time_t expiration = 0;
+	int r = 0;
+	if (code && strcmp(code, "Success") != 0)
+		r = af_error_set(err, 0, "instance metadata role '%s': Code is '%s', not Success",
+				 role, code);
+	else if (!akid || !secret)
+		r = af_error_set(err, 0, "instance metadata role '%s': AccessKeyId or "
+				 "SecretAccessKey missing", role);
+	else if (exp && !creds_parse_time(exp, &expiration))
+		r = af_error_set(err, 0, "instance metadata role '%s': Expiration '%s' is "
+				 "not an ISO 8601 time", role, exp);
+	if (r == 0) {
+		memset(out, 0, sizeof(*out));
+		out->access_key_id = xstrdup(akid);
+		out->secret_access_key = xstrdup(secret);
+		out->session_token = creds_strdup0(token);
+		out->expiration = expiration;
+		out->source = xasprintf("instance metadata role '%s'", role);
+	}
+	/* The document holds the secrets: wipe jansson's copies too. */
+	const char *const secrets[] = { "SecretAccessKey", "Token" };
+	for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
+		char *v = (char *)json_string_value(json_object_get(j, secrets[i]));
+		if (v)
+			OPENSSL_cleanse(v, strlen(v));
+	}
+	return r;
+}
+
+/* The role's credentials.  1 found (*out filled), 0 not there (*why says
+ * why: a broken metadata service is one more place that gave nothing), -1
+ * error. */
+static int creds_imds_step(const struct imds_iface *imds, struct aws_creds *out,
 			   struct strbuf *why, struct af_error **err)
 {
-	const struct aws_imds *imds = creds_imds(opts);
-	const char *where = imds->describe ? imds->describe : imds_endpoint();
+	_cleanup_free_ char *where = imds->where(imds->data);
 	_cleanup_free_ char *roles = NULL;
 	struct af_error *e = NULL;
 	int r = imds->get(imds->data, "meta-data/iam/security-credentials/", &roles, &e);
-	/* A broken metadata service is one more place that gave nothing. */
 	if (r < 0) {
 		strbuf_addf(why, "; instance metadata at %s (%s)", where, af_error_msg(e));
 		af_error_free(e);
@@ -282,29 +314,22 @@ static int creds_from_imds(const struct aws_creds_opts *opts, struct aws_creds *
 	_cleanup_free_ char *path = xasprintf("meta-data/iam/security-credentials/%s", role);
 	char *body = NULL;
 	r = imds->get(imds->data, path, &body, err);
-	if (r != 0) {
-		if (r > 0)
-			strbuf_addf(why, "; instance metadata at %s (role '%s' has no credentials)", where, role);
+	if (r > 0)
+		strbuf_addf(why, "; instance metadata at %s (role '%s' has no credentials)", where, role);
+	if (r != 0)
 		return r < 0 ? af_error_wrap(err, "instance metadata role '%s'", role) : 0;
-	}
-	json_error_t jerr;
-	_cleanup_json_ json_t *j = json_loads(body, 0, &jerr);
+	r = aws_creds_parse_imds(body, role, out, err);
 	creds_free_secret(body);
-	const char *code = json_string_value(json_object_get(j, "Code"));
-	const char *akid = json_string_value(json_object_get(j, "AccessKeyId"));
-	const char *secret = json_string_value(json_object_get(j, "SecretAccessKey"));
-	if (!j || (code && strcmp(code, "Success")) || !akid || !secret)
-		return af_error_set(err, 0, "instance metadata role '%s': unusable credentials document%s%s",
-				    role, code ? " with Code " : "", code ? code : "");
-	out->access_key_id = xstrdup(akid);
-	out->secret_access_key = xstrdup(secret);
-	out->session_token = creds_strdup0(json_string_value(json_object_get(j, "Token")));
-	out->expiration = creds_parse_time(json_string_value(json_object_get(j, "Expiration")));
-	out->source = xasprintf("instance metadata role '%s'", role);
-	/* The document holds the secret: wipe jansson's copy too. */
-	char *s = (char *)json_string_value(json_object_get(j, "SecretAccessKey"));
-	OPENSSL_cleanse(s, strlen(s));
-	return 1;
+	return r < 0 ? -1 : 1;
+}
+
+int aws_creds_from_imds(const struct imds_iface *imds, struct aws_creds *out,
+			struct af_error **err)
+{
+	struct strbuf why = STRBUF_INIT;
+	int r = creds_imds_step(imds_iface_or_default(imds), out, &why, err);
+	strbuf_release(&why);
+	return r < 0 ? -1 : r == 0;
 }
 
 static int creds_from_profile(const struct aws_creds_opts *opts, struct aws_creds *out,
@@ -344,7 +369,8 @@ int aws_creds_resolve(const struct aws_creds_opts *opts, struct aws_creds *out,
 		    !strcasecmp(creds_env("AWS_EC2_METADATA_DISABLED"), "true"))
 			strbuf_addstr(&why, "; instance metadata (disabled by AWS_EC2_METADATA_DISABLED)");
 		else
-			r = creds_from_imds(opts, &c, &why, err);
+			r = creds_imds_step(imds_iface_or_default(opts ? opts->imds : NULL), &c, &why,
+					    err);
 	} else if (r == 0) {
 		strbuf_addstr(&why, "; instance metadata (not consulted)");
 	}
@@ -485,7 +511,7 @@ int aws_region_resolve(const char *recipe_region, const struct aws_creds_opts *o
 	}
 	_cleanup_free_ char *imds_why = NULL;
 	if (!v && !(opts && opts->no_imds)) {
-		const struct aws_imds *imds = creds_imds(opts);
+		const struct imds_iface *imds = imds_iface_or_default(opts ? opts->imds : NULL);
 		struct af_error *e = NULL;
 		char *body = NULL;
 		int r = imds->get(imds->data, "meta-data/placement/region", &body, &e);
@@ -493,8 +519,8 @@ int aws_region_resolve(const char *recipe_region, const struct aws_creds_opts *o
 			v = xstrdup(creds_trim(body));
 			src = "instance metadata";
 		}
-		imds_why = xasprintf("instance metadata at %s (%s)",
-				     imds->describe ? imds->describe : imds_endpoint(),
+		_cleanup_free_ char *at = imds->where(imds->data);
+		imds_why = xasprintf("instance metadata at %s (%s)", at,
 				     r < 0 ? af_error_msg(e) : "not available");
 		free(body);
 		af_error_free(e);
@@ -631,93 +657,4 @@ char *aws_akid_short(const char *akid, char out[16])
 	else
 		snprintf(out, 16, "%.4s...%s", akid, akid + n - 4);
 	return out;
-}
-
-/* ---- built-in IMDS client (botocore IMDSFetcher's rules) ---- */
-
-static long imds_timeout_ms(void)
-{
-	const char *t = creds_env("AWS_METADATA_SERVICE_TIMEOUT");
-	double s = t ? strtod(t, NULL) : 1.0;
-	return s > 0 ? (long)(s * 1000) : 1000;
-}
-
-static int imds_builtin_get(void *data, const char *path, char **body, struct af_error **err)
-{
-	const char *disabled = creds_env("AWS_EC2_METADATA_DISABLED");
-	if (disabled && !strcasecmp(disabled, "true"))
-		return 1;
-	_cleanup_free_ char *base = xstrdup(imds_endpoint());
-	size_t bl = strlen(base);
-	while (bl && base[bl - 1] == '/')
-		base[--bl] = '\0';
-	long t = imds_timeout_ms();
-	struct http_options o = HTTP_OPTIONS_DEFAULT;
-	o.connect_timeout_ms = t;
-	o.attempt_timeout_ms = 2 * t;
-	o.total_timeout_ms = 4 * t;
-	o.max_attempts = 1;
-	o.max_body = 1 << 20;
-
-	_cleanup_free_ char *token_url = xasprintf("%s/latest/api/token", base);
-	struct sigv4_header th[] = { { "X-aws-ec2-metadata-token-ttl-seconds", "21600" } };
-	struct http_request treq = { .action = "imds token", .method = "PUT", .url = token_url,
-				     .headers = th, .n_headers = 1, .opts = &o };
-	struct http_response tresp;
-	struct af_error *e = NULL;
-	int r = http_request_do(&treq, &tresp, &e);
-	/* No answer at all: there is no IMDS here. */
-	if (r < 0 && tresp.status == 0) {
-		log_debug("instance metadata at %s: %s", base, af_error_msg(e));
-		af_error_free(e);
-		http_response_release(&tresp);
-		return 1;
-	}
-	af_error_free(e);
-	e = NULL;
-	/* 403/404/405: IMDSv1 only (botocore falls back the same way). */
-	_cleanup_free_ char *token = NULL;
-	if (r == 0)
-		token = xstrdup(tresp.body);
-	else if (tresp.status != 403 && tresp.status != 404 && tresp.status != 405) {
-		long st = tresp.status;
-		http_response_release(&tresp);
-		return af_error_set(err, 0, "instance metadata at %s: token request failed with HTTP %ld",
-				    base, st);
-	}
-	http_response_release(&tresp);
-
-	_cleanup_free_ char *url = xasprintf("%s/latest/%s", base, path);
-	struct sigv4_header gh[] = { { "X-aws-ec2-metadata-token", token ? token : "" } };
-	struct http_request greq = { .action = "imds get", .method = "GET", .url = url,
-				     .headers = gh, .n_headers = token ? 1 : 0, .opts = &o };
-	struct http_response gresp;
-	r = http_request_do(&greq, &gresp, &e);
-	if (r < 0) {
-		long st = gresp.status;
-		http_response_release(&gresp);
-		/* 403: IMDS turned off for this instance; 404: no such item. */
-		if (st == 403 || st == 404 || st == 0) {
-			af_error_free(e);
-			return 1;
-		}
-		if (err && !*err)
-			*err = e;
-		else
-			af_error_free(e);
-		return af_error_wrap(err, "instance metadata %s", path);
-	}
-	*body = steal_pointer(&gresp.body);
-	http_response_release(&gresp);
-	return 0;
-}
-
-const struct aws_imds *aws_imds_builtin(void)
-{
-	static const struct aws_imds builtin = {
-		.get = imds_builtin_get,
-		.data = NULL,
-		.describe = NULL, /* the endpoint, read from the environment at each use */
-	};
-	return &builtin;
 }

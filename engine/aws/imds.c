@@ -1,13 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The instance metadata client (include/amiforge/aws/imds.h has the contract). */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
-#include <jansson.h>
 
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
 #include "amiforge/aws/imds.h"
 #include "amiforge/cleanup.h"
@@ -16,24 +14,36 @@
 
 #define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
 #define IMDS_TOKEN_TTL 21600
+/* AWS_METADATA_SERVICE_TIMEOUT above this is taken as a typo. */
+#define IMDS_MAX_TIMEOUT_SECS 3600.0
 
 enum imds_mode { IMDS_MODE_UNKNOWN, IMDS_MODE_V2, IMDS_MODE_V1 };
 
 struct imds_client {
 	pthread_mutex_t lock;
 	char *endpoint;          /* NULL: read the environment at each call */
-	struct aws_imds iface;
-	char *describe;
+	struct imds_iface iface; /* set once, read without the lock */
 	enum imds_mode mode;
 	char *token;             /* a secret of sorts: never logged */
 	double token_expiry;     /* monotonic */
 };
+
+static int imds_iface_get(void *data, const char *path, char **body, struct af_error **err)
+{
+	return imds_get(data, path, body, err);
+}
+
+static char *imds_iface_where(void *data)
+{
+	return imds_client_endpoint(data);
+}
 
 struct imds_client *imds_client_new(const char *endpoint)
 {
 	struct imds_client *cl = xcalloc(1, sizeof(*cl));
 	pthread_mutex_init(&cl->lock, NULL);
 	cl->endpoint = endpoint ? xstrdup(endpoint) : NULL;
+	cl->iface = (struct imds_iface){ .get = imds_iface_get, .where = imds_iface_where, .data = cl };
 	return cl;
 }
 
@@ -43,12 +53,35 @@ void imds_client_free(struct imds_client *cl)
 		return;
 	pthread_mutex_destroy(&cl->lock);
 	free(cl->endpoint);
-	free(cl->describe);
 	free(cl->token);
 	free(cl);
 }
 
-static char *imds_endpoint(const struct imds_client *cl)
+static pthread_once_t imds_default_once = PTHREAD_ONCE_INIT;
+static struct imds_client *imds_default;
+
+static void imds_default_init(void)
+{
+	imds_default = imds_client_new(NULL);
+}
+
+struct imds_client *imds_client_default(void)
+{
+	pthread_once(&imds_default_once, imds_default_init);
+	return imds_default;
+}
+
+const struct imds_iface *imds_client_iface(struct imds_client *cl)
+{
+	return &cl->iface;
+}
+
+const struct imds_iface *imds_iface_or_default(const struct imds_iface *iface)
+{
+	return iface ? iface : imds_client_iface(imds_client_default());
+}
+
+char *imds_client_endpoint(const struct imds_client *cl)
 {
 	const char *e = cl->endpoint ? cl->endpoint : getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	if (!e || !*e)
@@ -75,19 +108,31 @@ static long imds_env_long(const char *name, long def, long lo, long hi)
 	return x;
 }
 
+/* AWS_METADATA_SERVICE_TIMEOUT in milliseconds: seconds, fractions allowed
+ * (botocore reads a float); anything else is the default second. */
+static long imds_timeout_ms(void)
+{
+	const char *v = getenv("AWS_METADATA_SERVICE_TIMEOUT");
+	char *end = NULL;
+	double s = v && *v ? strtod(v, &end) : 1.0;
+	if (v && *v && (end == v || !isfinite(s) || s <= 0 || s > IMDS_MAX_TIMEOUT_SECS))
+		s = 1.0;
+	long ms = (long)(s * 1000);
+	return ms > 0 ? ms : 1;
+}
+
 /* Short: off EC2 the address does not answer, and we must not wait. */
 static void imds_options(struct http_options *o)
 {
-	long secs = imds_env_long("AWS_METADATA_SERVICE_TIMEOUT", 1, 1, 60);
+	long t = imds_timeout_ms();
 	long attempts = imds_env_long("AWS_METADATA_SERVICE_NUM_ATTEMPTS", 1, 1, 10);
 	*o = HTTP_OPTIONS_DEFAULT;
-	o->connect_timeout_ms = secs * 1000;
-	o->attempt_timeout_ms = secs * 1000;
-	o->low_speed_secs = secs;
+	o->connect_timeout_ms = t;
+	o->attempt_timeout_ms = 2 * t;
+	o->total_timeout_ms = attempts * 4 * t;
 	o->max_attempts = (int)attempts;
 	o->backoff_base_ms = 100;
 	o->backoff_cap_ms = 1000;
-	o->total_timeout_ms = attempts * (secs * 1000 + 1000);
 	o->max_body = 1 << 20;
 }
 
@@ -150,7 +195,7 @@ int imds_get(struct imds_client *cl, const char *path, char **body, struct af_er
 {
 	if (imds_disabled())
 		return 1;
-	_cleanup_free_ char *base = imds_endpoint(cl);
+	_cleanup_free_ char *base = imds_client_endpoint(cl);
 	_cleanup_free_ char *url = xasprintf("%s/latest/%s", base, path);
 	pthread_mutex_lock(&cl->lock);
 	int rc = 1;
@@ -170,7 +215,8 @@ int imds_get(struct imds_client *cl, const char *path, char **body, struct af_er
 			cl->token = NULL;
 			continue;
 		}
-		if (status == 0 || status == 404) {
+		/* 403: IMDS is turned off for this instance; 404: no such item. */
+		if (status == 0 || status == 403 || status == 404) {
 			rc = 1;
 			break;
 		}
@@ -179,22 +225,6 @@ int imds_get(struct imds_client *cl, const char *path, char **body, struct af_er
 	}
 	pthread_mutex_unlock(&cl->lock);
 	return rc;
-}
-
-static int imds_iface_get(void *data, const char *path, char **body, struct af_error **err)
-{
-	return imds_get(data, path, body, err);
-}
-
-const struct aws_imds *imds_client_iface(struct imds_client *cl)
-{
-	pthread_mutex_lock(&cl->lock);
-	free(cl->describe);
-	cl->describe = imds_endpoint(cl);
-	cl->iface = (struct aws_imds){ .get = imds_iface_get, .data = cl,
-				       .describe = cl->describe };
-	pthread_mutex_unlock(&cl->lock);
-	return &cl->iface;
 }
 
 bool imds_client_used_v1(struct imds_client *cl)
@@ -238,58 +268,4 @@ int imds_region(struct imds_client *cl, char **region, struct af_error **err)
 int imds_instance_id(struct imds_client *cl, char **id, struct af_error **err)
 {
 	return imds_get_line(cl, "meta-data/instance-id", id, err);
-}
-
-int imds_parse_credentials(const char *text, const char *role, struct aws_creds *out,
-			   struct af_error **err)
-{
-	json_error_t jerr;
-	_cleanup_json_ json_t *j = json_loads(text, 0, &jerr);
-	if (!json_is_object(j))
-		return af_error_set(err, 0, "instance metadata role '%s': the credentials are not a "
-				    "JSON object (line %d: %s)", role, jerr.line, jerr.text);
-	const char *code = json_string_value(json_object_get(j, "Code"));
-	const char *akid = json_string_value(json_object_get(j, "AccessKeyId"));
-	const char *secret = json_string_value(json_object_get(j, "SecretAccessKey"));
-	const char *token = json_string_value(json_object_get(j, "Token"));
-	const char *exp = json_string_value(json_object_get(j, "Expiration"));
-	if (code && strcmp(code, "Success") != 0)
-		return af_error_set(err, 0, "instance metadata role '%s': Code is '%s', not Success",
-				    role, code);
-	if (!akid || !secret)
-		return af_error_set(err, 0, "instance metadata role '%s': AccessKeyId or "
-				    "SecretAccessKey missing", role);
-	time_t expiration = 0;
-	if (exp) {
-		struct tm tm = { 0 };
-		const char *end = strptime(exp, "%Y-%m-%dT%H:%M:%S", &tm);
-		if (!end || (*end && *end != 'Z' && *end != '.' && *end != '+'))
-			return af_error_set(err, 0, "instance metadata role '%s': Expiration '%s' is "
-					    "not an ISO 8601 time", role, exp);
-		expiration = timegm(&tm);
-	}
-	memset(out, 0, sizeof(*out));
-	out->access_key_id = xstrdup(akid);
-	out->secret_access_key = xstrdup(secret);
-	out->session_token = token ? xstrdup(token) : NULL;
-	out->expiration = expiration;
-	out->source = xasprintf("instance metadata role '%s'", role);
-	return 0;
-}
-
-int imds_role_credentials(struct imds_client *cl, struct aws_creds *out, struct af_error **err)
-{
-	_cleanup_free_ char *roles = NULL;
-	int rc = imds_get(cl, "meta-data/iam/security-credentials/", &roles, err);
-	if (rc != 0)
-		return rc;
-	roles[strcspn(roles, "\r\n")] = '\0';
-	if (!*roles)
-		return 1;
-	_cleanup_free_ char *path = xasprintf("meta-data/iam/security-credentials/%s", roles);
-	_cleanup_free_ char *doc = NULL;
-	rc = imds_get(cl, path, &doc, err);
-	if (rc != 0)
-		return rc;
-	return imds_parse_credentials(doc, roles, out, err) < 0 ? -1 : 0;
 }

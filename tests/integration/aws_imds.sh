@@ -1,6 +1,7 @@
 #!/bin/bash
-# The IMDS client against imds.py: v2 tokens, v1 fallback, role credentials in
-# the credential chain, their refresh before expiry, and their use on fakeaws.
+# The IMDS client against imds.py: v2 tokens (one per process), v1 fallback,
+# role credentials in the credential chain, their refresh before expiry, and
+# their use on fakeaws.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/servers/servers.sh"
 require_botocore "imds client"
@@ -17,10 +18,13 @@ check "instance id" grep -qx i-0123456789abcdef0 "$OUT"
 drv imds creds
 check "role credentials with their expiration" grep -q "^ASIAIMDS[0-9]* instance metadata role 'amiforge-test-role' [0-9]*$" "$OUT"
 
+puts=$(FAKEAWS=$IMDS state "s['token_puts']")
 drv creds 3 2.5
 check "the chain falls back to IMDS" grep -q "instance metadata role" "$OUT"
 check "IMDS credentials are refreshed before they expire" \
 	[ "$(awk '{print $1}' "$OUT" | uniq | wc -l)" = 2 ]
+check "one IMDSv2 token serves every lookup of the process" \
+	[ "$(FAKEAWS=$IMDS state "s['token_puts']")" = $((puts + 1)) ]
 AWS_REGION=ap-southeast-2 drv regions
 check "IMDS credentials sign a request fakeaws accepts" [ "$RC" = 0 -a "$(state "s['requests'][-1]['session_token']")" = True ]
 AWS_ACCESS_KEY_ID=$T_AKID AWS_SECRET_ACCESS_KEY=$T_SECRET drv creds

@@ -480,7 +480,7 @@ static int cmd_imds(int argc, char **argv)
 	int r;
 	if (!strcmp(what, "creds")) {
 		struct aws_creds cr = { 0 };
-		r = imds_role_credentials(imds, &cr, &err);
+		r = aws_creds_from_imds(imds_client_iface(imds), &cr, &err);
 		if (r == 0)
 			printf("%s %s %lld\n", cr.access_key_id, cr.source, (long long)cr.expiration);
 		aws_creds_release(&cr);
@@ -551,9 +551,9 @@ int main(int argc, char **argv)
 		opts.attempt_timeout_ms = atol(getenv("AWSDRV_TIMEOUT_MS"));
 	if (getenv("AWSDRV_TOTAL_MS"))
 		opts.total_timeout_ms = atol(getenv("AWSDRV_TOTAL_MS"));
-	imds = imds_client_new(NULL);
-	struct aws_creds_opts co = { .imds = imds_client_iface(imds) };
-	chain = aws_creds_chain_new(&co);
+	/* The engine's own: the process-wide IMDS client behind the default chain. */
+	imds = imds_client_default();
+	chain = aws_creds_chain_new(NULL);
 	int rc = 2;
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		if (!strcmp(argv[1], commands[i].name))
@@ -561,6 +561,5 @@ int main(int argc, char **argv)
 	if (rc == 2)
 		fprintf(stderr, "awsdrv: unknown command or bad usage: %s\n", argv[1]);
 	aws_creds_chain_free(chain);
-	imds_client_free(imds);
 	return rc;
 }

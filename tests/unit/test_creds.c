@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Credential chain precedence with a temporary HOME, IMDS credentials and
- * their refresh (through a fake aws_imds), region, endpoints, host
- * inference and redaction. */
+/* Credential chain precedence with a temporary HOME, IMDS role
+ * credentials (documents, the chain's IMDS step) and their refresh (through
+ * a fake imds_iface), region, endpoints, host inference and redaction. */
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include "amiforge/aws/creds.h"
+#include "amiforge/aws/imds.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/util.h"
@@ -87,9 +88,14 @@ static int fake_get(void *data, const char *path, char **body, struct af_error *
 	return 1;
 }
 
-static struct aws_imds fake_imds_iface(struct fake_imds *f)
+static char *fake_where(void *data)
 {
-	return (struct aws_imds){ .get = fake_get, .data = f, .describe = "fake-imds" };
+	return xstrdup("fake-imds");
+}
+
+static struct imds_iface fake_imds_iface(struct fake_imds *f)
+{
+	return (struct imds_iface){ .get = fake_get, .where = fake_where, .data = f };
 }
 
 static void resolve_ok(const struct aws_creds_opts *o, struct aws_creds *c)
@@ -133,7 +139,7 @@ static const char config_file[] =
 static void test_env_over_profile(void **state)
 {
 	struct fake_imds f = { 0 };
-	struct aws_imds imds = fake_imds_iface(&f);
+	struct imds_iface imds = fake_imds_iface(&f);
 	struct aws_creds_opts o = { .imds = &imds };
 	write_home_file("credentials", credentials_file);
 	setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
@@ -158,7 +164,7 @@ static void test_env_over_profile(void **state)
 static void test_profiles(void **state)
 {
 	struct fake_imds f = { .present = true, .role = "r" };
-	struct aws_imds imds = fake_imds_iface(&f);
+	struct imds_iface imds = fake_imds_iface(&f);
 	struct aws_creds_opts o = { .imds = &imds };
 	write_home_file("credentials", credentials_file);
 	write_home_file("config", config_file);
@@ -230,7 +236,7 @@ static void test_file_overrides(void **state)
 static void test_nothing_found(void **state)
 {
 	struct fake_imds f = { .present = false };
-	struct aws_imds imds = fake_imds_iface(&f);
+	struct imds_iface imds = fake_imds_iface(&f);
 	struct aws_creds_opts o = { .imds = &imds };
 	_cleanup_free_ char *msg = resolve_fail(&o);
 	_cleanup_free_ char *want = xasprintf(
@@ -257,7 +263,7 @@ static void test_nothing_found(void **state)
 static void test_imds_and_refresh(void **state)
 {
 	struct fake_imds f = { .present = true, .role = "builder", .ttl = 6 * 3600 };
-	struct aws_imds imds = fake_imds_iface(&f);
+	struct imds_iface imds = fake_imds_iface(&f);
 	struct aws_creds_opts o = { .imds = &imds };
 	struct aws_creds_chain *ch = aws_creds_chain_new(&o);
 	struct aws_creds c;
@@ -305,10 +311,64 @@ static void test_imds_and_refresh(void **state)
 	aws_creds_chain_free(ch);
 }
 
+static void test_parse_imds(void **state)
+{
+	static const char doc[] = "{\n  \"Code\" : \"Success\",\n  \"LastUpdated\" : "
+		"\"2017-05-17T09:09:54Z\",\n  \"Type\" : \"AWS-HMAC\",\n  \"AccessKeyId\" : \"ASIAX\",\n"
+		"  \"SecretAccessKey\" : \"sek\",\n  \"Token\" : \"tok\",\n  \"Expiration\" : "
+		"\"2017-05-17T15:09:54Z\"\n}";
+	_cleanup_error_ struct af_error *err = NULL;
+	struct aws_creds c;
+	assert_int_equal(aws_creds_parse_imds(doc, "r", &c, &err), 0);
+	assert_string_equal(c.access_key_id, "ASIAX");
+	assert_string_equal(c.secret_access_key, "sek");
+	assert_string_equal(c.session_token, "tok");
+	assert_int_equal((long long)c.expiration, 1495033794LL);
+	assert_string_equal(c.source, "instance metadata role 'r'");
+	aws_creds_release(&c);
+
+	static const struct {
+		const char *doc, *msg;
+	} bad[] = {
+		{ "{\"Code\":\"AssumeRoleUnauthorizedAccess\",\"AccessKeyId\":\"a\",\"SecretAccessKey\":\"s\"}",
+		  "instance metadata role 'r': Code is 'AssumeRoleUnauthorizedAccess', not Success" },
+		{ "{\"AccessKeyId\":\"a\"}",
+		  "instance metadata role 'r': AccessKeyId or SecretAccessKey missing" },
+		{ "{\"AccessKeyId\":\"a\",\"SecretAccessKey\":\"s\",\"Expiration\":\"soon\"}",
+		  "instance metadata role 'r': Expiration 'soon' is not an ISO 8601 time" },
+		{ "[]", "instance metadata role 'r': the credentials are not a JSON object" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_int_equal(aws_creds_parse_imds(bad[i].doc, "r", &c, &err), -1);
+		assert_true(str_has_prefix(af_error_msg(err), bad[i].msg));
+		af_error_clear(&err);
+	}
+}
+
+/* The chain's IMDS step on its own (awsdrv's `imds creds`). */
+static void test_from_imds(void **state)
+{
+	struct fake_imds f = { .present = true, .role = "builder", .ttl = 3600 };
+	struct imds_iface imds = fake_imds_iface(&f);
+	_cleanup_error_ struct af_error *err = NULL;
+	struct aws_creds c = { 0 };
+	assert_int_equal(aws_creds_from_imds(&imds, &c, &err), 0);
+	assert_string_equal(c.access_key_id, "ASIAROLE1");
+	assert_string_equal(c.source, "instance metadata role 'builder'");
+	assert_true(c.expiration > time(NULL));
+	aws_creds_release(&c);
+	f.role = NULL;
+	assert_int_equal(aws_creds_from_imds(&imds, &c, &err), 1);
+	f.present = false;
+	assert_int_equal(aws_creds_from_imds(&imds, &c, &err), 1);
+	assert_null(err);
+	assert_null(c.access_key_id);
+}
+
 static void test_region(void **state)
 {
 	struct fake_imds f = { .present = true, .region = "sa-east-1" };
-	struct aws_imds imds = fake_imds_iface(&f);
+	struct imds_iface imds = fake_imds_iface(&f);
 	struct aws_creds_opts o = { .imds = &imds };
 	char *r = NULL;
 	const char *src = NULL;
@@ -433,6 +493,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_file_overrides, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nothing_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_imds_and_refresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parse_imds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_from_imds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_region, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_endpoints, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_infer, setup, teardown),

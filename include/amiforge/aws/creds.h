@@ -10,8 +10,9 @@
  *                 ~/.aws/config), section [profile NAME] ([default] for
  *                 "default"); keys aws_access_key_id, aws_secret_access_key,
  *                 aws_session_token (or aws_security_token);
- *              4. instance metadata (IMDSv2) role credentials, cached and
- *                 refreshed when they expire within AWS_CREDS_REFRESH_SECS.
+ *              4. instance metadata (IMDSv2, imds.h's client) role
+ *                 credentials, cached and refreshed when they expire within
+ *                 AWS_CREDS_REFRESH_SECS.
  *              The profile NAME: opts->profile, else AWS_PROFILE, else
  *              AWS_DEFAULT_PROFILE, else "default".
  * region:      recipe value, AWS_REGION, AWS_DEFAULT_REGION, `region` of the
@@ -31,6 +32,7 @@
 #include <time.h>
 
 struct af_error;
+struct imds_iface;
 
 /* IMDS credentials are refreshed when they expire within this many seconds
  * (IMDS publishes new ones at least 5 minutes before expiry). */
@@ -51,31 +53,9 @@ void aws_creds_release(struct aws_creds *c);
 /* Deep copy of SRC into *dst (dst is overwritten, not released first). */
 void aws_creds_copy(struct aws_creds *dst, const struct aws_creds *src);
 
-/* The instance metadata service, as an interface so that a fuller IMDS
- * client (engine/aws/imds.c) or a test fake can stand in for the built-in
- * one.
- * get: GET /latest/PATH (PATH like "meta-data/placement/region" or
- *      "meta-data/iam/security-credentials/"), IMDSv2 token first, v1
- *      fallback.  Returns 0 and sets *body (NUL-terminated, caller frees);
- *      1 when not available (IMDS disabled, unreachable, 404) with
- *      *body untouched; -1 + err on any other failure. */
-struct aws_imds {
-	int (*get)(void *data, const char *path, char **body, struct af_error **err);
-	void *data;
-	/* Where it is, for messages ("http://169.254.169.254"); NULL: the
-	 * built-in endpoint (AWS_EC2_METADATA_SERVICE_ENDPOINT or the default). */
-	const char *describe;
-};
-
-/* The built-in client over http.c: endpoint AWS_EC2_METADATA_SERVICE_ENDPOINT
- * (default http://169.254.169.254), disabled when AWS_EC2_METADATA_DISABLED
- * is "true", timeout AWS_METADATA_SERVICE_TIMEOUT seconds (default 1), one
- * attempt.  The returned object is static; environment read at each call. */
-const struct aws_imds *aws_imds_builtin(void);
-
 struct aws_creds_opts {
 	const char *profile;          /* NULL: AWS_PROFILE, AWS_DEFAULT_PROFILE, "default" */
-	const struct aws_imds *imds;  /* NULL: aws_imds_builtin() */
+	const struct imds_iface *imds; /* NULL: imds_client_default() */
 	bool no_imds;                 /* skip step 4 (and the region's IMDS step) */
 };
 
@@ -89,6 +69,18 @@ struct aws_creds_opts {
  * A profile that exists but lacks a key is an error naming file and section. */
 int aws_creds_resolve(const struct aws_creds_opts *opts, struct aws_creds *out,
 		      struct af_error **err);
+
+/* The chain's IMDS step alone: the first role of
+ * meta-data/iam/security-credentials/ and its credentials (with
+ * expiration).  IMDS NULL: imds_client_default().  0 and *out filled
+ * (caller releases), 1 when no role is attached or IMDS is unavailable,
+ * -1 + err (a failed lookup of the role's document, a bad document). */
+int aws_creds_from_imds(const struct imds_iface *imds, struct aws_creds *out,
+			struct af_error **err);
+/* Parses a role credential document (exposed for tests).  0 and *out
+ * filled, or -1 + err naming the role. */
+int aws_creds_parse_imds(const char *json, const char *role, struct aws_creds *out,
+			 struct af_error **err);
 
 /* A cached, thread-safe credential source for long runs: resolves on first
  * use, re-resolves when the cached credentials expire within
