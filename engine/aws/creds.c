@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The credential chain, region and endpoints (DESIGN §8; reference/FORMATS.md
- * §5 gives botocore's order, of which amiforge keeps environment, shared
- * credentials file, config file and instance metadata). */
+/* The credential chain (DESIGN §8; reference/FORMATS.md §5 gives botocore's
+ * order, of which amiforge keeps environment, shared credentials file,
+ * config file and instance metadata) and redaction of AWS text. */
 #include <ctype.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 
 #include <openssl/crypto.h>
 
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/imds.h"
 #include "amiforge/cleanup.h"
@@ -59,8 +59,6 @@ static const char *creds_env(const char *name)
 	return v && *v ? v : NULL;
 }
 
-/* ---- INI files (~/.aws/credentials, ~/.aws/config) ---- */
-
 static char *creds_trim(char *s)
 {
 	while (isspace((unsigned char)*s))
@@ -71,112 +69,11 @@ static char *creds_trim(char *s)
 	return s;
 }
 
-/* Looks up KEY in section SECTION of the INI text.  Indented lines are
- * sub-properties (e.g. "s3 =\n  addressing_style = path") and are skipped.
- * Returns the value (caller frees) or NULL; *has_section tells whether the
- * section exists. */
-static char *ini_get(const char *text, const char *section, const char *key, bool *has_section)
-{
-	_cleanup_free_ char *copy = xstrdup(text);
-	bool in = false;
-	char *save = NULL;
-	for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		bool indented = isspace((unsigned char)line[0]);
-		char *l = creds_trim(line);
-		if (!*l || *l == '#' || *l == ';')
-			continue;
-		if (*l == '[') {
-			char *end = strchr(l, ']');
-			if (!end)
-				continue;
-			*end = '\0';
-			in = !strcmp(creds_trim(l + 1), section);
-			if (in && has_section)
-				*has_section = true;
-			continue;
-		}
-		if (!in || indented)
-			continue;
-		char *eq = strchr(l, '=');
-		if (!eq)
-			continue;
-		*eq = '\0';
-		if (!strcmp(creds_trim(l), key))
-			return xstrdup(creds_trim(eq + 1));
-	}
-	return NULL;
-}
-
-static const char *creds_profile_name(const struct aws_creds_opts *opts, const char **from)
-{
-	if (opts && opts->profile && *opts->profile) {
-		*from = "option";
-		return opts->profile;
-	}
-	if (creds_env("AWS_PROFILE")) {
-		*from = "AWS_PROFILE";
-		return creds_env("AWS_PROFILE");
-	}
-	if (creds_env("AWS_DEFAULT_PROFILE")) {
-		*from = "AWS_DEFAULT_PROFILE";
-		return creds_env("AWS_DEFAULT_PROFILE");
-	}
-	*from = NULL;
-	return "default";
-}
-
-/* ENV_NAME's value, else ~/.aws/LEAF.  Caller frees. */
-static char *creds_file_path(const char *env_name, const char *leaf)
-{
-	if (creds_env(env_name))
-		return xstrdup(creds_env(env_name));
-	const char *home = creds_env("HOME");
-	return xasprintf("%s/.aws/%s", home ? home : "", leaf);
-}
-
-struct creds_file {
-	char *path;
-	char *text;       /* NULL when missing */
-	char *section;    /* section name for the profile */
-	bool has_section;
-};
-
-static int creds_file_load(struct creds_file *f, const char *env_name, const char *leaf,
-			   const char *section, struct af_error **err)
-{
-	f->path = creds_file_path(env_name, leaf);
-	f->section = xstrdup(section);
-	struct af_error *e = NULL;
-	f->text = read_file(f->path, NULL, &e);
-	if (!f->text) {
-		int errnum = af_error_errno(e);
-		af_error_free(e);
-		if (errnum != ENOENT && errnum != ENOTDIR)
-			return af_error_set(err, errnum, "cannot read AWS file '%s'", f->path);
-		return 0;
-	}
-	bool has = false;
-	free(ini_get(f->text, section, "", &has));
-	f->has_section = has;
-	return 0;
-}
-
-static void creds_file_release(struct creds_file *f)
-{
-	free(f->path);
-	creds_free_secret(f->text);
-	free(f->section);
-}
-
-/* The config file names non-default profiles "[profile NAME]". */
-static char *creds_config_section(const char *profile)
-{
-	return strcmp(profile, "default") ? xasprintf("profile %s", profile) : xstrdup("default");
-}
+/* ---- the profile ---- */
 
 /* 1 found (*out filled), 0 not there (*why says why), -1 error. */
-static int creds_from_file(const struct creds_file *f, const char *profile, struct aws_creds *out,
-			   struct strbuf *why, struct af_error **err)
+static int creds_from_file(const struct aws_profile_file *f, const char *profile,
+			   struct aws_creds *out, struct strbuf *why, struct af_error **err)
 {
 	if (!f->text) {
 		strbuf_addf(why, "; profile '%s' in %s (no such file)", profile, f->path);
@@ -186,8 +83,8 @@ static int creds_from_file(const struct creds_file *f, const char *profile, stru
 		strbuf_addf(why, "; profile '%s' in %s (no [%s] section)", profile, f->path, f->section);
 		return 0;
 	}
-	_cleanup_free_ char *akid = ini_get(f->text, f->section, "aws_access_key_id", NULL);
-	char *secret = ini_get(f->text, f->section, "aws_secret_access_key", NULL);
+	_cleanup_free_ char *akid = aws_profile_file_get(f, "aws_access_key_id");
+	char *secret = aws_profile_file_get(f, "aws_secret_access_key");
 	if (!akid && !secret) {
 		strbuf_addf(why, "; profile '%s' in %s (no aws_access_key_id)", profile, f->path);
 		return 0;
@@ -199,9 +96,9 @@ static int creds_from_file(const struct creds_file *f, const char *profile, stru
 				    "aws_secret_access_key (set both in [%s])",
 				    profile, f->path, f->section);
 	}
-	char *token = ini_get(f->text, f->section, "aws_session_token", NULL);
+	char *token = aws_profile_file_get(f, "aws_session_token");
 	if (!token)
-		token = ini_get(f->text, f->section, "aws_security_token", NULL);
+		token = aws_profile_file_get(f, "aws_security_token");
 	out->access_key_id = steal_pointer(&akid);
 	out->secret_access_key = secret;
 	out->session_token = token;
@@ -336,12 +233,13 @@ static int creds_from_profile(const struct aws_creds_opts *opts, struct aws_cred
 			      struct strbuf *why, struct af_error **err)
 {
 	const char *from;
-	const char *profile = creds_profile_name(opts, &from);
-	_cleanup_free_ char *csect = creds_config_section(profile);
-	struct creds_file cf = { 0 }, cfg = { 0 };
-	int r = creds_file_load(&cf, "AWS_SHARED_CREDENTIALS_FILE", "credentials", profile, err);
+	const char *profile = aws_profile_name(opts, &from);
+	struct aws_profile_file cf, cfg;
+	int r = aws_profile_file_load(&cf, AWS_PROFILE_CREDENTIALS, profile, err);
 	if (r == 0)
-		r = creds_file_load(&cfg, "AWS_CONFIG_FILE", "config", csect, err);
+		r = aws_profile_file_load(&cfg, AWS_PROFILE_CONFIG, profile, err);
+	else
+		memset(&cfg, 0, sizeof(cfg));
 	if (r == 0)
 		r = creds_from_file(&cf, profile, out, why, err);
 	if (r == 0)
@@ -351,8 +249,8 @@ static int creds_from_profile(const struct aws_creds_opts *opts, struct aws_cred
 	if (r == 0 && from && !cf.has_section && !cfg.has_section)
 		r = af_error_set(err, 0, "AWS profile '%s' (from %s) not found in %s or %s", profile,
 				 from, cf.path, cfg.path);
-	creds_file_release(&cf);
-	creds_file_release(&cfg);
+	aws_profile_file_release(&cf);
+	aws_profile_file_release(&cfg);
 	return r;
 }
 
@@ -472,145 +370,6 @@ int aws_creds_chain_get(struct aws_creds_chain *ch, struct aws_creds *out, struc
 	return r;
 }
 
-/* ---- region ---- */
-
-static char *creds_profile_region(const struct aws_creds_opts *opts, bool *tried, char **where)
-{
-	const char *from;
-	const char *profile = creds_profile_name(opts, &from);
-	_cleanup_free_ char *section = creds_config_section(profile);
-	_cleanup_free_ char *path = creds_file_path("AWS_CONFIG_FILE", "config");
-	_cleanup_free_ char *text = read_file(path, NULL, NULL);
-	*where = xasprintf("profile '%s' in %s", profile, path);
-	*tried = true;
-	return text ? ini_get(text, section, "region", NULL) : NULL;
-}
-
-int aws_region_resolve(const char *recipe_region, const struct aws_creds_opts *opts,
-		       char **region, const char **source, struct af_error **err)
-{
-	static const char *const envs[] = { "AWS_REGION", "AWS_DEFAULT_REGION" };
-	const char *src = NULL;
-	char *v = NULL;
-	if (recipe_region && *recipe_region) {
-		v = xstrdup(recipe_region);
-		src = "recipe";
-	}
-	for (size_t i = 0; !v && i < ARRAY_SIZE(envs); i++)
-		if (creds_env(envs[i])) {
-			v = xstrdup(creds_env(envs[i]));
-			src = envs[i];
-		}
-	bool tried = false;
-	_cleanup_free_ char *where = NULL;
-	if (!v && (v = creds_profile_region(opts, &tried, &where)) && *v)
-		src = "profile";
-	if (v && !*v) {
-		free(v);
-		v = NULL;
-	}
-	_cleanup_free_ char *imds_why = NULL;
-	if (!v && !(opts && opts->no_imds)) {
-		const struct imds_iface *imds = imds_iface_or_default(opts ? opts->imds : NULL);
-		struct af_error *e = NULL;
-		char *body = NULL;
-		int r = imds->get(imds->data, "meta-data/placement/region", &body, &e);
-		if (r == 0 && *creds_trim(body)) {
-			v = xstrdup(creds_trim(body));
-			src = "instance metadata";
-		}
-		_cleanup_free_ char *at = imds->where(imds->data);
-		imds_why = xasprintf("instance metadata at %s (%s)", at,
-				     r < 0 ? af_error_msg(e) : "not available");
-		free(body);
-		af_error_free(e);
-	}
-	if (!v)
-		return af_error_set(err, 0,
-				    "no AWS region: looked in the recipe, AWS_REGION, AWS_DEFAULT_REGION, "
-				    "%s, %s (set AWS_REGION or the recipe's region)",
-				    where ? where : "the config file",
-				    imds_why ? imds_why : "instance metadata (not consulted)");
-	*region = v;
-	if (source)
-		*source = src;
-	return 0;
-}
-
-/* ---- endpoints ---- */
-
-char *aws_endpoint_url(const char *service, const char *region, bool *custom)
-{
-	_cleanup_free_ char *var = xasprintf("AWS_ENDPOINT_URL_%s", service);
-	for (char *p = var; *p; p++)
-		*p = (char)toupper((unsigned char)*p);
-	const char *v = creds_env(var) ?: creds_env("AWS_ENDPOINT_URL");
-	if (custom)
-		*custom = v != NULL;
-	if (v) {
-		char *u = xstrdup(v);
-		size_t n = strlen(u);
-		while (n > 0 && u[n - 1] == '/')
-			u[--n] = '\0';
-		return u;
-	}
-	const char *suffix = str_has_prefix(region, "cn-") ? "amazonaws.com.cn" : "amazonaws.com";
-	return xasprintf("https://%s.%s.%s", service, region, suffix);
-}
-
-/* "us-east-1", "us-gov-west-1", "cn-north-1", "eu-central-2"... */
-static bool creds_is_region(const char *s, size_t n)
-{
-	if (n < 7 || n > 25 || !isalpha((unsigned char)s[0]) || !isalpha((unsigned char)s[1]) ||
-	    s[2] != '-' || !isdigit((unsigned char)s[n - 1]) || s[n - 2] != '-')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '-')
-			return false;
-	return true;
-}
-
-int aws_host_infer(const char *host, char **service, char **region)
-{
-	static const char *const suffixes[] = { ".amazonaws.com", ".amazonaws.com.cn", ".api.aws" };
-	_cleanup_free_ char *h = xstrndup(host, strcspn(host, ":"));
-	for (char *p = h; *p; p++)
-		*p = (char)tolower((unsigned char)*p);
-	char *end = NULL;
-	for (size_t i = 0; i < ARRAY_SIZE(suffixes) && !end; i++)
-		if (str_has_suffix(h, suffixes[i]) && strlen(h) > strlen(suffixes[i]))
-			end = h + strlen(h) - strlen(suffixes[i]);
-	if (!end)
-		return -1;
-	*end = '\0';
-	/* Labels right to left: [bucket.]SERVICE[.dualstack][.REGION]. */
-	char *labels[16];
-	size_t n = 0;
-	char *save = NULL;
-	for (char *t = strtok_r(h, ".", &save); t && n < ARRAY_SIZE(labels); t = strtok_r(NULL, ".", &save))
-		labels[n++] = t;
-	if (!n)
-		return -1;
-	const char *reg = NULL, *svc = NULL;
-	size_t i = n;
-	if (creds_is_region(labels[n - 1], strlen(labels[n - 1])))
-		reg = labels[--i];
-	if (i > 0 && !strcmp(labels[i - 1], "dualstack"))
-		i--;
-	if (i == 0)
-		return -1;
-	svc = labels[i - 1];
-	/* Legacy S3 hosts: s3-us-west-2.amazonaws.com, s3-external-1. */
-	if (!reg && str_has_prefix(svc, "s3-") && creds_is_region(svc + 3, strlen(svc + 3)))
-		reg = svc + 3;
-	_cleanup_free_ char *s = xstrdup(str_has_prefix(svc, "s3") ? "s3" : svc);
-	if (str_has_suffix(s, "-fips"))
-		s[strlen(s) - 5] = '\0';
-	*region = xstrdup(reg ? reg : "us-east-1");
-	*service = steal_pointer(&s);
-	return 0;
-}
-
 /* ---- redaction ---- */
 
 #define REDACTED REDACT_MARK
@@ -658,3 +417,4 @@ char *aws_akid_short(const char *akid, char out[16])
 		snprintf(out, 16, "%.4s...%s", akid, akid + n - 4);
 	return out;
 }
+

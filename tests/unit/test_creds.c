@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Credential chain precedence with a temporary HOME, IMDS role
  * credentials (documents, the chain's IMDS step) and their refresh (through
- * a fake imds_iface), region, endpoints, host inference and redaction. */
+ * a fake imds_iface), redaction.  Profiles, region and endpoints:
+ * test_awsconfig.c. */
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -365,93 +366,6 @@ static void test_from_imds(void **state)
 	assert_null(c.access_key_id);
 }
 
-static void test_region(void **state)
-{
-	struct fake_imds f = { .present = true, .region = "sa-east-1" };
-	struct imds_iface imds = fake_imds_iface(&f);
-	struct aws_creds_opts o = { .imds = &imds };
-	char *r = NULL;
-	const char *src = NULL;
-	_cleanup_error_ struct af_error *err = NULL;
-#define REGION_IS(recipe, want, wsrc)                                                \
-	do {                                                                         \
-		assert_int_equal(aws_region_resolve(recipe, &o, &r, &src, &err), 0); \
-		assert_string_equal(r, want);                                        \
-		assert_string_equal(src, wsrc);                                      \
-		free(r);                                                             \
-	} while (0)
-	REGION_IS(NULL, "sa-east-1", "instance metadata");
-	write_home_file("config", config_file);
-	REGION_IS(NULL, "eu-west-3", "profile");
-	setenv("AWS_PROFILE", "ops", 1);
-	REGION_IS(NULL, "ap-south-1", "profile");
-	setenv("AWS_DEFAULT_REGION", "us-west-1", 1);
-	REGION_IS(NULL, "us-west-1", "AWS_DEFAULT_REGION");
-	setenv("AWS_REGION", "us-west-2", 1);
-	REGION_IS(NULL, "us-west-2", "AWS_REGION");
-	REGION_IS("eu-north-1", "eu-north-1", "recipe");
-	unsetenv("AWS_REGION");
-	unsetenv("AWS_DEFAULT_REGION");
-	unsetenv("AWS_PROFILE");
-	write_home_file("config", "");
-	f.present = false;
-	assert_int_equal(aws_region_resolve(NULL, &o, &r, &src, &err), -1);
-	assert_true(str_has_prefix(af_error_msg(err), "no AWS region: looked in the recipe, AWS_REGION, "
-						      "AWS_DEFAULT_REGION, profile 'default' in "));
-	assert_non_null(strstr(af_error_msg(err), "instance metadata at fake-imds (not available)"));
-}
-
-static void test_endpoints(void **state)
-{
-	bool custom = true;
-	_cleanup_free_ char *a = aws_endpoint_url("ec2", "eu-west-1", &custom);
-	assert_string_equal(a, "https://ec2.eu-west-1.amazonaws.com");
-	assert_false(custom);
-	_cleanup_free_ char *b = aws_endpoint_url("ebs", "cn-north-1", NULL);
-	assert_string_equal(b, "https://ebs.cn-north-1.amazonaws.com.cn");
-	setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000/", 1);
-	setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4568", 1);
-	_cleanup_free_ char *c = aws_endpoint_url("s3", "us-east-1", &custom);
-	assert_string_equal(c, "http://127.0.0.1:4568");
-	assert_true(custom);
-	_cleanup_free_ char *d = aws_endpoint_url("ebs", "us-east-1", &custom);
-	assert_string_equal(d, "http://127.0.0.1:9000");
-	setenv("AWS_ENDPOINT_URL_EBS", "http://127.0.0.1:9001", 1);
-	_cleanup_free_ char *e = aws_endpoint_url("ebs", "us-east-1", NULL);
-	assert_string_equal(e, "http://127.0.0.1:9001");
-}
-
-static void test_host_infer(void **state)
-{
-	static const struct {
-		const char *host, *service, *region;
-	} cases[] = {
-		{ "ec2.eu-west-1.amazonaws.com", "ec2", "eu-west-1" },
-		{ "ebs.us-gov-west-1.amazonaws.com:443", "ebs", "us-gov-west-1" },
-		{ "s3.amazonaws.com", "s3", "us-east-1" },
-		{ "my.bucket.s3.us-east-2.amazonaws.com", "s3", "us-east-2" },
-		{ "bucket.s3-us-west-2.amazonaws.com", "s3", "us-west-2" },
-		{ "s3.dualstack.eu-central-1.amazonaws.com", "s3", "eu-central-1" },
-		{ "ec2.cn-north-1.amazonaws.com.cn", "ec2", "cn-north-1" },
-		{ "ec2-fips.us-east-1.amazonaws.com", "ec2", "us-east-1" },
-		{ "sts.amazonaws.com", "sts", "us-east-1" },
-		{ "EC2.US-EAST-2.AMAZONAWS.COM", "ec2", "us-east-2" },
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		char *s = NULL, *r = NULL;
-		if (aws_host_infer(cases[i].host, &s, &r) < 0)
-			fail_msg("%s: not inferred", cases[i].host);
-		assert_string_equal(s, cases[i].service);
-		assert_string_equal(r, cases[i].region);
-		free(s);
-		free(r);
-	}
-	char *s = NULL, *r = NULL;
-	assert_int_equal(aws_host_infer("127.0.0.1:9000", &s, &r), -1);
-	assert_int_equal(aws_host_infer("example.com", &s, &r), -1);
-	assert_int_equal(aws_host_infer("amazonaws.com", &s, &r), -1);
-}
-
 static void test_redact(void **state)
 {
 	struct aws_creds c = { .access_key_id = "AKIDX", .secret_access_key = "sEcReTkEy123",
@@ -495,9 +409,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_imds_and_refresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_parse_imds, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_from_imds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_region, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_endpoints, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_host_infer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_redact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_and_static_chain, setup, teardown),
 	};

@@ -1,35 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Credentials, region and endpoints (DESIGN §8, reference/FORMATS.md §5):
- *
- * credentials: 1. environment AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY
- *                 (+ AWS_SESSION_TOKEN, or the legacy AWS_SECURITY_TOKEN);
- *              2. profile in the shared credentials file
- *                 (AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials),
- *                 section [NAME];
- *              3. profile in the config file (AWS_CONFIG_FILE, else
- *                 ~/.aws/config), section [profile NAME] ([default] for
- *                 "default"); keys aws_access_key_id, aws_secret_access_key,
- *                 aws_session_token (or aws_security_token);
- *              4. instance metadata (IMDSv2, imds.h's client) role
- *                 credentials, cached and refreshed when they expire within
- *                 AWS_CREDS_REFRESH_SECS.
- *              The profile NAME: opts->profile, else AWS_PROFILE, else
- *              AWS_DEFAULT_PROFILE, else "default".
- * region:      recipe value, AWS_REGION, AWS_DEFAULT_REGION, `region` of the
- *              profile in the config file, IMDS placement/region.
- * endpoints:   AWS_ENDPOINT_URL_<SERVICE> (EC2, EBS, S3), AWS_ENDPOINT_URL,
- *              else the regional default https://SERVICE.REGION.amazonaws.com
- *              (.com.cn for cn-* regions).
+/* The credential chain (DESIGN §8, reference/FORMATS.md §5):
+ *   1. environment AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY
+ *      (+ AWS_SESSION_TOKEN, or the legacy AWS_SECURITY_TOKEN);
+ *   2. the profile (awsconfig.h chooses it and reads its files) in the
+ *      shared credentials file, then in the config file; keys
+ *      aws_access_key_id, aws_secret_access_key, aws_session_token (or
+ *      aws_security_token);
+ *   3. instance metadata (IMDSv2, imds.h) role credentials, cached and
+ *      refreshed when they expire within AWS_CREDS_REFRESH_SECS.
+ * Region and endpoints are awsconfig.h's (included here for
+ * struct aws_creds_opts and its older users).
  *
  * Secrets: struct aws_creds is the only holder of a secret key or token;
- * nothing here logs them; aws_creds_release wipes them.  Use aws_redact()
- * on any text that might carry them before it reaches a log or a terminal. */
+ * nothing here logs them; aws_creds_release wipes them; every secret the
+ * chain loads is registered with redact_add() (redact.h), so every writer
+ * of text hides it.  aws_redact() adds the AWS-specific patterns. */
 #ifndef AMIFORGE_AWS_CREDS_H
 #define AMIFORGE_AWS_CREDS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
+
+#include "amiforge/aws/awsconfig.h"
 
 struct af_error;
 struct imds_iface;
@@ -52,12 +45,6 @@ struct aws_creds {
 void aws_creds_release(struct aws_creds *c);
 /* Deep copy of SRC into *dst (dst is overwritten, not released first). */
 void aws_creds_copy(struct aws_creds *dst, const struct aws_creds *src);
-
-struct aws_creds_opts {
-	const char *profile;          /* NULL: AWS_PROFILE, AWS_DEFAULT_PROFILE, "default" */
-	const struct imds_iface *imds; /* NULL: imds_client_default() */
-	bool no_imds;                 /* skip step 4 (and the region's IMDS step) */
-};
 
 /* Resolves once through the chain.  0 and *out filled (caller releases), or
  * -1 + err.  When nothing is found the message lists every place looked at
@@ -97,37 +84,16 @@ void aws_creds_chain_free(struct aws_creds_chain *chain);
 int aws_creds_chain_get(struct aws_creds_chain *chain, struct aws_creds *out,
 			struct af_error **err);
 
-/* Region: recipe_region (may be NULL), AWS_REGION, AWS_DEFAULT_REGION, the
- * profile's `region` in the config file, IMDS (unless opts->no_imds).
- * 0 and *region (caller frees) [+ *source, static string, if source is not
- * NULL: "recipe", "AWS_REGION", "AWS_DEFAULT_REGION", "profile",
- * "instance metadata"], or -1 + err listing where it looked. */
-int aws_region_resolve(const char *recipe_region, const struct aws_creds_opts *opts,
-		       char **region, const char **source, struct af_error **err);
-
-/* Base URL for SERVICE ("ec2", "ebs", "s3"; lower case) in REGION, without a
- * trailing slash: AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL, else the
- * regional default.  *custom (may be NULL) is set true when it came from the
- * environment (S3 then uses path-style addressing).  Caller frees. */
-char *aws_endpoint_url(const char *service, const char *region, bool *custom);
-
-/* Infers the signing service and region from an AWS host name:
- * "ec2.eu-west-1.amazonaws.com" -> ec2, eu-west-1; "s3.amazonaws.com" ->
- * s3, us-east-1; "bucket.s3.us-east-2.amazonaws.com" -> s3, us-east-2;
- * "ebs.eu-central-1.amazonaws.com" -> ebs, eu-central-1.  Returns 0 and
- * sets both (caller frees), or -1 (no error object) when HOST is not an AWS
- * endpoint or does not name them. */
-int aws_host_infer(const char *host, char **service, char **region);
-
 /* Returns a copy of TEXT (caller frees) with every occurrence of a secret
- * replaced by "[REDACTED]": the secret key and session token of C (if C is
- * not NULL), the values of AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and
- * AWS_SECURITY_TOKEN in the environment, the values of the query parameters
+ * replaced by "[REDACTED]": what redact_text() hides (redact.h: the
+ * environment's credentials and every registered secret), the secret key
+ * and session token of C (if C is not NULL), the values of the query parameters
  * X-Amz-Signature and X-Amz-Security-Token (presigned URLs), and the value
  * of "x-amz-security-token:" header lines (case-insensitive).  The
  * Signature= of an Authorization header is kept: it is a one-request MAC,
  * not a secret, and --dry-run must show it. */
 char *aws_redact(const char *text, const struct aws_creds *c);
+
 
 /* "AKIA...WXYZ" style short form of an access key id (not a secret, but
  * logs need no more).  out holds at least 16 bytes.  Returns out. */
