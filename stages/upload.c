@@ -17,6 +17,7 @@
 #include "amiforge/aws/awsxml.h"
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/aws/s3.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
@@ -285,7 +286,7 @@ static int upload_obj_load(struct upload_obj *o, struct af_error **err)
 struct upload_run {
 	struct stage_ctx *ctx;
 	const struct s3_client *s3;
-	struct http_signing sign;
+	struct aws_signer sign;
 	const char *bucket, *acl;
 	struct upload_obj *objs;  /* the parts */
 	size_t n_objs, next;
@@ -334,8 +335,9 @@ static int upload_next(void *data, struct http_batch_item **item, struct af_erro
 		it->item.req = (struct http_request){
 			.action = it->action, .method = "PUT", .url = it->url, .headers = it->h,
 			.n_headers = ARRAY_SIZE(it->h), .body = o->map, .body_len = o->size,
-			.payload_hash = o->sha256, .sign = &u->sign, .opts = u->s3->opts,
+			.payload_hash = o->sha256, .opts = u->s3->opts,
 		};
+		aws_request_bind(&it->item.req, &u->sign);
 		it->item.user = it;
 		*item = &it->item;
 		return 1;

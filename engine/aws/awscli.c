@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "amiforge/aws/awscli.h"
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
@@ -218,16 +220,16 @@ static int awscli_send(struct awscli_opts *o, const char *service, const char *r
 {
 	struct aws_creds_opts co = { .profile = o->profile };
 	struct aws_creds_chain *chain = aws_creds_chain_new(&co);
-	struct http_signing sign = { .creds = chain, .region = region, .service = service,
-				     .sigv4_flags = awscli_flags(o, service), .amz_date = o->date };
+	const struct aws_signer sign = { .creds = chain, .region = region, .service = service,
+					 .sigv4_flags = awscli_flags(o, service), .amz_date = o->date };
 	_cleanup_free_ char *action = xasprintf("%s %s %.*s", service, o->method,
 						(int)strcspn(o->url, "?"), o->url);
 	struct http_request req = {
 		.action = action, .method = o->method, .url = o->url, .headers = o->h,
-		.n_headers = o->nh, .body = body, .body_len = body_len, .sign = &sign,
+		.n_headers = o->nh, .body = body, .body_len = body_len,
 	};
 	struct http_response resp;
-	int r = http_request_do(&req, &resp, err);
+	int r = aws_request_do(&sign, &req, &resp, err);
 	awscli_print_response(o, &resp);
 	http_response_release(&resp);
 	aws_creds_chain_free(chain);

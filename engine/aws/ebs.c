@@ -6,8 +6,9 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
-#include "amiforge/aws/creds.h"
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/ebs.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
@@ -132,15 +133,15 @@ static int ebs_send(const struct ebs_client *c, const char *action, const char *
 		    const void *body, size_t body_len, unsigned flags, struct http_response *resp,
 		    struct af_error **err)
 {
-	const struct http_signing sign = {
+	const struct aws_signer sign = {
 		.creds = c->creds, .region = c->region, .service = "ebs", .sigv4_flags = flags,
 	};
 	const struct http_request req = {
 		.action = action, .method = method, .url = url, .headers = headers,
-		.n_headers = n_headers, .body = body, .body_len = body_len, .sign = &sign,
+		.n_headers = n_headers, .body = body, .body_len = body_len,
 		.classify = ebs_classify, .opts = c->opts,
 	};
-	return http_request_do(&req, resp, err);
+	return aws_request_do(&sign, &req, resp, err);
 }
 
 static json_t *ebs_json(const char *body, size_t len, const char *what, struct af_error **err)
@@ -242,13 +243,14 @@ void ebs_block_put_init(struct ebs_block_put *p, const struct ebs_client *c,
 		p->headers[n++] = (struct sigv4_header){ "x-amz-Progress", p->progress };
 	}
 	/* The body is not signed ("authtype": "v4-unsigned-body" in the model). */
-	p->sign = (struct http_signing){ .creds = c->creds, .region = c->region, .service = "ebs",
-					 .sigv4_flags = SIGV4_UNSIGNED_PAYLOAD };
+	p->sign = (struct aws_signer){ .creds = c->creds, .region = c->region, .service = "ebs",
+				       .sigv4_flags = SIGV4_UNSIGNED_PAYLOAD };
 	p->req = (struct http_request){
 		.action = p->action, .method = "PUT", .url = p->url, .headers = p->headers,
-		.n_headers = n, .body = data, .body_len = len, .sign = &p->sign,
+		.n_headers = n, .body = data, .body_len = len,
 		.classify = ebs_classify, .opts = c->opts,
 	};
+	aws_request_bind(&p->req, &p->sign);
 }
 
 void ebs_block_put_release(struct ebs_block_put *p)

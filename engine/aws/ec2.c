@@ -5,10 +5,11 @@
 #include <string.h>
 #include <libxml/tree.h>
 
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/awsxml.h"
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/ec2.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
@@ -167,14 +168,14 @@ int ec2_call(const struct ec2_client *c, const char *action, const struct ec2_pa
 	const struct sigv4_header headers[] = {
 		{ "Content-Type", "application/x-www-form-urlencoded; charset=utf-8" },
 	};
-	const struct http_signing sign = { .creds = c->creds, .region = c->region, .service = "ec2" };
+	const struct aws_signer sign = { .creds = c->creds, .region = c->region, .service = "ec2" };
 	const struct http_request req = {
 		.action = what, .method = "POST", .url = url, .headers = headers,
 		.n_headers = ARRAY_SIZE(headers), .body = body, .body_len = strlen(body),
-		.sign = &sign, .opts = c->opts,
+		.opts = c->opts,
 	};
 	struct http_response resp;
-	int r = http_request_do(&req, &resp, err);
+	int r = aws_request_do(&sign, &req, &resp, err);
 	if (r == 0 && doc) {
 		*doc = awsxml_parse(resp.body, resp.body_len, what, err);
 		if (!*doc)

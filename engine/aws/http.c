@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The retrying, signing HTTP client over libcurl's multi interface
- * (include/amiforge/aws/http.h has the contract). */
+/* The retrying HTTP client over libcurl's multi interface
+ * (include/amiforge/aws/http.h has the contract).  Signing and the
+ * AWS-specific redaction come in through each request's hooks. */
 #include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
+#include "amiforge/redact.h"
 #include "amiforge/util.h"
 
 const struct http_options HTTP_OPTIONS_DEFAULT = {
@@ -222,8 +224,15 @@ struct http_xfer {
 	double ready_at;     /* monotonic: when the next attempt may start */
 	char *last_failure;  /* the last attempt's failure, for the final message */
 	char *action;        /* owned, for messages */
-	struct aws_creds creds; /* of the last signing, for redaction */
 };
+
+/* TEXT as it may be logged: the request's redaction, else the engine's. */
+static char *http_redact(const struct http_xfer *x, const char *text)
+{
+	if (x->item->req.redact)
+		return x->item->req.redact(text);
+	return redact_text(text, NULL, 0);
+}
 
 static size_t http_write_cb(char *data, size_t size, size_t n, void *p)
 {
@@ -336,6 +345,28 @@ static void http_slist_add(struct curl_slist **l, const char *name, const char *
 		OPENSSL_cleanse(line, strlen(line));
 }
 
+/* The signer's headers for this attempt, added to the list. */
+static int http_sign(struct http_xfer *x, const struct http_url_parts *u,
+		     const struct sigv4_header *all, size_t n, struct af_error **err)
+{
+	const struct http_request *req = &x->item->req;
+	const struct http_sign_input in = {
+		.method = req->method, .url = req->url, .host = u->host, .path = u->path,
+		.query = u->query, .headers = all, .n_headers = n, .body = req->body,
+		.body_len = req->body_len, .payload_hash = req->payload_hash,
+	};
+	struct http_header *add = NULL;
+	size_t n_add = 0;
+	if (req->sign(req->sign_data, &in, &add, &n_add, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n_add; i++) {
+		http_slist_add(&x->hdrs, add[i].name, add[i].value);
+		OPENSSL_cleanse(add[i].value, strlen(add[i].value));
+	}
+	http_headers_free(add, n_add);
+	return 0;
+}
+
 /* Headers for one attempt: the caller's, Host, then what signing adds.
  * curl's own Content-Type (for POSTFIELDS), Accept and Expect are removed
  * so that what is sent is what was signed. */
@@ -357,29 +388,7 @@ static int http_build_headers(struct http_xfer *x, struct af_error **err)
 		x->hdrs = curl_slist_append(x->hdrs, "Content-Type:");
 	x->hdrs = curl_slist_append(x->hdrs, "Expect:");
 	x->hdrs = curl_slist_append(x->hdrs, "Accept:");
-	int r = 0;
-	if (req->sign) {
-		aws_creds_release(&x->creds);
-		struct sigv4_result sr;
-		r = aws_creds_chain_get(req->sign->creds, &x->creds, err);
-		if (r == 0) {
-			struct sigv4_key key = { x->creds.access_key_id, x->creds.secret_access_key,
-						 x->creds.session_token };
-			struct sigv4_request sreq = {
-				.method = req->method, .path = u.path, .query = u.query,
-				.headers = all, .n_headers = n, .body = req->body,
-				.body_len = req->body_len, .payload_hash = req->payload_hash,
-				.region = req->sign->region, .service = req->sign->service,
-				.amz_date = req->sign->amz_date, .flags = req->sign->sigv4_flags,
-			};
-			r = sigv4_sign(&sreq, &key, &sr, err);
-		}
-		if (r == 0) {
-			for (size_t i = 0; i < sr.n_add; i++)
-				http_slist_add(&x->hdrs, sr.add[i].name, sr.add[i].value);
-			sigv4_result_release(&sr);
-		}
-	}
+	int r = req->sign ? http_sign(x, &u, all, n, err) : 0;
 	free(all);
 	http_url_parts_release(&u);
 	return r;
@@ -405,7 +414,6 @@ static void http_xfer_free(struct http_xfer *x)
 	http_xfer_reset_attempt(x);
 	free(x->last_failure);
 	free(x->action);
-	aws_creds_release(&x->creds);
 	free(x);
 }
 
@@ -529,16 +537,18 @@ static void http_final_http_error(struct http_xfer *x, const struct http_respons
 	if (r->error.request_id)
 		strbuf_addf(&sb, ", request id %s", r->error.request_id);
 	strbuf_addf(&sb, ") after %d attempt%s", x->attempt, x->attempt == 1 ? "" : "s");
-	_cleanup_free_ char *red = aws_redact(sb.buf, &x->creds);
+	_cleanup_free_ char *red = http_redact(x, sb.buf);
 	strbuf_release(&sb);
 	af_error_set(&x->item->err, 0, "%s", red);
 }
 
 static void http_final_transport_error(struct http_xfer *x, const char *why)
 {
-	_cleanup_free_ char *red = aws_redact(why, &x->creds);
-	af_error_set(&x->item->err, 0, "%s: %s after %d attempt%s (check the endpoint, the network "
-		     "and the timeouts)", x->action, red, x->attempt, x->attempt == 1 ? "" : "s");
+	_cleanup_free_ char *msg = xasprintf("%s: %s after %d attempt%s (check the endpoint, the "
+					     "network and the timeouts)", x->action, why, x->attempt,
+					     x->attempt == 1 ? "" : "s");
+	_cleanup_free_ char *red = http_redact(x, msg);
+	af_error_set(&x->item->err, 0, "%s", red);
 }
 
 /* Decides after an attempt: true when the item is finished (success or
@@ -603,7 +613,7 @@ static bool http_after_attempt(struct http_xfer *x, CURLcode rc)
 	_cleanup_free_ char *line = xasprintf("%s: attempt %d of %d failed (%s); retrying in %.1f s",
 					      x->action, x->attempt, x->o->max_attempts,
 					      x->last_failure, sleep_s);
-	_cleanup_free_ char *red = aws_redact(line, &x->creds);
+	_cleanup_free_ char *red = http_redact(x, line);
 	log_warn("%s", red);
 	x->ready_at = now + sleep_s;
 	return false;

@@ -5,9 +5,10 @@
 #include <string.h>
 #include <openssl/evp.h>
 
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/awsxml.h"
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/aws/s3.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
@@ -111,15 +112,15 @@ static int s3_send(const struct s3_client *c, const struct s3_req *r, struct htt
 	_cleanup_free_ char *url = s3_url(c, r->bucket, r->key, r->query);
 	_cleanup_free_ char *what = xasprintf("s3 %s %s%s%s", r->op, r->bucket, r->key ? "/" : "",
 					      r->key ? r->key : "");
-	const struct http_signing sign = {
+	const struct aws_signer sign = {
 		.creds = c->creds, .region = c->region, .service = "s3", .sigv4_flags = SIGV4_S3,
 	};
 	const struct http_request req = {
 		.action = what, .method = r->method, .url = url, .headers = r->headers,
-		.n_headers = r->n_headers, .body = r->body, .body_len = r->body_len, .sign = &sign,
+		.n_headers = r->n_headers, .body = r->body, .body_len = r->body_len,
 		.classify = s3_classify, .opts = c->opts,
 	};
-	return http_request_do(&req, resp, err);
+	return aws_request_do(&sign, &req, resp, err);
 }
 
 static int s3_send_simple(const struct s3_client *c, const struct s3_req *r, struct af_error **err)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The HTTP client against tests/servers/httpfaults.py on 127.0.0.1:
- * signing, retries on throttling / 5xx / resets, giving up with a clear
- * message, timeouts within the bound, parallel batches, redacted logs. */
+ * signing (request.h's signer and the signer hook: once per attempt, each
+ * with its own time), retries on throttling / 5xx / resets, giving up with
+ * a clear message, timeouts within the bound, parallel batches, redacted
+ * logs. */
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -11,9 +13,11 @@
 
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
+#include "amiforge/redact.h"
 #include "amiforge/util.h"
 
 #define SECRET "hTtPsEcReT/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -86,19 +90,19 @@ static struct http_options fast_opts(int attempts)
 	return o;
 }
 
-static const struct http_signing ec2_sign = { .region = "us-east-1", .service = "ec2" };
+static const struct aws_signer ec2_sign = { .region = "us-east-1", .service = "ec2" };
 
 /* Runs REQ; returns the result code, fills resp and replaces *msg (NULL or
  * allocated; caller frees). */
 static int run(const char *path, const char *action, const struct http_options *o,
 	       struct http_response *resp, char **msg)
 {
-	struct http_signing s = ec2_sign;
+	struct aws_signer s = ec2_sign;
 	s.creds = chain;
 	_cleanup_free_ char *u = url(path);
 	struct http_request req = { .action = action, .method = "POST", .url = u,
-				    .body = "Action=DescribeImages", .body_len = 21, .sign = &s,
-				    .opts = o };
+				    .body = "Action=DescribeImages", .body_len = 21, .opts = o };
+	aws_request_bind(&req, &s);
 	_cleanup_error_ struct af_error *err = NULL;
 	int r = http_request_do(&req, resp, &err);
 	free(*msg);
@@ -262,7 +266,7 @@ struct batch_state {
 	char *urls[40];
 	size_t next, done_ok, done_fail;
 	struct http_options o;
-	struct http_signing s;
+	struct aws_signer s;
 };
 
 static int batch_next(void *data, struct http_batch_item **item, struct af_error **err)
@@ -276,7 +280,8 @@ static int batch_next(void *data, struct http_batch_item **item, struct af_error
 						      server_port, i);
 	b->items[i].req = (struct http_request){ .action = "ebs PutSnapshotBlock", .method = "PUT",
 						 .url = b->urls[i], .body = "x", .body_len = 1,
-						 .sign = &b->s, .opts = &b->o };
+						 .opts = &b->o };
+	aws_request_bind(&b->items[i].req, &b->s);
 	*item = &b->items[i];
 	return 1;
 }
@@ -297,8 +302,8 @@ static void test_batch_parallel(void **state)
 {
 	struct batch_state *b = xcalloc(1, sizeof(*b));
 	b->o = fast_opts(3);
-	b->s = (struct http_signing){ .creds = chain, .region = "eu-west-1", .service = "ebs",
-				      .sigv4_flags = SIGV4_UNSIGNED_PAYLOAD };
+	b->s = (struct aws_signer){ .creds = chain, .region = "eu-west-1", .service = "ebs",
+				    .sigv4_flags = SIGV4_UNSIGNED_PAYLOAD };
 	struct http_batch batch = { .max_parallel = 4, .next = batch_next, .done = batch_done, .data = b };
 	_cleanup_error_ struct af_error *err = NULL;
 	assert_int_equal(http_batch_run(&batch, &err), 0);
@@ -361,6 +366,168 @@ static void test_retry_log_redacted(void **state)
 	test_rmdir_r(dir);
 }
 
+/* ---- the signer hook ---- */
+
+/* Records every call; adds X-Test-Attempt: N, or wraps request.h's signer
+ * (aws.creds set) and keeps each attempt's X-Amz-Date. */
+struct sign_log {
+	int calls;
+	int fail_on;            /* this call fails (1-based), 0: none */
+	struct aws_signer aws;
+	char dates[8][17];
+	char path[64], query[64], host[64];
+	bool saw_host, saw_caller;
+	size_t body_len;
+};
+
+static int logging_sign(void *data, const struct http_sign_input *in, struct http_header **add,
+			size_t *n_add, struct af_error **err)
+{
+	struct sign_log *l = data;
+	int n = l->calls++;
+	snprintf(l->path, sizeof(l->path), "%s", in->path);
+	snprintf(l->query, sizeof(l->query), "%s", in->query ? in->query : "");
+	snprintf(l->host, sizeof(l->host), "%s", in->host);
+	l->body_len = in->body_len;
+	for (size_t i = 0; i < in->n_headers; i++) {
+		l->saw_host |= !strcasecmp(in->headers[i].name, "host") &&
+			       !strcmp(in->headers[i].value, in->host);
+		l->saw_caller |= !strcmp(in->headers[i].name, "X-Caller");
+	}
+	if (l->fail_on == l->calls)
+		return af_error_set(err, 0, "no signature today");
+	if (l->aws.creds) {
+		if (aws_request_sign(&l->aws, in, add, n_add, err) < 0)
+			return -1;
+		for (size_t i = 0; n < 8 && i < *n_add; i++)
+			if (!strcasecmp((*add)[i].name, "X-Amz-Date"))
+				snprintf(l->dates[n], sizeof(l->dates[n]), "%s", (*add)[i].value);
+		return 0;
+	}
+	*add = xcalloc(1, sizeof(**add));
+	(*add)[0].name = xstrdup("X-Test-Attempt");
+	(*add)[0].value = xasprintf("%d", l->calls);
+	*n_add = 1;
+	return 0;
+}
+
+static void test_signer_once_per_attempt(void **state)
+{
+	struct http_options o = fast_opts(5);
+	struct sign_log l = { 0 };
+	_cleanup_free_ char *u = url("/throttle/2/sig1?a=b");
+	const struct sigv4_header h[] = { { "X-Caller", "yes" } };
+	struct http_request req = { .action = "ec2 DescribeImages", .method = "POST", .url = u,
+				    .headers = h, .n_headers = 1, .body = "Action=DescribeImages",
+				    .body_len = 21, .sign = logging_sign, .sign_data = &l, .opts = &o };
+	struct http_response resp;
+	_cleanup_error_ struct af_error *err = NULL;
+	assert_int_equal(http_request_do(&req, &resp, &err), 0);
+	assert_int_equal(resp.attempts, 3);
+	assert_int_equal(l.calls, 3);
+	assert_string_equal(l.path, "/throttle/2/sig1");
+	assert_string_equal(l.query, "a=b");
+	_cleanup_free_ char *host = xasprintf("127.0.0.1:%d", server_port);
+	assert_string_equal(l.host, host);
+	assert_true(l.saw_host);
+	assert_true(l.saw_caller);
+	assert_int_equal(l.body_len, 21);
+	http_response_release(&resp);
+
+	/* What the signer adds is sent. */
+	_cleanup_free_ char *ok = url("/ok");
+	req.url = ok;
+	assert_int_equal(http_request_do(&req, &resp, &err), 0);
+	_cleanup_json_ json_t *j = json_loads(resp.body, 0, NULL);
+	json_t *hh = json_object_get(j, "headers");
+	assert_string_equal(json_string_value(json_object_get(hh, "x-test-attempt")), "4");
+	http_response_release(&resp);
+}
+
+static double one_jitter(void)
+{
+	return 1.0;
+}
+
+/* Each attempt is signed at its own time: a retry after a 1.1 s and a 2.2 s
+ * sleep carries a later X-Amz-Date than the attempt before it. */
+static void test_signer_fresh_time(void **state)
+{
+	struct http_options o = fast_opts(3);
+	o.backoff_base_ms = 1100;
+	o.backoff_cap_ms = 5000;
+	struct sign_log l = { .aws = { .creds = chain, .region = "us-east-1", .service = "ec2" } };
+	_cleanup_free_ char *u = url("/throttle/2/fresh1");
+	struct http_request req = { .action = "ec2 DescribeImages", .method = "POST", .url = u,
+				    .body = "Action=DescribeImages", .body_len = 21,
+				    .sign = logging_sign, .sign_data = &l, .opts = &o };
+	struct http_response resp;
+	_cleanup_error_ struct af_error *err = NULL;
+	http_set_jitter_fn(one_jitter);
+	int r = http_request_do(&req, &resp, &err);
+	http_set_jitter_fn(zero_jitter);
+	assert_int_equal(r, 0);
+	assert_int_equal(resp.attempts, 3);
+	assert_int_equal(l.calls, 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(strlen(l.dates[i]), 16);
+	assert_true(strcmp(l.dates[0], l.dates[1]) < 0);
+	assert_true(strcmp(l.dates[1], l.dates[2]) < 0);
+	http_response_release(&resp);
+}
+
+/* A signer that fails: the attempt is not sent, the message names the action. */
+static void test_signer_failure(void **state)
+{
+	struct http_options o = fast_opts(3);
+	struct sign_log l = { .fail_on = 1 };
+	_cleanup_free_ char *u = url("/throttle/1/nosend"), *count = url("/count/nosend");
+	struct http_request req = { .action = "ec2 DescribeImages", .method = "GET", .url = u,
+				    .sign = logging_sign, .sign_data = &l, .opts = &o };
+	struct http_response resp;
+	_cleanup_error_ struct af_error *err = NULL;
+	assert_int_equal(http_request_do(&req, &resp, &err), -1);
+	assert_string_equal(af_error_msg(err), "ec2 DescribeImages: no signature today");
+	assert_int_equal(resp.status, 0);
+	assert_int_equal(l.calls, 1);
+	http_response_release(&resp);
+	af_error_clear(&err);
+	/* The server never saw it. */
+	req.sign = NULL;
+	req.url = count;
+	assert_int_equal(http_request_do(&req, &resp, &err), 0);
+	assert_string_equal(resp.body, "0");
+	http_response_release(&resp);
+}
+
+/* ---- redaction ---- */
+
+static char *hooked_redact(const char *text)
+{
+	_cleanup_free_ char *r = redact_text(text, NULL, 0);
+	return xasprintf("hooked<%s>", r);
+}
+
+static void test_redact_default_and_hook(void **state)
+{
+	struct http_options o = fast_opts(1);
+	redact_add("pathSecret12345");
+	struct http_request req = { .method = "GET", .url = "http://127.0.0.1:1/pathSecret12345",
+				    .opts = &o };
+	struct http_response resp;
+	_cleanup_error_ struct af_error *err = NULL;
+	/* No hook: the engine's rule. */
+	assert_int_equal(http_request_do(&req, &resp, &err), -1);
+	assert_true(str_has_prefix(af_error_msg(err), "GET http://127.0.0.1:1/[REDACTED]: "));
+	http_response_release(&resp);
+	af_error_clear(&err);
+	req.redact = hooked_redact;
+	assert_int_equal(http_request_do(&req, &resp, &err), -1);
+	assert_true(str_has_prefix(af_error_msg(err), "hooked<GET http://127.0.0.1:1/[REDACTED]: "));
+	http_response_release(&resp);
+	redact_forget_all();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -376,6 +543,10 @@ int main(void)
 		cmocka_unit_test(test_batch_parallel),
 		cmocka_unit_test(test_batch_failure_reported),
 		cmocka_unit_test(test_retry_log_redacted),
+		cmocka_unit_test(test_signer_once_per_attempt),
+		cmocka_unit_test(test_signer_fresh_time),
+		cmocka_unit_test(test_signer_failure),
+		cmocka_unit_test(test_redact_default_and_hook),
 	};
 	return cmocka_run_group_tests(tests, start_server, stop_server);
 }

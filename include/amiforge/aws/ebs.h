@@ -20,6 +20,7 @@
 
 #include "amiforge/aws/ec2.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 
 struct af_error;
 
@@ -87,12 +88,13 @@ void ebs_snapshot_info_release(struct ebs_snapshot_info *s);
 int ebs_start_snapshot(const struct ebs_client *c, const struct ebs_start_snapshot *r,
 		       struct ebs_snapshot_info *out, struct af_error **err);
 
-/* One PutSnapshotBlock, self-contained (the request points into it), for
- * http_request_do or as an http_batch_item's req.  DATA (len bytes, one
- * full block) is borrowed and must outlive the request. */
+/* One PutSnapshotBlock, self-contained (the request points into it, signed
+ * through request.h), for http_request_do or as an http_batch_item's req.
+ * DATA (len bytes, one full block) is borrowed and must outlive the
+ * request. */
 struct ebs_block_put {
 	struct http_request req;
-	struct http_signing sign;
+	struct aws_signer sign;
 	struct sigv4_header headers[4];
 	char *url, *action;               /* owned */
 	char length[24], progress[8], checksum[45];

@@ -3,7 +3,7 @@
  *
  * Requests are POST / with an application/x-www-form-urlencoded body
  * (Action=X&Version=2016-11-15&...; lists as Name.1, Name.2, nested members
- * with dots), SigV4-signed for service "ec2", sent through http.c (retries,
+ * with dots), SigV4-signed for service "ec2" (request.h), sent through http.c (retries,
  * timeouts).  Responses are parsed with libxml2; list results follow
  * NextToken to the end.  Errors become one message through http.c's
  * classifier: "ec2 ACTION: CODE: MESSAGE (HTTP N, request id R) ...".

@@ -11,9 +11,13 @@
  *   TooManyRequestsException, RequestTimeout, InternalError,
  *   ServiceUnavailable; capped exponential backoff with full jitter
  *   (sleep = random(0, min(cap, base * 2^attempt))), at most max_attempts.
- * - Each attempt is signed afresh (new X-Amz-Date, credentials re-read from
- *   the chain so IMDS refreshes apply).
- * - One log_warn line per retry, redacted:
+ * - Signing is not done here: a request may carry a signer (a function and
+ *   its data, see struct http_request), called before every attempt with
+ *   the request exactly as it will be sent, so that each attempt carries a
+ *   fresh date and fresh credentials.  engine/aws/request.c binds AWS's
+ *   (credentials and SigV4) to a request.
+ * - One log_warn line per retry, redacted (the request's redact hook, else
+ *   redact_text(), the engine's one rule for credentials in text):
  *     ec2 RegisterImage: attempt 2 of 8 failed (HTTP 503 RequestLimitExceeded,
  *     request id 1234); retrying in 0.7 s
  * - The final error message names the action, HTTP status, AWS error code,
@@ -30,7 +34,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "amiforge/aws/creds.h"
+/* struct sigv4_header: the (name, value) pair of request headers.  Only the
+ * type: nothing here signs. */
 #include "amiforge/aws/sigv4.h"
 
 struct af_error;
@@ -89,16 +94,30 @@ struct http_response {
 typedef void (*http_classify_fn)(struct http_response *resp, void *data);
 void http_classify_default(struct http_response *resp, void *data);
 
-/* How to sign; NULL in http_request means an unsigned request. */
-struct http_signing {
-	struct aws_creds_chain *creds;  /* borrowed */
-	const char *region;
-	const char *service;            /* signing name: "ec2", "ebs", "s3" */
-	unsigned sigv4_flags;           /* SIGV4_S3, SIGV4_UNSIGNED_PAYLOAD, ... */
-	/* A fixed X-Amz-Date for every attempt (tests, `aws request --date`);
-	 * NULL: the time of each attempt. */
-	const char *amz_date;
+/* One attempt as it will be sent, for a signer.  Everything is borrowed for
+ * the duration of the call. */
+struct http_sign_input {
+	const char *method;
+	const char *url;
+	const char *host;                   /* the Host header's value (host[:port]) */
+	const char *path;                   /* percent-encoded, as on the request line */
+	const char *query;                  /* without '?', or NULL */
+	const struct sigv4_header *headers; /* every header sent, Host included */
+	size_t n_headers;
+	const void *body;
+	size_t body_len;
+	const char *payload_hash;           /* the caller's hex SHA-256 of body, or NULL */
 };
+
+/* Signs one attempt: returns 0 and sets *add to n_add headers to send as
+ * well (an array the client frees with every name and value; values are
+ * wiped first, they may hold a session token), or -1 + err (the attempt
+ * then fails without being sent, and is not retried). */
+typedef int (*http_sign_fn)(void *data, const struct http_sign_input *in, struct http_header **add,
+			    size_t *n_add, struct af_error **err);
+
+/* Returns a copy of TEXT (caller frees) safe to log. */
+typedef char *(*http_redact_fn)(const char *text);
 
 struct http_request {
 	/* For messages: "ec2 RegisterImage", "s3 PutObject bucket/key".  Never
@@ -113,7 +132,11 @@ struct http_request {
 	const void *body;               /* borrowed; must stay valid during the call */
 	size_t body_len;
 	const char *payload_hash;       /* optional precomputed hex SHA-256 of body */
-	const struct http_signing *sign;
+	/* Called before every attempt with sign_data; NULL: unsigned. */
+	http_sign_fn sign;
+	void *sign_data;                /* borrowed; must stay valid during the call */
+	/* For the retry log lines and the final error; NULL: redact_text(). */
+	http_redact_fn redact;
 	http_classify_fn classify;      /* NULL: http_classify_default */
 	void *classify_data;
 	const struct http_options *opts;
