@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/ec2.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/bundle.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
@@ -264,8 +264,8 @@ static bool reg_is_pv(const json_t *params, const json_t *facts)
 struct reg {
 	struct stage_ctx *ctx;
 	const json_t *p;
-	struct aws_creds_chain *creds;
-	char *region;            /* where the AMI is registered */
+	struct aws_session aws;
+	const char *region;      /* where the AMI is registered: aws.region */
 	const char *name;
 	bool pv;
 	const char *snapshot_id; /* EBS, or NULL */
@@ -279,8 +279,7 @@ struct reg {
 
 static void reg_release(struct reg *r)
 {
-	aws_creds_chain_free(r->creds);
-	free(r->region);
+	aws_session_close(&r->aws);
 	free(r->tags);
 }
 
@@ -335,10 +334,9 @@ static int reg_init(struct reg *r, struct stage_ctx *ctx, struct af_error **err)
 	if (!want)
 		want = json_string_value(json_object_get(ctx->facts, r->snapshot_id ? "snapshot.region"
 										      : "bundle.bucket_region"));
-	struct aws_creds_opts co = { 0 };
-	if (aws_region_resolve(want, &co, &r->region, NULL, err) < 0)
+	if (aws_session_open(&r->aws, want, ctx->deadline, err) < 0)
 		return af_error_hint(err, "or set region: in the register stage");
-	r->creds = aws_creds_chain_new(&co);
+	r->region = r->aws.region;
 	reg_tags_init(r);
 	return 0;
 }
@@ -730,7 +728,7 @@ static int reg_copies(struct reg *r, const char *src_id, struct af_error **err)
 	int rc = 0;
 	/* Start every copy first: they proceed in parallel at AWS. */
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		ec2_client_init(&cs[i], json_string_value(json_array_get(regions, i)), r->creds, NULL);
+		ec2_client_init(&cs[i], json_string_value(json_array_get(regions, i)), r->aws.creds, &r->aws.opts);
 		rc = reg_copy_start(r, &cs[i], r->region, src_id, &ids[i], err);
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)
@@ -748,7 +746,7 @@ static int reg_copies(struct reg *r, const char *src_id, struct af_error **err)
 static int reg_run_in(struct reg *r, struct af_error **err)
 {
 	struct ec2_client c;
-	ec2_client_init(&c, r->region, r->creds, NULL);
+	ec2_client_init(&c, r->region, r->aws.creds, &r->aws.opts);
 	_cleanup_free_ char *id = NULL;
 	int rc = reg_obtain(r, &c, &id, err);
 	if (rc == 0)

@@ -37,10 +37,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/ebs.h"
 #include "amiforge/aws/ec2.h"
 #include "amiforge/aws/http.h"
+#include "amiforge/aws/request.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
@@ -336,8 +336,8 @@ static enum snap_action snap_decide(const char *state, bool completing)
 
 struct snap_job {
 	struct stage_ctx *ctx;
-	struct aws_creds_chain *creds;
-	char *region;
+	struct aws_session aws;
+	const char *region; /* aws.region */
 	struct ebs_client ebs;
 	struct ec2_client ec2;
 	int fd;
@@ -370,8 +370,7 @@ static void snap_job_release(struct snap_job *j)
 		close(j->fd);
 	ebs_client_release(&j->ebs);
 	ec2_client_release(&j->ec2);
-	aws_creds_chain_free(j->creds);
-	free(j->region);
+	aws_session_close(&j->aws);
 	free(j->snapshot_id);
 	free(j->done);
 	free(j->force);
@@ -861,12 +860,11 @@ static int snap_setup(struct snap_job *j, struct af_error **err)
 		return -1;
 	j->encrypted = params_bool(j->ctx->params, "encrypted", false);
 	j->parallel = (int)params_int(j->ctx->params, "parallel", 16);
-	struct aws_creds_opts co = { 0 };
-	if (aws_region_resolve(params_str(j->ctx->params, "region", NULL), &co, &j->region, NULL, err) < 0)
+	if (aws_session_open(&j->aws, params_str(j->ctx->params, "region", NULL), j->ctx->deadline, err) < 0)
 		return -1;
-	j->creds = aws_creds_chain_new(&co);
-	ebs_client_init(&j->ebs, j->region, j->creds, NULL);
-	ec2_client_init(&j->ec2, j->region, j->creds, NULL);
+	j->region = j->aws.region;
+	ebs_client_init(&j->ebs, j->region, j->aws.creds, &j->aws.opts);
+	ec2_client_init(&j->ec2, j->region, j->aws.creds, &j->aws.opts);
 	snap_job_reset_blocks(j);
 	return 0;
 }

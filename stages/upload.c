@@ -15,7 +15,6 @@
 #include <openssl/evp.h>
 
 #include "amiforge/aws/awsxml.h"
-#include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
 #include "amiforge/aws/request.h"
 #include "amiforge/aws/s3.h"
@@ -519,32 +518,23 @@ static int upload_run_stage(struct stage_ctx *ctx, struct af_error **err)
 	struct upload_bundle b = { 0 };
 	if (upload_parse_manifest(text, len, manifest, &b, err) < 0)
 		return -1;
-	struct aws_creds_opts co = { 0 };
-	_cleanup_free_ char *region = NULL;
-	if (aws_region_resolve(params_str(ctx->params, "location", NULL), &co, &region, NULL, err) < 0) {
+	struct aws_session aws;
+	if (aws_session_open(&aws, params_str(ctx->params, "location", NULL), ctx->deadline, err) < 0) {
 		upload_bundle_release(&b);
 		return af_error_hint(err, "or give the bucket's region as location");
 	}
+	const char *region = aws.region;
 	/* EC2 registers a bundle only from a bucket in the AMI's region. */
 	const char *bregion = json_string_value(json_object_get(ctx->facts, "bundle.region"));
 	if (bregion && strcmp(bregion, region) != 0)
 		log_warn("upload: the bundle was made for %s but bucket '%s' is in %s: "
 			 "RegisterImage needs the bucket in the AMI's region",
 			 bregion, params_str(ctx->params, "bucket", ""), region);
-	struct aws_creds_chain *chain = aws_creds_chain_new(&co);
-	struct http_options opts = HTTP_OPTIONS_DEFAULT;
-	/* No request outlives the stage: its timeout gives a clear error, not a kill. */
-	if (ctx->deadline > 0) {
-		long left = (long)((ctx->deadline - now_monotonic()) * 1000) - 2000;
-		opts.total_timeout_ms = left < 1000 ? 1000 : left < opts.total_timeout_ms ? left : opts.total_timeout_ms;
-		if (opts.attempt_timeout_ms > opts.total_timeout_ms)
-			opts.attempt_timeout_ms = opts.total_timeout_ms;
-	}
 	struct s3_client s3;
-	s3_client_init(&s3, region, chain, &opts);
+	s3_client_init(&s3, region, aws.creds, &aws.opts);
 	int r = upload_go(ctx, manifest, &b, &s3, err);
 	s3_client_release(&s3);
-	aws_creds_chain_free(chain);
+	aws_session_close(&aws);
 	upload_bundle_release(&b);
 	return r;
 }

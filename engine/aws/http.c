@@ -31,7 +31,19 @@ const struct http_options HTTP_OPTIONS_DEFAULT = {
 	.backoff_cap_ms = 20000,
 	.ca_bundle = NULL,
 	.max_body = 64u << 20,
+	.deadline = 0,
 };
+
+long http_budget_ms(const struct http_options *o, double now)
+{
+	long budget = o->total_timeout_ms;
+	if (o->deadline > 0) {
+		double left = (o->deadline - now) * 1000 - HTTP_DEADLINE_MARGIN_MS;
+		if (left < budget)
+			budget = left > HTTP_MIN_BUDGET_MS ? (long)left : HTTP_MIN_BUDGET_MS;
+	}
+	return budget;
+}
 
 /* Throttling and transient service codes that AWS documents as retryable
  * (botocore's _retry.json "throttling" and "general_server_error" groups,
@@ -221,6 +233,7 @@ struct http_xfer {
 	bool too_big;
 	int attempt;
 	double deadline;     /* monotonic: the whole request's bound */
+	long budget_ms;      /* its length, for messages */
 	double ready_at;     /* monotonic: when the next attempt may start */
 	char *last_failure;  /* the last attempt's failure, for the final message */
 	char *action;        /* owned, for messages */
@@ -602,8 +615,7 @@ static bool http_after_attempt(struct http_xfer *x, CURLcode rc)
 	double now = now_monotonic();
 	if (now + sleep_s >= x->deadline) {
 		_cleanup_free_ char *why = xasprintf("%s; gave up at the %.0f s bound",
-						     x->last_failure,
-						     x->o->total_timeout_ms / 1000.0);
+						     x->last_failure, x->budget_ms / 1000.0);
 		if (rc == CURLE_OK)
 			http_final_http_error(x, &it->resp);
 		else
@@ -704,7 +716,9 @@ static void http_pull(struct http_run *run, size_t max_parallel)
 		x->item = it;
 		x->o = it->req.opts ? it->req.opts : &HTTP_OPTIONS_DEFAULT;
 		x->action = it->req.action ? xstrdup(it->req.action) : http_default_action(&it->req);
-		x->deadline = now_monotonic() + x->o->total_timeout_ms / 1000.0;
+		double now = now_monotonic();
+		x->budget_ms = http_budget_ms(x->o, now);
+		x->deadline = now + x->budget_ms / 1000.0;
 		http_launch(run, x);
 	}
 }

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* AWS requests (include/amiforge/aws/request.h has the contract). */
+/* AWS requests and sessions (include/amiforge/aws/request.h has the
+ * contract). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"
 #include "amiforge/aws/request.h"
@@ -59,4 +61,31 @@ int aws_request_do(const struct aws_signer *s, const struct http_request *req,
 	struct http_request r = *req;
 	aws_request_bind(&r, s);
 	return http_request_do(&r, resp, err);
+}
+
+/* ---- sessions ---- */
+
+int aws_session_open(struct aws_session *s, const char *region, double deadline,
+		     struct af_error **err)
+{
+	const struct aws_creds_opts co = { 0 };
+	char *r = NULL;
+	const char *src = NULL;
+	if (aws_region_resolve(region, &co, &r, &src, err) < 0)
+		return -1;
+	*s = (struct aws_session){
+		.region = r, .region_source = src, .creds = aws_creds_chain_new(&co),
+		.opts = HTTP_OPTIONS_DEFAULT,
+	};
+	s->opts.deadline = deadline > 0 ? deadline : 0;
+	return 0;
+}
+
+void aws_session_close(struct aws_session *s)
+{
+	if (!s)
+		return;
+	aws_creds_chain_free(s->creds);
+	free(s->region);
+	memset(s, 0, sizeof(*s));
 }

@@ -2,8 +2,8 @@
 /* The HTTP client against tests/servers/httpfaults.py on 127.0.0.1:
  * signing (request.h's signer and the signer hook: once per attempt, each
  * with its own time), retries on throttling / 5xx / resets, giving up with
- * a clear message, timeouts within the bound, parallel batches, redacted
- * logs. */
+ * a clear message, timeouts within the bound and the deadline, parallel
+ * batches, redacted logs. */
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
@@ -500,6 +500,43 @@ static void test_signer_failure(void **state)
 	http_response_release(&resp);
 }
 
+/* ---- the deadline ---- */
+
+static void test_budget(void **state)
+{
+	struct http_options o = HTTP_OPTIONS_DEFAULT;
+	const double now = 1000.0;
+	static const struct {
+		double deadline;
+		long want;
+	} cases[] = {
+		{ 0, 600000 },          /* none: the total bound */
+		{ now + 5000, 600000 }, /* far: the total bound */
+		{ now + 10, 8000 },     /* near: up to 2 s before it */
+		{ now + 2.5, 1000 },    /* nearer than the margin: still one second */
+		{ now - 60, 1000 },     /* passed: still one second */
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		o.deadline = cases[i].deadline;
+		assert_int_equal(http_budget_ms(&o, now), cases[i].want);
+	}
+}
+
+static void test_deadline_bounds_request(void **state)
+{
+	struct http_options o = fast_opts(2);
+	o.deadline = now_monotonic() + 3.2;
+	struct http_response resp;
+	_cleanup_free_ char *msg = NULL;
+	double t0 = now_monotonic();
+	assert_int_equal(run("/stall", "ec2 DescribeImages", &o, &resp, &msg), -1);
+	double took = now_monotonic() - t0;
+	/* 1.2 s: the stage's deadline less the margin, not the 5 s attempt bound. */
+	assert_true(took >= 1.0 && took < 2.5);
+	assert_non_null(strstr(msg, "imed out"));
+	http_response_release(&resp);
+}
+
 /* ---- redaction ---- */
 
 static char *hooked_redact(const char *text)
@@ -546,6 +583,8 @@ int main(void)
 		cmocka_unit_test(test_signer_once_per_attempt),
 		cmocka_unit_test(test_signer_fresh_time),
 		cmocka_unit_test(test_signer_failure),
+		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_deadline_bounds_request),
 		cmocka_unit_test(test_redact_default_and_hook),
 	};
 	return cmocka_run_group_tests(tests, start_server, stop_server);

@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The request module: the signer adds exactly what SigV4 computes, with
- * credentials from the chain; binding sets the hooks; AWS redaction. */
+ * credentials from the chain; binding sets the hooks; AWS redaction; the
+ * session (region, chain, options bounded by the deadline) and a client
+ * built from it giving up before the deadline on a server that never
+ * answers. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "testutil.h"
 
 #include "amiforge/aws/creds.h"
+#include "amiforge/aws/ec2.h"
 #include "amiforge/aws/request.h"
 #include "amiforge/aws/sigv4.h"
 #include "amiforge/cleanup.h"
@@ -131,12 +138,93 @@ static void test_bind_and_redact(void **state)
 			       "x-amz-security-token:[REDACTED]");
 }
 
+/* ---- sessions ---- */
+
+static void test_session_open(void **state)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	struct aws_session s;
+	setenv("AWS_REGION", "eu-north-1", 1);
+	setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+	assert_int_equal(aws_session_open(&s, NULL, 0, &err), 0);
+	assert_string_equal(s.region, "eu-north-1");
+	assert_string_equal(s.region_source, "AWS_REGION");
+	assert_true(s.opts.deadline == 0);
+	assert_int_equal(s.opts.total_timeout_ms, HTTP_OPTIONS_DEFAULT.total_timeout_ms);
+	assert_int_equal(s.opts.max_attempts, HTTP_OPTIONS_DEFAULT.max_attempts);
+	assert_int_equal(http_budget_ms(&s.opts, now_monotonic()), HTTP_OPTIONS_DEFAULT.total_timeout_ms);
+	struct aws_creds c;
+	assert_int_equal(aws_creds_chain_get(s.creds, &c, &err), 0);
+	assert_string_equal(c.source, "environment");
+	aws_creds_release(&c);
+	aws_session_close(&s);
+	assert_null(s.region);
+	assert_null(s.creds);
+
+	/* The recipe's region first; the deadline bounds every request. */
+	double deadline = now_monotonic() + 30;
+	assert_int_equal(aws_session_open(&s, "us-west-2", deadline, &err), 0);
+	assert_string_equal(s.region, "us-west-2");
+	assert_string_equal(s.region_source, "recipe");
+	assert_true(s.opts.deadline == deadline);
+	assert_int_equal(http_budget_ms(&s.opts, deadline - 30), 28000);
+	assert_int_equal(http_budget_ms(&s.opts, deadline - 3000), HTTP_OPTIONS_DEFAULT.total_timeout_ms);
+	assert_int_equal(http_budget_ms(&s.opts, deadline + 1), HTTP_MIN_BUDGET_MS);
+	aws_session_close(&s);
+	aws_session_close(NULL);
+
+	/* No region anywhere: an error that says where it looked, *s untouched. */
+	unsetenv("AWS_REGION");
+	memset(&s, 0x5a, sizeof(s));
+	struct aws_session before = s;
+	assert_int_equal(aws_session_open(&s, NULL, deadline, &err), -1);
+	assert_true(str_has_prefix(af_error_msg(err), "no AWS region: looked in the recipe, AWS_REGION"));
+	assert_memory_equal(&s, &before, sizeof(s));
+}
+
+/* A client made from a session gives up before the stage's deadline on a
+ * server that takes the connection and never answers, where the default
+ * 120 s attempt bound would have waited on. */
+static void test_session_caps_requests(void **state)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	_cleanup_free_ char *endpoint = xasprintf("http://127.0.0.1:%d", ntohs(a.sin_port));
+	setenv("AWS_ENDPOINT_URL", endpoint, 1);
+	setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+	setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+
+	_cleanup_error_ struct af_error *err = NULL;
+	struct aws_session s;
+	double t0 = now_monotonic();
+	assert_int_equal(aws_session_open(&s, "eu-west-1", t0 + 3.5, &err), 0);
+	struct ec2_client c;
+	ec2_client_init(&c, s.region, s.creds, &s.opts);
+	_cleanup_strv_ char **regions = NULL;
+	assert_int_equal(ec2_describe_regions(&c, &regions, &err), -1);
+	double took = now_monotonic() - t0;
+	/* 1.5 s: the deadline less the 2 s margin. */
+	assert_true(took >= 1.3 && took < 3.0);
+	assert_true(str_has_prefix(af_error_msg(err), "ec2 DescribeRegions: "));
+	assert_non_null(strstr(af_error_msg(err), "imed out"));
+	ec2_client_release(&c);
+	aws_session_close(&s);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sign_is_sigv4, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sign_without_credentials, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bind_and_redact, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_caps_requests, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

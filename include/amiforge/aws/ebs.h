@@ -30,7 +30,7 @@ struct ebs_client {
 	char *region;                    /* owned */
 	char *endpoint;                  /* owned, no trailing slash */
 	struct aws_creds_chain *creds;   /* borrowed */
-	const struct http_options *opts; /* borrowed, NULL: defaults */
+	const struct http_options *opts; /* borrowed, NULL: defaults; a session's: deadline-bound */
 };
 
 /* Client for REGION at aws_endpoint_url("ebs", region).  Never fails. */

@@ -39,7 +39,7 @@ struct ec2_client {
 	char *region;                   /* owned */
 	char *endpoint;                 /* owned, no trailing slash */
 	struct aws_creds_chain *creds;  /* borrowed */
-	const struct http_options *opts; /* borrowed, NULL: defaults */
+	const struct http_options *opts; /* borrowed, NULL: defaults; a session's: deadline-bound */
 };
 
 /* Client for REGION at aws_endpoint_url("ec2", region) (AWS_ENDPOINT_URL_EC2,

@@ -51,8 +51,20 @@ struct http_options {
 	long backoff_cap_ms;       /* default 20000 */
 	const char *ca_bundle;     /* extra CA file; NULL: AWS_CA_BUNDLE or the system store */
 	size_t max_body;           /* response bodies larger than this fail; default 64 MiB */
+	/* A bound for every request, in now_monotonic() seconds; 0: none.  A
+	 * request starting at NOW is bounded by http_budget_ms(): no request
+	 * outlives the deadline (a stage's timeout then gives a clear HTTP
+	 * error, not a kill). */
+	double deadline;
 };
 extern const struct http_options HTTP_OPTIONS_DEFAULT;
+
+/* What O allows a request starting at NOW (now_monotonic()): total_timeout_ms,
+ * cut to end HTTP_DEADLINE_MARGIN_MS before o->deadline when there is one,
+ * but never below HTTP_MIN_BUDGET_MS (a request is always tried). */
+#define HTTP_DEADLINE_MARGIN_MS 2000
+#define HTTP_MIN_BUDGET_MS 1000
+long http_budget_ms(const struct http_options *o, double now);
 
 /* A response header (owned).  Names as received; match case-insensitively. */
 struct http_header {

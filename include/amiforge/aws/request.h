@@ -1,10 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* AWS requests: what turns an http.c request into an AWS one (credentials
- * from the chain, SigV4, AWS-aware redaction of what the client logs).
+ * from the chain, SigV4, AWS-aware redaction of what the client logs), and
+ * the session every remote stage opens (region, credentials, HTTP options
+ * bounded by the stage's deadline).
  *
  * The service clients (ec2.h, ebs.h, s3.h) build their requests with
  * aws_request_bind; a stage that sends its own batch does the same with the
- * client's signer values. */
+ * client's signer values:
+ *
+ *   struct aws_session aws;
+ *   if (aws_session_open(&aws, params_str(p, "region", NULL), ctx->deadline, err) < 0)
+ *           return -1;
+ *   struct ec2_client ec2;
+ *   ec2_client_init(&ec2, aws.region, aws.creds, &aws.opts);
+ *   ...
+ *   ec2_client_release(&ec2);
+ *   aws_session_close(&aws);
+ */
 #ifndef AMIFORGE_AWS_REQUEST_H
 #define AMIFORGE_AWS_REQUEST_H
 
@@ -42,5 +54,29 @@ char *aws_request_redact(const char *text);
 /* http_request_do(REQ) signed by S.  Same contract. */
 int aws_request_do(const struct aws_signer *s, const struct http_request *req,
 		   struct http_response *resp, struct af_error **err);
+
+/* ---- sessions ---- */
+
+/* What a remote stage talks to AWS with. */
+struct aws_session {
+	char *region;                   /* owned: the stage's region, resolved */
+	const char *region_source;      /* static: "recipe", "AWS_REGION", ... (awsconfig.h) */
+	struct aws_creds_chain *creds;  /* owned: the default chain, resolved on first use */
+	/* HTTP_OPTIONS_DEFAULT with .deadline: each request a client sends
+	 * with these is bounded by min(total_timeout_ms, the time left before
+	 * the deadline less HTTP_DEADLINE_MARGIN_MS) (http_budget_ms). */
+	struct http_options opts;
+};
+
+/* Opens *s: the region from REGION (the recipe's; may be NULL) through
+ * aws_region_resolve's chain, a credential chain with the default sources,
+ * and options bounded by DEADLINE (now_monotonic() seconds; 0: none).
+ * 0, or -1 + err (no region: the message lists where it looked; *s is then
+ * untouched).  Clients take s->region (or another region), s->creds and
+ * &s->opts, borrowed: close the session after releasing them. */
+int aws_session_open(struct aws_session *s, const char *region, double deadline,
+		     struct af_error **err);
+/* Frees what *s owns and zeroes it.  NULL-safe. */
+void aws_session_close(struct aws_session *s);
 
 #endif

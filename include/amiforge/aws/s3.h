@@ -25,7 +25,7 @@ struct s3_client {
 	char *endpoint;                  /* owned, no trailing slash */
 	bool path_style;
 	struct aws_creds_chain *creds;   /* borrowed */
-	const struct http_options *opts; /* borrowed, NULL: defaults */
+	const struct http_options *opts; /* borrowed, NULL: defaults; a session's: deadline-bound */
 };
 
 /* Client for REGION at aws_endpoint_url("s3", region); path-style when the
