@@ -728,7 +728,8 @@ static int reg_copies(struct reg *r, const char *src_id, struct af_error **err)
 	int rc = 0;
 	/* Start every copy first: they proceed in parallel at AWS. */
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		ec2_client_init(&cs[i], json_string_value(json_array_get(regions, i)), r->aws.creds, &r->aws.opts);
+		ec2_client_init(&cs[i], json_string_value(json_array_get(regions, i)), r->aws.creds,
+				&r->aws.opts);
 		rc = reg_copy_start(r, &cs[i], r->region, src_id, &ids[i], err);
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)

@@ -860,7 +860,8 @@ static int snap_setup(struct snap_job *j, struct af_error **err)
 		return -1;
 	j->encrypted = params_bool(j->ctx->params, "encrypted", false);
 	j->parallel = (int)params_int(j->ctx->params, "parallel", 16);
-	if (aws_session_open(&j->aws, params_str(j->ctx->params, "region", NULL), j->ctx->deadline, err) < 0)
+	const char *region = params_str(j->ctx->params, "region", NULL);
+	if (aws_session_open(&j->aws, region, j->ctx->deadline, err) < 0)
 		return -1;
 	j->region = j->aws.region;
 	ebs_client_init(&j->ebs, j->region, j->aws.creds, &j->aws.opts);

@@ -519,7 +519,8 @@ static int upload_run_stage(struct stage_ctx *ctx, struct af_error **err)
 	if (upload_parse_manifest(text, len, manifest, &b, err) < 0)
 		return -1;
 	struct aws_session aws;
-	if (aws_session_open(&aws, params_str(ctx->params, "location", NULL), ctx->deadline, err) < 0) {
+	const char *location = params_str(ctx->params, "location", NULL);
+	if (aws_session_open(&aws, location, ctx->deadline, err) < 0) {
 		upload_bundle_release(&b);
 		return af_error_hint(err, "or give the bucket's region as location");
 	}

@@ -220,8 +220,10 @@ static int awscli_send(struct awscli_opts *o, const char *service, const char *r
 {
 	struct aws_creds_opts co = { .profile = o->profile };
 	struct aws_creds_chain *chain = aws_creds_chain_new(&co);
-	const struct aws_signer sign = { .creds = chain, .region = region, .service = service,
-					 .sigv4_flags = awscli_flags(o, service), .amz_date = o->date };
+	const struct aws_signer sign = {
+		.creds = chain, .region = region, .service = service,
+		.sigv4_flags = awscli_flags(o, service), .amz_date = o->date,
+	};
 	_cleanup_free_ char *action = xasprintf("%s %s %.*s", service, o->method,
 						(int)strcspn(o->url, "?"), o->url);
 	struct http_request req = {

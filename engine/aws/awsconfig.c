@@ -174,7 +174,8 @@ static char *awsconfig_imds_region(const struct aws_creds_opts *opts, char **why
 	if (r == 0 && *awsconfig_trim(body))
 		v = xstrdup(awsconfig_trim(body));
 	_cleanup_free_ char *where = imds->where(imds->data);
-	*why = xasprintf("instance metadata at %s (%s)", where, r < 0 ? af_error_msg(e) : "not available");
+	*why = xasprintf("instance metadata at %s (%s)", where,
+			 r < 0 ? af_error_msg(e) : "not available");
 	free(body);
 	af_error_free(e);
 	return v;

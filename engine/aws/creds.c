@@ -147,8 +147,10 @@ int aws_creds_parse_imds(const char *text, const char *role, struct aws_creds *o
 	json_error_t jerr;
 	_cleanup_json_ json_t *j = json_loads(text, 0, &jerr);
 	if (!json_is_object(j))
-		return af_error_set(err, 0, "instance metadata role '%s': the credentials are not a "
-				    "JSON object (line %d: %s)", role, jerr.line, jerr.text);
+		return af_error_set(err, 0,
+				    "instance metadata role '%s': the credentials are not a "
+				    "JSON object (line %d: %s)",
+				    role, jerr.line, jerr.text);
 	const char *code = json_string_value(json_object_get(j, "Code"));
 	const char *akid = json_string_value(json_object_get(j, "AccessKeyId"));
 	const char *secret = json_string_value(json_object_get(j, "SecretAccessKey"));
@@ -212,7 +214,8 @@ static int creds_imds_step(const struct imds_iface *imds, struct aws_creds *out,
 	char *body = NULL;
 	r = imds->get(imds->data, path, &body, err);
 	if (r > 0)
-		strbuf_addf(why, "; instance metadata at %s (role '%s' has no credentials)", where, role);
+		strbuf_addf(why, "; instance metadata at %s (role '%s' has no credentials)", where,
+			    role);
 	if (r != 0)
 		return r < 0 ? af_error_wrap(err, "instance metadata role '%s'", role) : 0;
 	r = aws_creds_parse_imds(body, role, out, err);
@@ -267,8 +270,8 @@ int aws_creds_resolve(const struct aws_creds_opts *opts, struct aws_creds *out,
 		    !strcasecmp(creds_env("AWS_EC2_METADATA_DISABLED"), "true"))
 			strbuf_addstr(&why, "; instance metadata (disabled by AWS_EC2_METADATA_DISABLED)");
 		else
-			r = creds_imds_step(imds_iface_or_default(opts ? opts->imds : NULL), &c, &why,
-					    err);
+			r = creds_imds_step(imds_iface_or_default(opts ? opts->imds : NULL), &c,
+					    &why, err);
 	} else if (r == 0) {
 		strbuf_addstr(&why, "; instance metadata (not consulted)");
 	}

@@ -557,9 +557,9 @@ static void http_final_http_error(struct http_xfer *x, const struct http_respons
 
 static void http_final_transport_error(struct http_xfer *x, const char *why)
 {
-	_cleanup_free_ char *msg = xasprintf("%s: %s after %d attempt%s (check the endpoint, the "
-					     "network and the timeouts)", x->action, why, x->attempt,
-					     x->attempt == 1 ? "" : "s");
+	_cleanup_free_ char *msg = xasprintf("%s: %s after %d attempt%s (check the endpoint, "
+					     "the network and the timeouts)", x->action, why,
+					     x->attempt, x->attempt == 1 ? "" : "s");
 	_cleanup_free_ char *red = http_redact(x, msg);
 	af_error_set(&x->item->err, 0, "%s", red);
 }

@@ -43,7 +43,9 @@ struct imds_client *imds_client_new(const char *endpoint)
 	struct imds_client *cl = xcalloc(1, sizeof(*cl));
 	pthread_mutex_init(&cl->lock, NULL);
 	cl->endpoint = endpoint ? xstrdup(endpoint) : NULL;
-	cl->iface = (struct imds_iface){ .get = imds_iface_get, .where = imds_iface_where, .data = cl };
+	cl->iface = (struct imds_iface){
+		.get = imds_iface_get, .where = imds_iface_where, .data = cl,
+	};
 	return cl;
 }
 

@@ -417,9 +417,11 @@ static void test_signer_once_per_attempt(void **state)
 	struct sign_log l = { 0 };
 	_cleanup_free_ char *u = url("/throttle/2/sig1?a=b");
 	const struct sigv4_header h[] = { { "X-Caller", "yes" } };
-	struct http_request req = { .action = "ec2 DescribeImages", .method = "POST", .url = u,
-				    .headers = h, .n_headers = 1, .body = "Action=DescribeImages",
-				    .body_len = 21, .sign = logging_sign, .sign_data = &l, .opts = &o };
+	struct http_request req = {
+		.action = "ec2 DescribeImages", .method = "POST", .url = u, .headers = h,
+		.n_headers = 1, .body = "Action=DescribeImages", .body_len = 21,
+		.sign = logging_sign, .sign_data = &l, .opts = &o,
+	};
 	struct http_response resp;
 	_cleanup_error_ struct af_error *err = NULL;
 	assert_int_equal(http_request_do(&req, &resp, &err), 0);
