@@ -21,9 +21,10 @@
 # Every build is judged from the host: the canaries ($WORK/host: a file, a
 # directory, a name that must not appear), the scratch device's content, the
 # host's hostname and /etc files, the stage logs' mode and owner; then
-# no_leaks and no pasta left behind.  The engine runs with a secret in its
-# environment ($AMIFORGE_TEST_SECRET as AWS_SECRET_ACCESS_KEY too): it must
-# reach neither the image (the raw disk is searched) nor the logs.
+# no_leaks (in one process after each build, lib.sh's at the end) and no
+# pasta left behind.  The engine runs with a secret in its environment
+# ($AMIFORGE_TEST_SECRET, as AWS_SECRET_ACCESS_KEY too): it must reach neither
+# the image (the raw disk is searched), the logs, nor pasta's environment.
 # AMIFORGE_TEST_CACHE, when set, is passed as --cache.
 . "$(dirname "$0")/lib.sh"
 T=escape
@@ -101,11 +102,14 @@ logs_untouched() { # NAME
 	if [ -z "$bad" ]; then ok "$1"; else not_ok "$1"; echo "$bad" | sed 's/^/    changed from inside: /'; fi
 }
 no_secret() { ! grep -rqaF -e "$AMIFORGE_TEST_SECRET" "$@" 2>/dev/null; }
-# pasta processes that no amiforge is running (ours would have been left behind).
-PASTA_BEFORE=" $(pgrep -x pasta | tr '\n' ' ') "
+# pasta processes that no amiforge is running (ours would have been left
+# behind).  pasta runs as passt.avx2 where the CPU has AVX2: pgrep -x pasta
+# alone finds nothing.
+pasta_pids() { pgrep 'pasta|passt'; }
+PASTA_BEFORE=" $(pasta_pids | tr '\n' ' ') "
 pasta_left() {
 	local p parent
-	for p in $(pgrep -x pasta); do
+	for p in $(pasta_pids); do
 		case "$PASTA_BEFORE" in *" $p "*) continue ;; esac
 		parent=$(ps -o comm= -p "$(ps -o ppid= -p "$p" | tr -d ' ')" 2>/dev/null)
 		[ "$parent" = amiforge ] || echo "$p"
@@ -191,7 +195,7 @@ if [ $rc != 0 ] || ! grep -q 'debootstrap .*done' "$WORK/base.out"; then
 fi
 ok "base-image ($(secs "$t0" "$(now)")s)"
 host_untouched base-host-untouched
-clean_after base-clean
+clean_after base-clean quick
 
 # ---- probes from inside ----------------------------------------------------------------
 
@@ -253,10 +257,19 @@ if grep -v '^10.99.0.3 ' "$LISTEN" | grep -qv "^127.0.0.1 $PORT 127.0.0.1\$" ||
 else
 	ok probes-host-loopback-and-metadata-unreached
 fi
+# pasta, outside the jail, reads what the jail sends: the engine's
+# credentials have no business in its environment.
+check probes-pasta-seen test -s "$LISTEN.pasta"
+if [ -s "$LISTEN.pasta" ] && awk '$2 != 0 { bad = 1 } END { exit bad }' "$LISTEN.pasta"; then
+	ok probes-pasta-env-without-secret
+else
+	not_ok "probes-pasta-env-without-secret: pasta's environment holds the engine's secret ($(tr '\n' ' ' <"$LISTEN.pasta" 2>/dev/null)= pid, variables)"
+fi
 logs_untouched probes-stage-logs-untouched
+# The raw disk: whatever the probes could read of the environments is in it.
 check probes-secret-not-in-image no_secret "$S/disk.img"
 check probes-secret-not-in-logs no_secret "$S/logs" "$S/journal" "$WORK/probes.out" "$WORK/probes.err"
-clean_after probes-clean
+clean_after probes-clean quick
 
 # ---- traps for the stages that write into the image -----------------------------------
 
@@ -376,6 +389,5 @@ trap_case script-tmp-dangling script /tmp "rm -rf /tmp && ln -s $CAN_DIR/none /t
 trap_case script-tmp-magiclink script /tmp "rm -rf /tmp && ln -s /proc/1/root/tmp /tmp" script_ran
 
 clean_after final-clean
-check secret-not-in-image no_secret "$S/disk.img"
 check secret-not-in-state-or-output no_secret "$S/logs" "$S/journal" "$S/manifest.json" "$WORK"/*.out "$WORK"/*.err
 exit $T_FAILED

@@ -13,7 +13,10 @@
 # Listeners (listener.py) on PORT of 127.0.0.1, ::1, 169.254.169.254,
 # fd00:ec2::254 and 10.99.0.3, and on port 80 of the metadata addresses,
 # log every connection to LOG.  One connection to 127.0.0.1:PORT is made
-# before COMMAND as a control.  Usage: netns.sh LOG PORT COMMAND...
+# before COMMAND as a control.  While COMMAND runs, every pasta in this
+# namespace is looked at: LOG.pasta gets "PID N" lines, N the number of
+# variables of its environment holding $AMIFORGE_TEST_SECRET.
+# Usage: netns.sh LOG PORT COMMAND...
 set -eu
 log=$1 port=$2
 shift 2
@@ -41,5 +44,22 @@ trap 'kill $lpid 2>/dev/null; wait $lpid 2>/dev/null; rm -f "$ready"' EXIT
 for _ in $(seq 100); do [ -e "$ready" ] && break; sleep 0.05; done
 [ -e "$ready" ] || { echo "netns.sh: the listeners did not start" >&2; exit 90; }
 python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 2).close()' "$port"
+# pasta runs in this namespace (the jail's is its target): ours are those.
+me=$(readlink /proc/self/ns/net)
+(
+	seen=" "
+	while :; do
+		for p in $(pgrep 'pasta|passt'); do
+			case "$seen" in *" $p "*) continue ;; esac
+			[ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "$me" ] || continue
+			n=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -cF -- "${AMIFORGE_TEST_SECRET:-no secret given}")
+			echo "$p $n" >>"$log.pasta"
+			seen+="$p "
+		done
+		sleep 0.2
+	done
+) &
+wpid=$!
+trap 'kill $lpid $wpid 2>/dev/null; wait $lpid $wpid 2>/dev/null; rm -f "$ready"' EXIT
 set +e
 "$@"
