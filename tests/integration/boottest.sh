@@ -1,12 +1,17 @@
 #!/bin/bash
 # amiforge boot-test: the three recipes build and boot under QEMU (TCG) with
-# the metadata responder, and every check passes; an image that refuses the
-# admin login fails naming "ssh login"; the metadata fallback to IMDSv1; a
-# SIGTERM leaves nothing behind; usage and missing-menu.lst errors.
+# the metadata responder, and every check passes, ssh trusting only the host
+# keys the guest printed on its serial console (checked here against
+# ssh-keygen); an image that refuses the admin login fails naming "ssh
+# login"; the metadata fallback to IMDSv1; a guest whose key is not the one
+# on the console is refused, and one that prints none fails with a clear
+# message (both through the test-only AMIFORGE_TEST_BOOTTEST_CONSOLE hook);
+# a SIGTERM leaves nothing behind; usage and missing-menu.lst errors.
 # Each TCG boot takes a minute or two: the recipes are built once each.
 . "$(dirname "$0")/lib.sh"
 
-NAMES=(usage missing-menulst boot-hvm boot-pvgrub boot-uefi refused-login sigterm no-leftovers)
+NAMES=(usage missing-menulst boot-hvm boot-pvgrub boot-uefi console-keys refused-login forged-hostkey
+	no-console-keys sigterm no-leftovers)
 
 # boot-test keeps its temporary directory (logs only) in TMPDIR after a failure.
 export TMPDIR=$WORK/tmp
@@ -48,21 +53,26 @@ build() {
 }
 
 # Every check of a passing report, in order.
-CHECKS=("ssh login" "whoami" "sudo" "failed units" "host keys" "password login" "metadata key")
+CHECKS=("ssh login" "console host key" "whoami" "sudo" "failed units" "host keys" "password login" "metadata key")
 report_ok() { # FILE
 	local c
 	for c in "${CHECKS[@]}"; do
 		grep -Eq "^  $c +ok( |$)" "$1" || { echo "check '$c' not ok"; return 1; }
 	done
-	grep -q '^result: passed (7 checks)$' "$1" && grep -Eq '^  boot to ssh +[0-9.]+s$' "$1"
+	grep -q '^result: passed (8 checks)$' "$1" && grep -Eq '^  boot to ssh +[0-9.]+s$' "$1"
 }
 
-# boot-test NAME IMAGE OPTIONS...: passes, and leaves no temporary directory.
+# boot-test NAME IMAGE OPTIONS...: passes, and leaves no temporary directory
+# (with --keep-logs: only the logs; the console log is copied to
+# $WORK/NAME.console).
 boot_ok() {
 	local test=$1 img=$2; shift 2
 	"$AMIFORGE" boot-test "$img" "$@" >"$WORK/$test.out" 2>&1
-	local rc=$?
-	if [ $rc = 0 ] && report_ok "$WORK/$test.out" && [ -z "$(ls "$TMPDIR")" ]; then
+	local rc=$? left want=
+	left=$(cd "$TMPDIR" && find . -mindepth 1 -printf '%P\n' | sed 's#^amiforge-boot-test\.[^/]*#D#' | sort | tr '\n' ' ')
+	case " $* " in *" --keep-logs "*) want="D D/console.log D/imds.log D/qemu.log " ;; esac
+	cat "$TMPDIR"/*/console.log >"$WORK/$test.console" 2>/dev/null
+	if [ $rc = 0 ] && report_ok "$WORK/$test.out" && [ "$left" = "$want" ]; then
 		ok "$test"
 		grep -E '^  boot to ssh' "$WORK/$test.out"
 	else
@@ -70,6 +80,24 @@ boot_ok() {
 		tail -30 "$TMPDIR"/*/console.log 2>/dev/null
 	fi
 	rm -rf "${TMPDIR:?}"/*
+}
+
+# The host key ssh accepted is one the console printed, as ssh-keygen reads
+# the console's public keys; and the report's fingerprint is in the
+# console's fingerprints block.
+console_keys() { # REPORT CONSOLE_LOG
+	local seen fps keys
+	seen=$(sed -nE 's/^  console host key +ok +[^ ]+ (SHA256:[^,]+), as printed on the console$/\1/p' "$1")
+	fps=$(tr -d '\r' <"$2" | sed -n '/-----BEGIN SSH HOST KEY FINGERPRINTS-----/,/-----END SSH HOST KEY FINGERPRINTS-----/p')
+	keys=$(tr -d '\r' <"$2" | sed -n '/-----BEGIN SSH HOST KEY KEYS-----/,/-----END SSH HOST KEY KEYS-----/p' |
+		grep -E '^(ssh|ecdsa)-' | ssh-keygen -l -f - 2>/dev/null | awk '{print $2}')
+	if [ -n "$seen" ] && grep -qF " $seen " <<<"$fps" && grep -qxF "$seen" <<<"$keys" &&
+		[ "$(wc -l <<<"$keys")" -ge 2 ] &&
+		grep -q "the guest printed its host keys on the console: .*$seen" "$1"; then
+		ok console-keys
+	else
+		not_ok console-keys; echo "seen=$seen"; echo "$fps"; echo "$keys"; cat "$1"
+	fi
 }
 
 pvgrub_img=
@@ -84,7 +112,10 @@ for kind in hvm pvgrub uefi; do
 		continue
 	fi
 	case $kind in
-	pvgrub) boot_ok "boot-$kind" "$img" --pvgrub; pvgrub_img=$img ;;
+	pvgrub)
+		boot_ok "boot-$kind" "$img" --pvgrub --keep-logs; pvgrub_img=$img
+		console_keys "$WORK/boot-$kind.out" "$WORK/boot-$kind.console"
+		;;
 	uefi) boot_ok "boot-$kind" "$img" --uefi ;;
 	*) boot_ok "boot-$kind" "$img" ;;
 	esac
@@ -93,7 +124,8 @@ for kind in hvm pvgrub uefi; do
 done
 
 if [ -z "$pvgrub_img" ]; then
-	skip_all "needs the debian-12-pvgrub image" refused-login sigterm no-leftovers
+	skip_all "needs the debian-12-pvgrub image" console-keys refused-login forged-hostkey no-console-keys sigterm \
+		no-leftovers
 fi
 
 # An image without the admin user we ask for: the guest fetches the key
@@ -112,6 +144,33 @@ if [ $rc = 1 ] && grep -Eq "^  ssh login +FAILED .*no user 'ghost'.*Permission d
 	ok refused-login
 else
 	not_ok refused-login; echo "rc=$rc"; cat "$WORK/refused.out"; ls -la "$kept"; cat "$kept/imds.log"
+fi
+rm -rf "${TMPDIR:?}"/*
+
+# The console claims the host key is boot-test's own client key (the test
+# hook rewrites the log once the guest printed its real keys): ssh, told to
+# trust that key only, refuses the guest's real one before logging in.
+AMIFORGE_TEST_BOOTTEST_CONSOLE=forge "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub >"$WORK/forged.out" 2>&1
+rc=$?
+if [ $rc = 1 ] &&
+	grep -Eq "^  ssh login +FAILED +host key mismatch: the guest's sshd sent [A-Z0-9]+ SHA256:[A-Za-z0-9+/]{43}, its console printed ssh-ed25519 SHA256:[A-Za-z0-9+/]{43}: login refused$" "$WORK/forged.out" &&
+	grep -Eq '^  whoami +skipped' "$WORK/forged.out" && grep -q "^result: FAILED: ssh login " "$WORK/forged.out" &&
+	! grep -q "Permission denied" "$WORK/forged.out"; then
+	ok forged-hostkey
+else
+	not_ok forged-hostkey; echo "rc=$rc"; cat "$WORK/forged.out"
+fi
+rm -rf "${TMPDIR:?}"/*
+
+# A guest that prints no keys (the hook hides them): sshd answers, boot-test
+# never logs in and says what the image lacks.
+AMIFORGE_TEST_BOOTTEST_CONSOLE=drop "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub >"$WORK/nokeys.out" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -Fqx "  ssh login        FAILED  the guest printed no host key fingerprints on its console; was the image built with ssh: {prep_instance: true}?" "$WORK/nokeys.out" &&
+	grep -q "^result: FAILED: ssh login " "$WORK/nokeys.out"; then
+	ok no-console-keys
+else
+	not_ok no-console-keys; echo "rc=$rc"; cat "$WORK/nokeys.out"
 fi
 rm -rf "${TMPDIR:?}"/*
 
