@@ -12,6 +12,11 @@
 #define ACK_OK 'k'
 #define ACK_REFUSED 'x'
 
+/* The channel's two messages, {"resource": R} and {"result": R}.  They are
+ * the pipe's own: the runner journals R through the journal's appenders. */
+#define MSG_RESOURCE "resource"
+#define MSG_RESULT "result"
+
 static void close_fd(int *fd)
 {
 	if (*fd >= 0)
@@ -82,7 +87,7 @@ static int send_message(int fd, const json_t *msg)
 
 int channel_send_resource(struct stage_channel *ch, const json_t *resource, struct af_error **err)
 {
-	_cleanup_json_ json_t *msg = json_pack("{s:O}", "resource", resource);
+	_cleanup_json_ json_t *msg = json_pack("{s:O}", MSG_RESOURCE, resource);
 	if (!msg || send_message(ch->msg_wr, msg) < 0)
 		return af_error_set(err, errno, "cannot report a resource to the runner");
 	char ack = 0;
@@ -100,24 +105,30 @@ int channel_send_resource(struct stage_channel *ch, const json_t *resource, stru
 
 int channel_send_result(struct stage_channel *ch, const json_t *result)
 {
-	return send_message(ch->msg_wr, result);
+	_cleanup_json_ json_t *msg = json_pack("{s:O}", MSG_RESULT, result);
+	if (!msg) {
+		errno = EINVAL;
+		return -1;
+	}
+	return send_message(ch->msg_wr, msg);
 }
 
 static int handle_line(struct stage_channel *ch, const char *line,
 		       int (*on_resource)(void *, const json_t *, struct af_error **), void *arg,
 		       json_t **result, struct af_error **err)
 {
-	json_t *msg = json_loads(line, 0, NULL);
-	if (!msg)
-		return 0; /* not ours: a stage cannot write here, so this is noise */
-	const json_t *res = json_object_get(msg, "resource");
-	if (!res) {
+	_cleanup_json_ json_t *msg = json_loads(line, 0, NULL);
+	/* Anything else is not ours: a stage cannot write here, so it is noise. */
+	json_t *done = json_object_get(msg, MSG_RESULT);
+	if (done) {
 		json_decref(*result);
-		*result = msg;
+		*result = json_incref(done);
 		return 0;
 	}
+	const json_t *res = json_object_get(msg, MSG_RESOURCE);
+	if (!res)
+		return 0;
 	int r = on_resource(arg, res, err);
-	json_decref(msg);
 	char ack = r == 0 ? ACK_OK : ACK_REFUSED;
 	if (write_all(ch->ack_wr, &ack, 1) < 0 && r == 0)
 		return af_error_set(err, errno, "cannot acknowledge a resource to the stage");

@@ -6,7 +6,8 @@
  * acknowledged) the moment they exist: the child sends {"resource": R} and
  * blocks until the runner has journaled it (fsync'd) and acknowledged, so a
  * crash at any moment leaves no resource the journal does not know.  At the
- * end the child sends one result message ({"ok": ...}). */
+ * end the child sends one result message, {"result": R}.  A line that is
+ * neither message is ignored. */
 #ifndef AMIFORGE_CHANNEL_H
 #define AMIFORGE_CHANNEL_H
 
@@ -33,14 +34,15 @@ void channel_close(struct stage_channel *ch);
 /* Child: sends {"resource": RESOURCE} and waits for the runner's
  * acknowledgement.  0 or -1 + err (the runner is gone or refused). */
 int channel_send_resource(struct stage_channel *ch, const json_t *resource, struct af_error **err);
-/* Child: sends the final result message.  0 or -1 (errno). */
+/* Child: sends {"result": RESULT} (RESULT borrowed), the final message.
+ * 0 or -1 (errno). */
 int channel_send_result(struct stage_channel *ch, const json_t *result);
 
 /* Runner: reads what is available without blocking; for each complete
  * resource message calls on_resource (which journals it) and then
  * acknowledges it (a refused resource is acknowledged with a failure byte);
- * a result message is stored in *result (owned by the caller; replaces an
- * earlier one).  0, or -1 + err when on_resource failed. */
+ * the RESULT of a result message is stored in *result (owned by the
+ * caller; replaces an earlier one).  0, or -1 + err when on_resource failed. */
 int channel_pump(struct stage_channel *ch,
 		 int (*on_resource)(void *arg, const json_t *resource, struct af_error **err),
 		 void *arg, json_t **result, struct af_error **err);

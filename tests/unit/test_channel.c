@@ -2,7 +2,8 @@
 /* The runner/stage channel over a real fork: resources arrive in order and
  * each is acknowledged before the child goes on; a refused resource fails in
  * the child; a result message is delivered; a message larger than the pipe
- * buffer gets through. */
+ * buffer gets through; a line that is neither message is not taken for
+ * either. */
 #include "testutil.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 struct sink {
 	json_t *got;
 	int refuse_at; /* 1-based message number to refuse, 0 = none */
+	bool stray;    /* the child also writes lines that are neither message */
 };
 
 static int on_resource(void *arg, const json_t *res, struct af_error **err)
@@ -26,9 +28,15 @@ static int on_resource(void *arg, const json_t *res, struct af_error **err)
 	return 0;
 }
 
+/* Lines a confused writer could put in the pipe: not JSON, an object that
+ * looks like a bare result, a journal-looking line. */
+static const char stray_lines[] = "not json\n"
+				  "{\"ok\":true,\"sent\":99}\n"
+				  "{\"event\":\"resource\",\"n\":98}\n";
+
 /* Child: n resources (the third one large), then a result saying how many
  * sends succeeded. */
-static int child_main(struct stage_channel *ch, int n)
+static int child_main(struct stage_channel *ch, int n, bool stray)
 {
 	channel_child_side(ch);
 	int ok = 0;
@@ -50,6 +58,9 @@ static int child_main(struct stage_channel *ch, int n)
 	json_t *res = json_pack("{s:b, s:i}", "ok", 1, "sent", ok);
 	int w = channel_send_result(ch, res);
 	json_decref(res);
+	/* After the result: a line taken for a result would replace it. */
+	if (stray && write(ch->msg_wr, stray_lines, strlen(stray_lines)) < 0)
+		return 1;
 	return w == 0 ? 0 : 1;
 }
 
@@ -61,7 +72,7 @@ static json_t *run(int n, struct sink *s)
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		_exit(child_main(&ch, n));
+		_exit(child_main(&ch, n, s->stray));
 	channel_parent_side(&ch);
 	json_t *result = NULL;
 	int status = 0;
@@ -108,11 +119,25 @@ static void test_refused_resource_fails_in_child(void **state)
 	json_decref(s.got);
 }
 
+static void test_stray_lines_ignored(void **state)
+{
+	(void)state;
+	struct sink s = { .got = json_array(), .stray = true };
+	json_t *result = run(2, &s);
+	assert_int_equal(json_array_size(s.got), 2);
+	assert_non_null(result);
+	assert_int_equal(json_integer_value(json_object_get(result, "sent")), 2);
+	assert_true(json_is_true(json_object_get(result, "ok")));
+	json_decref(result);
+	json_decref(s.got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_resources_in_order),
 		cmocka_unit_test(test_refused_resource_fails_in_child),
+		cmocka_unit_test(test_stray_lines_ignored),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
