@@ -190,18 +190,20 @@ static int cmd_plan(struct cmd_args *a)
 	_cleanup_free_ char *state = runner_state_dir(a->build.state_dir, r->stem);
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
 	_cleanup_error_ struct af_error *err = NULL;
-	_cleanup_json_ json_t *events = journal_read(state, &err);
-	if (!events) {
+	/* --fresh ignores the journal: it need not be readable. */
+	struct journal_log *log = a->build.fresh ? NULL : journal_read(state, &err);
+	if (!log && !a->build.fresh) {
 		log_error("%s", af_error_msg(err));
 		recipe_free(r);
 		return EXIT_STAGE_FAILED;
 	}
 	struct plan p;
-	plan_make(r, events, ckpt, a->build.fresh, -1, &p);
+	plan_make(r, log, ckpt, a->build.fresh, -1, &p);
 	for (size_t i = 0; i < p.n; i++)
 		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
 		       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
 	plan_release(&p);
+	journal_log_free(log);
 	recipe_free(r);
 	return EXIT_OK;
 }
@@ -233,24 +235,21 @@ static char *status_text(const char *s)
 	return str_printable(red);
 }
 
-/* A field of an event as printable text ("?" when it is not a string). */
-static char *status_field(const json_t *ev, const char *field)
+/* A field of an event as printable text ("?" when the event lacks it). */
+static char *status_field(const char *s)
 {
-	const char *s = json_string_value(json_object_get(ev, field));
 	return status_text(s ? s : "?");
 }
 
-static void status_stage_line(const json_t *ev)
+static void status_stage_line(const struct journal_event *ev)
 {
-	const char *type = json_string_value(json_object_get(ev, "event"));
-	const char *st = !strcmp(type, "stage_done") ? "done" :
-			 !strcmp(type, "stage_fail") ? "failed" : "started";
-	_cleanup_free_ char *id = status_field(ev, "id");
-	_cleanup_free_ char *key = status_field(ev, "key");
-	printf("  %2d %-16s %-8s %.12s", (int)json_integer_value(json_object_get(ev, "index")), id, st,
-	       key);
-	if (json_is_string(json_object_get(ev, "error"))) {
-		_cleanup_free_ char *error = status_field(ev, "error");
+	const char *st = ev->kind == JOURNAL_STAGE_DONE ? "done" :
+			 ev->kind == JOURNAL_STAGE_FAIL ? "failed" : "started";
+	_cleanup_free_ char *id = status_field(ev->stage.id);
+	_cleanup_free_ char *key = status_field(ev->stage.key);
+	printf("  %2d %-16s %-8s %.12s", ev->stage.index, id, st, key);
+	if (ev->error) {
+		_cleanup_free_ char *error = status_field(ev->error);
 		printf("  %s", error);
 	}
 	putchar('\n');
@@ -299,26 +298,19 @@ static void status_resource_line(const char *id, const json_t *res)
  * made remotely (a resumed build's AMI may come from an earlier attempt).
  * Progress records beyond STATUS_MAX_PER_STAGE per stage are counted. */
 #define STATUS_MAX_PER_STAGE 20
-static void status_resources(const json_t *events)
+static void status_resources(const struct journal_log *log)
 {
-	size_t from = 0, n = 0;
-	for (size_t i = 0; i < json_array_size(events); i++) {
-		const char *t = json_string_value(json_object_get(json_array_get(events, i), "event")) ?: "";
-		if (!strcmp(t, "reset"))
-			from = i + 1;
-	}
+	size_t n;
+	_cleanup_free_ const struct journal_event **res = journal_resources(log, NULL, &n);
 	_cleanup_json_ json_t *per_stage = json_object();
-	for (size_t i = from; i < json_array_size(events); i++) {
-		const json_t *ev = json_array_get(events, i);
-		if (strcmp(json_string_value(json_object_get(ev, "event")) ?: "", "resource"))
-			continue;
-		const char *id = json_string_value(json_object_get(ev, "id")) ?: "?";
+	for (size_t i = 0; i < n; i++) {
+		const char *id = res[i]->stage.id ?: "?";
 		json_int_t seen = json_integer_value(json_object_get(per_stage, id)) + 1;
 		json_object_set_new(per_stage, id, json_integer(seen));
-		if (n++ == 0)
+		if (i == 0)
 			printf("remote resources:\n");
 		if (seen <= STATUS_MAX_PER_STAGE)
-			status_resource_line(id, json_object_get(ev, "resource"));
+			status_resource_line(id, res[i]->resource);
 	}
 	const char *id;
 	json_t *count;
@@ -339,48 +331,33 @@ static int cmd_status(struct cmd_args *a)
 	if (!state)
 		return usage_error("%s", "status takes --state DIR or a RECIPE");
 	_cleanup_error_ struct af_error *err = NULL;
-	_cleanup_json_ json_t *events = journal_read(state, &err);
-	if (!events) {
+	struct journal_log *log = journal_read(state, &err);
+	if (!log) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}
 	_cleanup_free_ char *shown = status_text(state);
-	if (json_array_size(events) == 0) {
+	if (journal_log_size(log) == 0) {
 		printf("%s: no build has run here\n", shown);
+		journal_log_free(log);
 		return EXIT_OK;
 	}
-	/* The last event of each stage index since the last build_start. */
-	size_t start = 0;
-	for (size_t i = 0; i < json_array_size(events); i++)
-		if (!strcmp(json_string_value(json_object_get(json_array_get(events, i), "event")) ?: "",
-			    "build_start"))
-			start = i;
-	const json_t *bs = json_array_get(events, start);
-	_cleanup_free_ char *when = status_field(bs, "time");
-	_cleanup_free_ char *recipe = status_field(bs, "recipe");
+	struct journal_build last;
+	journal_last_build(log, &last);
+	/* A journal without a build_start (cut by hand) shows its first line's time. */
+	const struct journal_event *bs = last.start ? last.start : journal_log_at(log, 0);
+	_cleanup_free_ char *when = status_field(bs->time);
+	_cleanup_free_ char *recipe = status_field(bs->recipe);
 	printf("state: %s\nlast build: %s (recipe %s)\n", shown, when, recipe);
-	const json_t *last[1024] = { 0 };
-	int max_index = 0;
-	const json_t *end_ev = NULL;
-	for (size_t i = start; i < json_array_size(events); i++) {
-		const json_t *ev = json_array_get(events, i);
-		const char *type = json_string_value(json_object_get(ev, "event")) ?: "";
-		int idx = (int)json_integer_value(json_object_get(ev, "index"));
-		if (str_has_prefix(type, "stage_") && idx > 0 && idx < 1024) {
-			last[idx] = ev;
-			if (idx > max_index)
-				max_index = idx;
-		}
-		if (!strcmp(type, "build_end"))
-			end_ev = ev;
-	}
-	for (int i = 1; i <= max_index; i++)
-		if (last[i])
-			status_stage_line(last[i]);
-	status_resources(events);
+	for (size_t i = 0; i < last.n_stages; i++)
+		status_stage_line(last.stages[i]);
+	status_resources(log);
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
 	char sz[32];
-	_cleanup_free_ char *end_status = end_ev ? status_field(end_ev, "status") : xstrdup("running or killed");
+	_cleanup_free_ char *end_status = last.end ? status_field(last.end->status)
+						   : xstrdup("running or killed");
+	journal_build_release(&last);
+	journal_log_free(log);
 	printf("result: %s\ncheckpoint store: %s\n", end_status,
 	       format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
 	return EXIT_OK;

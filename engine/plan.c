@@ -63,25 +63,15 @@ static bool touches_image(const struct stage_inst *s)
 
 /* True if the journal's last stage event is the final stage's stage_done
  * with this key: no stage touched the image after the build finished. */
-static bool final_image_intact(const json_t *events, const char *last_key)
+static bool final_image_intact(const struct journal_log *log, const char *last_key)
 {
-	for (size_t i = json_array_size(events); i-- > 0;) {
-		const json_t *ev = json_array_get(events, i);
-		const char *type = json_string_value(json_object_get(ev, "event"));
-		if (!type)
-			continue;
-		if (!strcmp(type, "reset"))
-			return false;
-		if (strcmp(type, "stage_start") && strcmp(type, "stage_done") && strcmp(type, "stage_fail"))
-			continue;
-		const char *key = json_string_value(json_object_get(ev, "key"));
-		return !strcmp(type, "stage_done") && key && !strcmp(key, last_key);
-	}
-	return false;
+	const struct journal_event *last = log ? journal_last_stage_event(log, 0) : NULL;
+	return last && last->kind == JOURNAL_STAGE_DONE && last->stage.key &&
+	       !strcmp(last->stage.key, last_key);
 }
 
-void plan_make(const struct recipe *r, const json_t *events, const char *ckpt_dir, bool fresh,
-	       int from, struct plan *out)
+void plan_make(const struct recipe *r, const struct journal_log *log, const char *ckpt_dir,
+	       bool fresh, int from, struct plan *out)
 {
 	size_t n = r->n_stages;
 	struct plan_stage *st = xcalloc(n, sizeof(*st));
@@ -94,8 +84,10 @@ void plan_make(const struct recipe *r, const json_t *events, const char *ckpt_di
 		memcpy(st[i].disk_key, touches_image(&r->stages[i]) || i == 0 ? keys[i]
 									    : st[i - 1].disk_key,
 		       65);
-		if (!fresh)
-			st[i].done_event = journal_find_done(events, (int)i + 1, r->stages[i].id, keys[i]);
+		if (!fresh && log) {
+			struct journal_stage js = { (int)i + 1, r->stages[i].id, keys[i] };
+			st[i].done_event = journal_find_done(log, &js);
+		}
 		st[i].journal_done = st[i].done_event != NULL;
 		if (!st[i].journal_done && first_undone == (int)n)
 			first_undone = (int)i;
@@ -106,7 +98,7 @@ void plan_make(const struct recipe *r, const json_t *events, const char *ckpt_di
 
 	/* Everything done and nothing ran since the last stage finished: the
 	 * image on disk is the final one. */
-	if (first_undone == (int)n && final_image_intact(events, st[n - 1].key)) {
+	if (first_undone == (int)n && !fresh && final_image_intact(log, st[n - 1].key)) {
 		for (size_t i = 0; i < n; i++)
 			st[i].status = PLAN_DONE;
 		out->stages = st;

@@ -114,13 +114,20 @@ static const char *image_path(struct build *b)
 	return b->default_image;
 }
 
-static int journal_event(struct build *b, json_t *ev)
+/* Which run of stage i the journal is told about. */
+static struct journal_stage journal_stage_of(const struct build *b, size_t i)
 {
-	_cleanup_error_ struct af_error *err = NULL;
-	int r = journal_append(b->journal, ev, &err);
-	json_decref(ev);
-	if (r < 0)
-		log_error("%s", af_error_msg(err));
+	const struct stage_inst *s = &b->recipe->stages[i];
+	return (struct journal_stage){ s->index, s->id, b->plan.stages[i].key };
+}
+
+/* The result of a journal append, its error printed and freed. */
+static int journaled(int r, struct af_error **err)
+{
+	if (r < 0) {
+		log_error("%s", af_error_msg(*err));
+		af_error_clear(err);
+	}
 	return r;
 }
 
@@ -192,17 +199,11 @@ struct resource_sink {
 	size_t i;
 };
 
-static int journal_resource(void *arg, const json_t *resource, struct af_error **err)
+static int sink_resource(void *arg, const json_t *resource, struct af_error **err)
 {
 	struct resource_sink *rs = arg;
-	const struct stage_inst *s = &rs->b->recipe->stages[rs->i];
-	_cleanup_json_ json_t *ev = json_pack("{s:s, s:i, s:s, s:s, s:O}", "event", "resource", "index",
-					      s->index, "id", s->id, "key",
-					      rs->b->plan.stages[rs->i].key, "resource", resource);
-	if (!ev || !json_is_object(resource))
-		return af_error_set(err, 0, "stage '%s' reported a resource that is not an object",
-				    s->id);
-	return journal_append(rs->b->journal, ev, err);
+	struct journal_stage js = journal_stage_of(rs->b, rs->i);
+	return journal_append_resource(rs->b->journal, &js, resource, err);
 }
 
 /* Waits for the stage child, journaling the resources it reports, enforcing
@@ -213,7 +214,7 @@ static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct stage
 {
 	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	for (;;) {
-		if (channel_pump(ch, journal_resource, sink, result, err) < 0) {
+		if (channel_pump(ch, sink_resource, sink, result, err) < 0) {
 			/* Unjournaled, the resource must not be used: stop the stage. */
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
@@ -224,7 +225,7 @@ static int wait_child(pid_t pid, double deadline, uint64_t timeout, struct stage
 		int status;
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		if (w == pid) {
-			channel_pump(ch, journal_resource, sink, result, err);
+			channel_pump(ch, sink_resource, sink, result, err);
 			if (pidfd >= 0)
 				close(pidfd);
 			if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -366,11 +367,11 @@ static void take_checkpoint(struct build *b, size_t i)
 	log_debug("checkpoint after '%s': %llu data blocks, %s new, %.2fs", s->id,
 		  (unsigned long long)st.blocks_data, format_size(st.bytes_new, sz, sizeof(sz)),
 		  st.seconds);
-	journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:I, s:I, s:I}", "event", "checkpoint",
-				   "index", s->index, "id", s->id, "key", b->plan.stages[i].disk_key,
-				   "seconds", st.seconds, "bytes_new", (json_int_t)st.bytes_new,
-				   "bytes_stored", (json_int_t)st.bytes_stored, "blocks_data",
-				   (json_int_t)st.blocks_data));
+	struct journal_stage js = journal_stage_of(b, i);
+	struct journal_ckpt jc = { .seconds = st.seconds, .bytes_new = st.bytes_new,
+				   .bytes_stored = st.bytes_stored, .blocks_data = st.blocks_data };
+	journaled(journal_append_checkpoint(b->journal, &js, b->plan.stages[i].disk_key, &jc, &err),
+		  &err);
 }
 
 /* ---- one stage ---------------------------------------------------------------- */
@@ -395,25 +396,6 @@ static int fork_stage(struct build *b, size_t i, struct stage_ctx *ctx, double d
 	return r;
 }
 
-/* The resources earlier attempts of stage i journaled (same key, since the
- * last reset), oldest first. */
-static json_t *stage_resources(struct build *b, size_t i)
-{
-	const json_t *events = journal_events(b->journal);
-	const char *key = b->plan.stages[i].key;
-	json_t *out = json_array();
-	for (size_t k = 0; k < json_array_size(events); k++) {
-		const json_t *ev = json_array_get(events, k);
-		const char *type = json_string_value(json_object_get(ev, "event"));
-		const char *evkey = json_string_value(json_object_get(ev, "key"));
-		if (type && !strcmp(type, "reset"))
-			json_array_clear(out);
-		else if (type && !strcmp(type, "resource") && evkey && !strcmp(evkey, key))
-			json_array_append(out, json_object_get(ev, "resource"));
-	}
-	return out;
-}
-
 static int run_stage(struct build *b, size_t i)
 {
 	const struct stage_inst *s = &b->recipe->stages[i];
@@ -423,7 +405,10 @@ static int run_stage(struct build *b, size_t i)
 	_cleanup_free_ char *log_path = xasprintf("%s/logs/%02d-%s.log", b->state, s->index, s->id);
 	_cleanup_json_ json_t *outputs = json_object();
 	_cleanup_json_ json_t *res = NULL;
-	_cleanup_json_ json_t *resources = stage_resources(b, i);
+	/* What earlier attempts of this stage (same key) journaled. */
+	_cleanup_json_ json_t *resources =
+		journal_stage_resources(journal_get_log(b->journal), key);
+	struct journal_stage js = journal_stage_of(b, i);
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	bool chroot_used = false;
 
@@ -437,8 +422,7 @@ static int run_stage(struct build *b, size_t i)
 		log_error("stage '%s': cannot create log '%s': %s", s->id, log_path, strerror(errno));
 		return EXIT_STAGE_FAILED;
 	}
-	if (journal_event(b, json_pack("{s:s, s:i, s:s, s:s}", "event", "stage_start", "index",
-				       s->index, "id", s->id, "key", key)) < 0)
+	if (journaled(journal_append_stage_start(b->journal, &js, &err), &err) < 0)
 		return EXIT_STAGE_FAILED;
 	_cleanup_json_ json_t *start_ev = json_pack("{s:s, s:i, s:s}", "event", "stage_start", "index",
 						    s->index, "id", s->id);
@@ -491,9 +475,8 @@ static int run_stage(struct build *b, size_t i)
 
 	if (r < 0) {
 		const char *msg = af_error_msg(err);
-		journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:s}", "event", "stage_fail", "index",
-					   s->index, "id", s->id, "key", key, "seconds", secs, "error",
-					   msg));
+		_cleanup_error_ struct af_error *jerr = NULL;
+		journaled(journal_append_stage_fail(b->journal, &js, secs, msg, &jerr), &jerr);
 		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
 		{
 			_cleanup_free_ char *shown = redact_text(msg, NULL, 0);
@@ -510,9 +493,7 @@ static int run_stage(struct build *b, size_t i)
 	merge_outputs(b->facts, outs);
 	if (want_checkpoint(b, i, secs))
 		take_checkpoint(b, i);
-	if (journal_event(b, json_pack("{s:s, s:i, s:s, s:s, s:f, s:O}", "event", "stage_done", "index",
-				       s->index, "id", s->id, "key", key, "seconds", secs, "outputs",
-				       outs ? outs : json_object())) < 0)
+	if (journaled(journal_append_stage_done(b->journal, &js, secs, outs, &err), &err) < 0)
 		return EXIT_STAGE_FAILED;
 	emit_stage_end(b, i, "done", secs, false);
 	return EXIT_OK;
@@ -599,7 +580,7 @@ static int prepare(struct build *b)
 		log_error("package cache: %s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}
-	b->journal = journal_open(b->state, &err);
+	b->journal = o->fresh ? journal_open_fresh(b->state, &err) : journal_open(b->state, &err);
 	if (!b->journal) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
@@ -621,9 +602,8 @@ static int run_stages(struct build *b)
 	for (size_t i = 0; i < r->n_stages; i++) {
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
-			merge_outputs(b->facts, json_object_get(ps->done_event, "outputs"));
-			emit_stage_end(b, i, "done",
-				       json_real_value(json_object_get(ps->done_event, "seconds")), true);
+			merge_outputs(b->facts, ps->done_event->outputs);
+			emit_stage_end(b, i, "done", ps->done_event->seconds, true);
 		} else {
 			int rc = run_stage(b, i);
 			if (rc != EXIT_OK)
@@ -645,13 +625,14 @@ static int run_stages(struct build *b)
 static int run_all(struct build *b, int from)
 {
 	struct recipe *r = b->recipe;
-	if (b->opts->fresh && journal_event(b, json_pack("{s:s}", "event", "reset")) < 0)
+	_cleanup_error_ struct af_error *err = NULL;
+	if (b->opts->fresh && journaled(journal_append_reset(b->journal, &err), &err) < 0)
 		return EXIT_STAGE_FAILED;
-	journal_event(b, json_pack("{s:s, s:s, s:b, s:i}", "event", "build_start", "recipe", r->path,
-				   "fresh", b->opts->fresh, "pid", (int)getpid()));
+	journaled(journal_append_build_start(b->journal, r->path, b->opts->fresh, &err), &err);
 	log_progress("building %s (%zu stages) in %s", r->name, r->n_stages, b->state);
 	for (;;) {
-		plan_make(r, journal_events(b->journal), b->ckpt_dir, b->opts->fresh, from, &b->plan);
+		plan_make(r, journal_get_log(b->journal), b->ckpt_dir, b->opts->fresh, from,
+			  &b->plan);
 		b->facts = json_object();
 		b->stage_reports = json_array();
 		int rc = run_stages(b);
@@ -673,7 +654,8 @@ static int run_all(struct build *b, int from)
 static void report_end(struct build *b, int rc)
 {
 	const char *status = rc == EXIT_OK ? "ok" : "failed";
-	journal_event(b, json_pack("{s:s, s:s}", "event", "build_end", "status", status));
+	_cleanup_error_ struct af_error *err = NULL;
+	journaled(journal_append_build_end(b->journal, rc == EXIT_OK, &err), &err);
 	_cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:f, s:s}", "event", "build_end", "status",
 					       status, "seconds", now_monotonic() - b->t_start, "image",
 					       image_path(b));

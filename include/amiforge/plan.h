@@ -21,13 +21,16 @@
 
 #include "amiforge/recipe.h"
 
+struct journal_event;
+struct journal_log;
+
 enum plan_status { PLAN_DONE, PLAN_RUN };
 
 struct plan_stage {
 	char key[65];
 	char disk_key[65];
 	bool journal_done;           /* a matching stage_done exists */
-	const json_t *done_event;    /* borrowed from the events, or NULL */
+	const struct journal_event *done_event; /* its stage_done (borrowed), or NULL */
 	enum plan_status status;     /* what a build does with it */
 };
 
@@ -41,11 +44,11 @@ struct plan {
 /* Computes keys only (no journal). keys must hold r->n_stages entries. */
 void plan_keys(const struct recipe *r, char (*keys)[65]);
 
-/* events: the journal's events (borrowed; may be an empty array).
- * ckpt_dir: STATE/checkpoints.  from: 0-based index of --from, or -1.
- * fresh: ignore the journal. */
-void plan_make(const struct recipe *r, const json_t *events, const char *ckpt_dir, bool fresh,
-	       int from, struct plan *out);
+/* log: the journal's events (borrowed; done_event points into it, so it
+ * must outlive the plan; NULL: no journal).  ckpt_dir: STATE/checkpoints.
+ * from: 0-based index of --from, or -1.  fresh: ignore the journal. */
+void plan_make(const struct recipe *r, const struct journal_log *log, const char *ckpt_dir,
+	       bool fresh, int from, struct plan *out);
 void plan_release(struct plan *p);
 
 #endif

@@ -68,58 +68,150 @@ static size_t check_valid_lines(const char *path)
 	return n;
 }
 
-static json_t *ev_done(int index, const char *id, const char *key, double seconds)
+static const struct journal_stage ST_ALLOC = { 1, "allocate", "k1" };
+static const struct journal_stage ST_MKFS = { 2, "mkfs", "k2" };
+static const struct journal_stage ST_RUN = { 3, "run", "k3" };
+
+static struct journal *open_state(const char *dir)
 {
-	return json_pack("{s:s, s:i, s:s, s:s, s:f}", "event", "stage_done", "index", index, "id",
-			 id, "key", key, "seconds", seconds);
+	struct af_error *err = NULL;
+	struct journal *j = journal_open(dir, &err);
+	assert_null(err);
+	assert_non_null(j);
+	return j;
+}
+
+#define APPEND(call)                                    \
+	do {                                            \
+		struct af_error *aerr_ = NULL;          \
+		assert_int_equal((call), 0);            \
+		assert_null(aerr_);                     \
+	} while (0)
+
+/* Every appender, read back through journal_log_at() both from the open
+ * journal and from the file; the file's lines are format 2 with "v" first
+ * and "time" last. */
+static void check_round_trip(const struct journal_log *log)
+{
+	assert_int_equal(journal_log_size(log), 8);
+	for (size_t i = 0; i < 8; i++) {
+		const struct journal_event *e = journal_log_at(log, i);
+		assert_int_equal(e->format, JOURNAL_FORMAT);
+		assert_int_equal(e->line, i + 1);
+		assert_non_null(e->time);
+		assert_int_equal(strlen(e->time), strlen("2024-01-02T03:04:05Z"));
+		assert_int_equal(e->time[strlen(e->time) - 1], 'Z');
+	}
+	assert_null(journal_log_at(log, 8));
+
+	const struct journal_event *e = journal_log_at(log, 0);
+	assert_int_equal(e->kind, JOURNAL_BUILD_START);
+	assert_string_equal(e->recipe, "r.yaml");
+	assert_true(e->fresh);
+	assert_int_equal(e->pid, getpid());
+
+	assert_int_equal(journal_log_at(log, 1)->kind, JOURNAL_RESET);
+
+	e = journal_log_at(log, 2);
+	assert_int_equal(e->kind, JOURNAL_STAGE_START);
+	assert_int_equal(e->stage.index, 1);
+	assert_string_equal(e->stage.id, "allocate");
+	assert_string_equal(e->stage.key, "k1");
+
+	e = journal_log_at(log, 3);
+	assert_int_equal(e->kind, JOURNAL_RESOURCE);
+	assert_string_equal(e->stage.key, "k1");
+	assert_string_equal(json_string_value(json_object_get(e->resource, "snapshot")), "snap-1");
+
+	e = journal_log_at(log, 4);
+	assert_int_equal(e->kind, JOURNAL_CHECKPOINT);
+	assert_string_equal(e->stage.id, "allocate");
+	assert_string_equal(e->stage.key, "k1");
+	assert_string_equal(e->disk_key, "d1");
+	assert_true(e->seconds == 0.25 && e->ckpt.seconds == 0.25);
+	assert_int_equal(e->ckpt.bytes_new, 1ull << 33);
+	assert_int_equal(e->ckpt.bytes_stored, 7);
+	assert_int_equal(e->ckpt.blocks_data, 3);
+
+	e = journal_log_at(log, 5);
+	assert_int_equal(e->kind, JOURNAL_STAGE_DONE);
+	assert_true(e->seconds == 1.5);
+	assert_string_equal(json_string_value(json_object_get(e->outputs, "disk.path")), "/x");
+
+	e = journal_log_at(log, 6);
+	assert_int_equal(e->kind, JOURNAL_STAGE_FAIL);
+	assert_string_equal(e->stage.id, "mkfs");
+	assert_true(e->seconds == 2.0);
+	assert_string_equal(e->error, "mkfs: no space");
+	assert_null(e->outputs);
+
+	e = journal_log_at(log, 7);
+	assert_int_equal(e->kind, JOURNAL_BUILD_END);
+	assert_string_equal(e->status, "failed");
 }
 
 static void test_round_trip(void **state)
 {
 	struct af_error *err = NULL;
 	char *dir = state_path();
-	struct journal *j = journal_open(dir, &err);
-	assert_null(err);
-	assert_non_null(j);
-	assert_int_equal(json_array_size(journal_events(j)), 0);
+	struct journal *j = open_state(dir);
+	assert_int_equal(journal_log_size(journal_get_log(j)), 0);
 
-	json_t *start = json_pack("{s:s, s:s, s:b, s:i}", "event", "build_start", "recipe",
-				  "r.yaml", "fresh", 0, "pid", 42);
-	json_t *done = ev_done(0, "allocate", "k0", 1.5);
-	assert_int_equal(journal_append(j, start, &err), 0);
-	assert_int_equal(journal_append(j, done, &err), 0);
+	json_t *res = json_pack("{s:s}", "snapshot", "snap-1");
+	json_t *outs = json_pack("{s:s}", "disk.path", "/x");
+	struct journal_ckpt ck = { .seconds = 0.25, .bytes_new = 1ull << 33, .bytes_stored = 7,
+				   .blocks_data = 3 };
+	assert_int_equal(journal_append_build_start(j, "r.yaml", true, &err), 0);
+	assert_int_equal(journal_append_reset(j, &err), 0);
+	assert_int_equal(journal_append_stage_start(j, &ST_ALLOC, &err), 0);
+	assert_int_equal(journal_append_resource(j, &ST_ALLOC, res, &err), 0);
+	assert_int_equal(journal_append_checkpoint(j, &ST_ALLOC, "d1", &ck, &err), 0);
+	assert_int_equal(journal_append_stage_done(j, &ST_ALLOC, 1.5, outs, &err), 0);
+	assert_int_equal(journal_append_stage_fail(j, &ST_MKFS, 2.0, "mkfs: no space", &err), 0);
+	assert_int_equal(journal_append_build_end(j, false, &err), 0);
 	assert_null(err);
-	/* The caller's event is borrowed, not changed. */
-	assert_null(json_object_get(start, "time"));
-	const json_t *evs = journal_events(j);
-	assert_int_equal(json_array_size(evs), 2);
-	const char *t = json_string_value(json_object_get(json_array_get(evs, 1), "time"));
-	assert_non_null(t);
-	assert_int_equal(strlen(t), strlen("2024-01-02T03:04:05Z"));
-	assert_int_equal(t[strlen(t) - 1], 'Z');
+	/* The caller's values are borrowed, not changed. */
+	assert_int_equal(json_object_size(res), 1);
+	assert_int_equal(json_object_size(outs), 1);
+	check_round_trip(journal_get_log(j));
+
+	/* A resource must be an object; nothing is written then. */
+	json_t *bad = json_string("snap-2");
+	assert_int_equal(journal_append_resource(j, &ST_ALLOC, bad, &err), -1);
+	assert_non_null(strstr(af_error_msg(err),
+			       "stage 'allocate' reported a resource that is not an object"));
+	af_error_clear(&err);
+	json_decref(bad);
+	assert_int_equal(journal_log_size(journal_get_log(j)), 8);
 	journal_close(j);
 
 	char *path = path_join(dir, "journal");
-	assert_int_equal(check_valid_lines(path), 2);
+	assert_int_equal(check_valid_lines(path), 8);
+	char *text = slurp(path);
+	assert_true(str_has_prefix(text, "{\"v\":2,\"event\":\"build_start\",\"recipe\":\"r.yaml\","));
+	assert_non_null(strstr(text, "\n{\"v\":2,\"event\":\"stage_start\",\"index\":1,"
+				     "\"id\":\"allocate\",\"key\":\"k1\",\"time\":\""));
+	assert_non_null(strstr(text, "\"event\":\"checkpoint\",\"index\":1,\"id\":\"allocate\","
+				     "\"key\":\"k1\",\"disk_key\":\"d1\","));
+	free(text);
 
-	json_t *read = journal_read(dir, &err);
+	struct journal_log *read = journal_read(dir, &err);
 	assert_non_null(read);
-	assert_int_equal(json_array_size(read), 2);
-	assert_string_equal(json_string_value(json_object_get(json_array_get(read, 0), "recipe")),
-			    "r.yaml");
-	assert_non_null(journal_find_done(read, 0, "allocate", "k0"));
-	json_decref(read);
+	check_round_trip(read);
+	journal_log_free(read);
 
 	/* Reopening loads what is there and appends after it. */
-	j = journal_open(dir, &err);
-	assert_non_null(j);
-	assert_int_equal(json_array_size(journal_events(j)), 2);
-	assert_int_equal(journal_append(j, done, &err), 0);
+	j = open_state(dir);
+	assert_int_equal(journal_log_size(journal_get_log(j)), 8);
+	assert_int_equal(journal_append_stage_done(j, &ST_MKFS, 3, NULL, &err), 0);
+	const struct journal_event *e = journal_log_at(journal_get_log(j), 8);
+	assert_int_equal(e->line, 9);
+	assert_int_equal(json_object_size(e->outputs), 0);
 	journal_close(j);
-	assert_int_equal(check_valid_lines(path), 3);
+	assert_int_equal(check_valid_lines(path), 9);
 
-	json_decref(start);
-	json_decref(done);
+	json_decref(res);
+	json_decref(outs);
 	free(path);
 	free(dir);
 }
@@ -128,11 +220,11 @@ static void test_read_missing(void **state)
 {
 	struct af_error *err = NULL;
 	char *dir = state_path();
-	json_t *evs = journal_read(dir, &err);
+	struct journal_log *evs = journal_read(dir, &err);
 	assert_null(err);
 	assert_non_null(evs);
-	assert_int_equal(json_array_size(evs), 0);
-	json_decref(evs);
+	assert_int_equal(journal_log_size(evs), 0);
+	journal_log_free(evs);
 	free(dir);
 }
 
@@ -156,21 +248,21 @@ static char *capture_log(json_t *(*fn)(const char *dir), const char *dir, json_t
 static json_t *read_events(const char *dir)
 {
 	struct af_error *err = NULL;
-	json_t *evs = journal_read(dir, &err);
+	struct journal_log *log = journal_read(dir, &err);
 	assert_null(err);
-	return evs;
+	json_t *n = json_integer((json_int_t)journal_log_size(log));
+	journal_log_free(log);
+	return n;
 }
 
 static json_t *open_and_append(const char *dir)
 {
 	struct af_error *err = NULL;
-	struct journal *j = journal_open(dir, &err);
-	assert_null(err);
-	assert_non_null(j);
-	json_t *n = json_integer((json_int_t)json_array_size(journal_events(j)));
-	json_t *ev = json_pack("{s:s}", "event", "reset");
-	assert_int_equal(journal_append(j, ev, &err), 0);
-	json_decref(ev);
+	struct journal *j = open_state(dir);
+	json_t *n = json_integer((json_int_t)journal_log_size(journal_get_log(j)));
+	assert_int_equal(journal_append_reset(j, &err), 0);
+	/* The new line is numbered after the whole ones, not the torn one. */
+	assert_int_equal(journal_log_at(journal_get_log(j), 2)->line, 3);
 	journal_close(j);
 	return n;
 }
@@ -195,7 +287,7 @@ static void test_torn_last_line(void **state)
 
 		json_t *evs = NULL;
 		char *log = capture_log(read_events, dir, &evs);
-		assert_int_equal(json_array_size(evs), 2);
+		assert_int_equal(json_integer_value(evs), 2);
 		char *want = xasprintf("byte %zu", strlen(good));
 		assert_non_null(strstr(log, want));
 		assert_non_null(strstr(log, path));
@@ -229,7 +321,7 @@ static void test_malformed_middle_line(void **state)
 			 "this is not json\n"
 			 "{\"event\":\"reset\"}\n");
 
-	json_t *evs = journal_read(dir, &err);
+	struct journal_log *evs = journal_read(dir, &err);
 	assert_null(evs);
 	assert_non_null(err);
 	char *want = xasprintf("%s:2:", path);
@@ -248,6 +340,21 @@ static void test_malformed_middle_line(void **state)
 	assert_null(evs);
 	assert_non_null(strstr(af_error_msg(err), want));
 	af_error_clear(&err);
+
+	/* "v" that is not a format version is damage too, even on the last
+	 * line: a torn write does not leave a whole object. */
+	static const char *const bad_v[] = { "\"2\"", "0", "-1", "2.5", "null" };
+	for (size_t i = 0; i < ARRAY_SIZE(bad_v); i++) {
+		char *text = xasprintf("{\"event\":\"build_start\"}\n{\"v\":%s,\"event\":\"reset\"}\n",
+				       bad_v[i]);
+		write_text(path, text);
+		evs = journal_read(dir, &err);
+		assert_null(evs);
+		assert_non_null(strstr(af_error_msg(err), want));
+		assert_non_null(strstr(af_error_msg(err), "\"v\" is not a format version"));
+		af_error_clear(&err);
+		free(text);
+	}
 	free(want);
 	free(path);
 	free(dir);
@@ -330,38 +437,382 @@ static void test_lock_other_process(void **state)
 	free(dir);
 }
 
+/* A journal in a fresh state directory, filled by FILL, read back. */
+static struct journal_log *journal_of(const char *name, void (*fill)(struct journal *j))
+{
+	char *dir = path_join(tmpdir, name);
+	struct journal *j = open_state(dir);
+	fill(j);
+	journal_close(j);
+	struct af_error *err = NULL;
+	struct journal_log *log = journal_read(dir, &err);
+	assert_non_null(log);
+	free(dir);
+	return log;
+}
+
+static void fill_find_done(struct journal *j)
+{
+	struct journal_stage run_old = { 3, "run", "k3-old" };
+	APPEND(journal_append_stage_done(j, &ST_ALLOC, 1, NULL, &aerr_));
+	APPEND(journal_append_reset(j, &aerr_));
+	APPEND(journal_append_stage_done(j, &ST_MKFS, 1, NULL, &aerr_));
+	APPEND(journal_append_stage_start(j, &ST_RUN, &aerr_));
+	APPEND(journal_append_stage_done(j, &ST_MKFS, 2, NULL, &aerr_));
+	APPEND(journal_append_stage_done(j, &run_old, 1, NULL, &aerr_));
+}
+
 static void test_find_done(void **state)
 {
-	json_t *evs = json_array();
-	json_array_append_new(evs, ev_done(0, "allocate", "k0", 1));
-	json_array_append_new(evs, json_pack("{s:s}", "event", "reset"));
-	json_array_append_new(evs, ev_done(1, "mkfs", "k1", 1));
-	json_array_append_new(evs, json_pack("{s:s, s:i, s:s, s:s}", "event", "stage_start",
-					     "index", 2, "id", "run", "key", "k2"));
-	json_array_append_new(evs, ev_done(1, "mkfs", "k1", 2));
-	json_array_append_new(evs, ev_done(2, "run", "k2-old", 1));
+	struct journal_log *log = journal_of("done", fill_find_done);
+	struct journal_stage q;
 
 	/* Before the reset no longer counts. */
-	assert_null(journal_find_done(evs, 0, "allocate", "k0"));
+	assert_null(journal_find_done(log, &ST_ALLOC));
 	/* The newest match wins. */
-	const json_t *d = journal_find_done(evs, 1, "mkfs", "k1");
+	const struct journal_event *d = journal_find_done(log, &ST_MKFS);
 	assert_non_null(d);
-	assert_true(json_real_value(json_object_get(d, "seconds")) == 2.0);
+	assert_true(d->seconds == 2.0);
 	/* Key, id or index mismatch: not done. */
-	assert_null(journal_find_done(evs, 1, "mkfs", "other"));
-	assert_null(journal_find_done(evs, 1, "mkfs-2", "k1"));
-	assert_null(journal_find_done(evs, 2, "mkfs", "k1"));
+	q = (struct journal_stage){ 2, "mkfs", "other" };
+	assert_null(journal_find_done(log, &q));
+	q = (struct journal_stage){ 2, "mkfs-2", "k2" };
+	assert_null(journal_find_done(log, &q));
+	q = (struct journal_stage){ 3, "mkfs", "k2" };
+	assert_null(journal_find_done(log, &q));
 	/* A start without a done is not done. */
-	assert_null(journal_find_done(evs, 2, "run", "k2"));
-	assert_non_null(journal_find_done(evs, 2, "run", "k2-old"));
+	assert_null(journal_find_done(log, &ST_RUN));
+	q = (struct journal_stage){ 3, "run", "k3-old" };
+	assert_non_null(journal_find_done(log, &q));
+	journal_log_free(log);
 
-	json_array_append_new(evs, json_pack("{s:s}", "event", "reset"));
-	assert_null(journal_find_done(evs, 1, "mkfs", "k1"));
-	json_decref(evs);
+	/* A reset at the end forgets everything. */
+	char *dir = path_join(tmpdir, "done");
+	struct journal *j = open_state(dir);
+	struct af_error *err = NULL;
+	assert_int_equal(journal_append_reset(j, &err), 0);
+	assert_null(journal_find_done(journal_get_log(j), &ST_MKFS));
+	journal_close(j);
+	free(dir);
 
-	json_t *empty = json_array();
-	assert_null(journal_find_done(empty, 0, "allocate", "k0"));
-	json_decref(empty);
+	struct journal_log *empty = journal_read(tmpdir, &err); /* no journal there */
+	assert_non_null(empty);
+	assert_int_equal(journal_log_size(empty), 0);
+	assert_null(journal_find_done(empty, &ST_ALLOC));
+	assert_null(journal_last_stage_event(empty, 0));
+	journal_log_free(empty);
+}
+
+static void fill_resources(struct journal *j)
+{
+	json_t *r[5];
+	for (int i = 0; i < 5; i++)
+		r[i] = json_pack("{s:i}", "n", i);
+	APPEND(journal_append_resource(j, &ST_RUN, r[0], &aerr_));
+	APPEND(journal_append_reset(j, &aerr_));
+	APPEND(journal_append_resource(j, &ST_RUN, r[1], &aerr_));
+	APPEND(journal_append_resource(j, &ST_MKFS, r[2], &aerr_));
+	APPEND(journal_append_stage_fail(j, &ST_RUN, 1, "x", &aerr_));
+	APPEND(journal_append_resource(j, &ST_RUN, r[3], &aerr_));
+	for (int i = 0; i < 5; i++)
+		json_decref(r[i]);
+}
+
+static void test_resources(void **state)
+{
+	struct journal_log *log = journal_of("res", fill_resources);
+
+	/* One stage key since the reset, oldest first. */
+	json_t *got = journal_stage_resources(log, "k3");
+	assert_int_equal(json_array_size(got), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(got, 0), "n")), 1);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(got, 1), "n")), 3);
+	json_decref(got);
+	got = journal_stage_resources(log, "none");
+	assert_non_null(got);
+	assert_int_equal(json_array_size(got), 0);
+	json_decref(got);
+
+	/* Every stage (status). */
+	size_t n;
+	const struct journal_event **all = journal_resources(log, NULL, &n);
+	assert_int_equal(n, 3);
+	assert_string_equal(all[0]->stage.id, "run");
+	assert_string_equal(all[1]->stage.id, "mkfs");
+	assert_int_equal(json_integer_value(json_object_get(all[2]->resource, "n")), 3);
+	free(all);
+	assert_null(journal_resources(log, "none", &n));
+	assert_int_equal(n, 0);
+	journal_log_free(log);
+
+	/* A reset after them: none count. */
+	char *dir = path_join(tmpdir, "res");
+	struct journal *j = open_state(dir);
+	struct af_error *err = NULL;
+	assert_int_equal(journal_append_reset(j, &err), 0);
+	got = journal_stage_resources(journal_get_log(j), "k3");
+	assert_int_equal(json_array_size(got), 0);
+	json_decref(got);
+	assert_null(journal_resources(journal_get_log(j), NULL, &n));
+	journal_close(j);
+	free(dir);
+}
+
+static void fill_last(struct journal *j)
+{
+	json_t *r = json_object();
+	struct journal_ckpt ck = { 0 };
+	APPEND(journal_append_stage_done(j, &ST_RUN, 1, NULL, &aerr_));
+	APPEND(journal_append_reset(j, &aerr_));
+	APPEND(journal_append_build_start(j, "a.yaml", false, &aerr_));
+	APPEND(journal_append_stage_start(j, &ST_ALLOC, &aerr_));
+	APPEND(journal_append_stage_done(j, &ST_ALLOC, 1, NULL, &aerr_));
+	APPEND(journal_append_stage_start(j, &ST_MKFS, &aerr_));
+	APPEND(journal_append_stage_fail(j, &ST_MKFS, 1, "bad", &aerr_));
+	APPEND(journal_append_build_end(j, false, &aerr_));
+	APPEND(journal_append_build_start(j, "b.yaml", false, &aerr_));
+	APPEND(journal_append_stage_start(j, &ST_MKFS, &aerr_));
+	APPEND(journal_append_stage_done(j, &ST_MKFS, 1, NULL, &aerr_));
+	/* Neither a checkpoint nor a resource is a stage's last event. */
+	APPEND(journal_append_checkpoint(j, &ST_MKFS, "d2", &ck, &aerr_));
+	APPEND(journal_append_resource(j, &ST_MKFS, r, &aerr_));
+	APPEND(journal_append_stage_start(j, &ST_ALLOC, &aerr_));
+	json_decref(r);
+}
+
+static void test_last_events(void **state)
+{
+	struct journal_log *log = journal_of("last", fill_last);
+
+	const struct journal_event *e = journal_last_stage_event(log, 0);
+	assert_int_equal(e->kind, JOURNAL_STAGE_START);
+	assert_string_equal(e->stage.id, "allocate");
+	e = journal_last_stage_event(log, 2);
+	assert_int_equal(e->kind, JOURNAL_STAGE_DONE);
+	assert_string_equal(e->stage.key, "k2");
+	/* Stage 3's only event is before the reset. */
+	assert_null(journal_last_stage_event(log, 3));
+
+	/* The last build: from the newest build_start, still running. */
+	struct journal_build b;
+	journal_last_build(log, &b);
+	assert_non_null(b.start);
+	assert_string_equal(b.start->recipe, "b.yaml");
+	assert_null(b.end);
+	assert_int_equal(b.n_stages, 2);
+	assert_int_equal(b.stages[0]->stage.index, 1);
+	assert_int_equal(b.stages[0]->kind, JOURNAL_STAGE_START);
+	assert_int_equal(b.stages[1]->stage.index, 2);
+	assert_int_equal(b.stages[1]->kind, JOURNAL_STAGE_DONE);
+	journal_build_release(&b);
+	journal_log_free(log);
+
+	/* A journal without a build_start: everything is the last build. */
+	char *dir = state_path();
+	char *path = path_join(dir, "journal");
+	struct af_error *err = NULL;
+	assert_int_equal(mkdir_p(dir, 0700, &err), 0);
+	write_text(path, "{\"event\":\"stage_fail\",\"index\":2,\"id\":\"b\",\"key\":\"kb\",\"error\":\"e\"}\n"
+			 "{\"event\":\"stage_done\",\"index\":1,\"id\":\"a\",\"key\":\"ka\"}\n"
+			 "{\"event\":\"build_end\",\"status\":\"ok\"}\n");
+	log = journal_read(dir, &err);
+	assert_non_null(log);
+	journal_last_build(log, &b);
+	assert_null(b.start);
+	assert_string_equal(b.end->status, "ok");
+	assert_int_equal(b.n_stages, 2);
+	assert_string_equal(b.stages[0]->stage.id, "a");
+	assert_string_equal(b.stages[1]->error, "e");
+	journal_build_release(&b);
+	journal_log_free(log);
+	free(path);
+	free(dir);
+}
+
+/* A journal as amiforge wrote it before the format had a version (format
+ * 1): every event kind, with a checkpoint whose "key" is the disk key. */
+static const char format1[] =
+    "{\"event\":\"reset\",\"time\":\"2025-01-01T00:00:00Z\"}\n"
+    "{\"event\":\"build_start\",\"recipe\":\"old.yaml\",\"fresh\":true,\"pid\":7,\"time\":\"2025-01-01T00:00:00Z\"}\n"
+    "{\"event\":\"stage_start\",\"index\":1,\"id\":\"allocate\",\"key\":\"k1\",\"time\":\"t\"}\n"
+    "{\"event\":\"checkpoint\",\"index\":1,\"id\":\"allocate\",\"key\":\"d1\",\"seconds\":0.5,\"bytes_new\":10,\"bytes_stored\":4,\"blocks_data\":2,\"time\":\"t\"}\n"
+    "{\"event\":\"stage_done\",\"index\":1,\"id\":\"allocate\",\"key\":\"k1\",\"seconds\":1.25,\"outputs\":{\"disk.path\":\"/img\"},\"time\":\"t\"}\n"
+    "\n"
+    "{\"event\":\"stage_start\",\"index\":2,\"id\":\"mkfs\",\"key\":\"k2\",\"time\":\"t\"}\n"
+    "{\"event\":\"resource\",\"index\":2,\"id\":\"mkfs\",\"key\":\"k2\",\"resource\":{\"ami\":\"ami-1\"},\"time\":\"t\"}\n"
+    "{\"event\":\"stage_fail\",\"index\":2,\"id\":\"mkfs\",\"key\":\"k2\",\"seconds\":3,\"error\":\"boom\",\"time\":\"t\"}\n"
+    "{\"event\":\"build_end\",\"status\":\"failed\",\"time\":\"t\"}\n";
+
+static void check_format1(const struct journal_log *log)
+{
+	const struct journal_event *e = journal_log_at(log, 3);
+	assert_int_equal(e->format, 1);
+	assert_int_equal(e->kind, JOURNAL_CHECKPOINT);
+	assert_string_equal(e->disk_key, "d1");
+	assert_null(e->stage.key);
+	assert_int_equal(e->ckpt.bytes_new, 10);
+	assert_int_equal(e->ckpt.blocks_data, 2);
+
+	e = journal_find_done(log, &ST_ALLOC);
+	assert_non_null(e);
+	assert_true(e->seconds == 1.25);
+	assert_string_equal(json_string_value(json_object_get(e->outputs, "disk.path")), "/img");
+	/* The blank line is counted: line numbers are the file's. */
+	assert_int_equal(journal_log_at(log, 5)->line, 7);
+
+	json_t *res = journal_stage_resources(log, "k2");
+	assert_int_equal(json_array_size(res), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(res, 0), "ami")), "ami-1");
+	json_decref(res);
+
+	struct journal_build b;
+	journal_last_build(log, &b);
+	assert_string_equal(b.start->recipe, "old.yaml");
+	assert_true(b.start->fresh);
+	assert_int_equal(b.start->pid, 7);
+	assert_string_equal(b.end->status, "failed");
+	assert_true(b.n_stages >= 2); /* a third when test_format1_read appended one */
+	assert_string_equal(b.stages[1]->error, "boom");
+	assert_true(b.stages[1]->seconds == 3.0); /* an integer is a number too */
+	journal_build_release(&b);
+}
+
+static void test_format1_read(void **state)
+{
+	char *dir = state_path();
+	char *path = path_join(dir, "journal");
+	struct af_error *err = NULL;
+	assert_int_equal(mkdir_p(dir, 0700, &err), 0);
+	write_text(path, format1);
+
+	struct journal_log *log = journal_read(dir, &err);
+	assert_non_null(log);
+	assert_int_equal(journal_log_size(log), 9);
+	check_format1(log);
+	journal_log_free(log);
+
+	/* A build on it appends format 2 after the format-1 lines; both read. */
+	struct journal *j = open_state(dir);
+	check_format1(journal_get_log(j));
+	assert_int_equal(journal_append_stage_done(j, &ST_RUN, 4, NULL, &err), 0);
+	journal_close(j);
+	log = journal_read(dir, &err);
+	assert_non_null(log);
+	check_format1(log);
+	const struct journal_event *e = journal_log_at(log, 9);
+	assert_int_equal(e->format, 2);
+	assert_int_equal(e->line, 11);
+	assert_ptr_equal(journal_find_done(log, &ST_RUN), e);
+	journal_log_free(log);
+	char *text = slurp(path);
+	assert_true(str_has_prefix(text, format1));
+	free(text);
+	free(path);
+	free(dir);
+}
+
+static void assert_newer_refused(struct af_error *err, const char *path, unsigned line)
+{
+	assert_non_null(err);
+	char *want = xasprintf("%s:%u: written by a newer amiforge (journal format 3; this one reads "
+			       "formats up to 2); use that version, or build with --fresh to start "
+			       "this state over",
+			       path, line);
+	assert_string_equal(af_error_msg(err), want);
+	free(want);
+}
+
+static void test_newer_format_refused(void **state)
+{
+	char *dir = state_path();
+	char *path = path_join(dir, "journal");
+	struct af_error *err = NULL;
+	assert_int_equal(mkdir_p(dir, 0700, &err), 0);
+	/* Its stage_done must never be taken for this build's: its meaning may
+	 * have changed; and its own reset is no reset to this build. */
+	write_text(path, "{\"event\":\"build_start\",\"recipe\":\"r\"}\n"
+			 "{\"v\":3,\"event\":\"stage_done\",\"index\":1,\"id\":\"allocate\",\"key\":\"k1\"}\n"
+			 "{\"v\":3,\"event\":\"reset\"}\n"
+			 "{\"v\":2,\"event\":\"stage_start\",\"index\":2,\"id\":\"mkfs\",\"key\":\"k2\"}\n");
+
+	assert_null(journal_read(dir, &err));
+	assert_newer_refused(err, path, 2);
+	af_error_clear(&err);
+	assert_null(journal_open(dir, &err));
+	assert_newer_refused(err, path, 2);
+	af_error_clear(&err);
+
+	/* --fresh: opened; a reset makes the journal readable again. */
+	struct journal *j = journal_open_fresh(dir, &err);
+	assert_non_null(j);
+	assert_null(err);
+	const struct journal_event *e = journal_log_at(journal_get_log(j), 1);
+	assert_int_equal(e->format, 3);
+	assert_int_equal(e->kind, JOURNAL_UNKNOWN);
+	assert_null(e->stage.id); /* never read */
+	assert_int_equal(journal_append_reset(j, &err), 0);
+	assert_null(journal_find_done(journal_get_log(j), &ST_ALLOC));
+	assert_int_equal(journal_append_stage_done(j, &ST_ALLOC, 1, NULL, &err), 0);
+	journal_close(j);
+
+	struct journal_log *log = journal_read(dir, &err);
+	assert_non_null(log);
+	assert_non_null(journal_find_done(log, &ST_ALLOC));
+	journal_log_free(log);
+	j = open_state(dir);
+	journal_close(j);
+
+	/* A newer line after this build's reset is refused again. */
+	FILE *f = fopen(path, "a");
+	assert_non_null(f);
+	fputs("{\"v\":7,\"event\":\"build_end\"}\n", f);
+	assert_int_equal(fclose(f), 0);
+	assert_null(journal_read(dir, &err));
+	assert_non_null(strstr(af_error_msg(err), ":7: written by a newer amiforge (journal format 7;"));
+	af_error_clear(&err);
+	free(path);
+	free(dir);
+}
+
+/* A query on a journal opened for --fresh before its reset is a bug: it
+ * would answer from lines it cannot read. */
+static void test_query_before_fresh_reset(void **state)
+{
+	char *dir = state_path();
+	char *path = path_join(dir, "journal");
+	struct af_error *err = NULL;
+	assert_int_equal(mkdir_p(dir, 0700, &err), 0);
+	write_text(path, "{\"v\":3,\"event\":\"build_start\"}\n");
+	struct journal *j = journal_open_fresh(dir, &err);
+	assert_non_null(j);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, STDERR_FILENO);
+		journal_last_stage_event(journal_get_log(j), 0);
+		_exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+	journal_close(j);
+	free(path);
+	free(dir);
+}
+
+/* JSON holds UTF-8 only: a message in another encoding is kept, with '?'
+ * for its other bytes, not lost (or worse, the line). */
+static void test_non_utf8_text(void **state)
+{
+	struct af_error *err = NULL;
+	char *dir = state_path();
+	struct journal *j = open_state(dir);
+	assert_int_equal(journal_append_stage_fail(j, &ST_MKFS, 1, "caf\xe9 \xff", &err), 0);
+	assert_string_equal(journal_log_at(journal_get_log(j), 0)->error, "caf? ?");
+	journal_close(j);
+	free(dir);
 }
 
 static void test_unwritable_state(void **state)
@@ -381,7 +832,7 @@ static void test_unwritable_state(void **state)
 	af_error_clear(&err);
 
 	/* journal_read on such a path fails cleanly too. */
-	json_t *evs = journal_read(dir, &err);
+	struct journal_log *evs = journal_read(dir, &err);
 	assert_null(evs);
 	assert_int_equal(af_error_errno(err), ENOTDIR);
 	af_error_clear(&err);
@@ -399,6 +850,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_lock_in_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lock_other_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_find_done, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resources, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_last_events, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_format1_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_newer_format_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_query_before_fresh_reset, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_non_utf8_text, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unwritable_state, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 
 #include "amiforge/blockstore.h"
+#include "amiforge/journal.h"
 #include "amiforge/plan.h"
 #include "amiforge/recipe.h"
 #include "amiforge/util.h"
@@ -16,6 +17,7 @@ struct fixture {
 	struct recipe r;
 	struct stage_inst st[N];
 	char *dir;
+	struct journal *j; /* in dir/state */
 };
 
 /* allocate, mkfs, run, run: built by hand so no YAML is involved. */
@@ -36,6 +38,11 @@ static int setup(void **state)
 	f->r.stages = f->st;
 	f->r.n_stages = N;
 	f->dir = test_mkdtemp();
+	char *sd = path_join(f->dir, "state");
+	struct af_error *err = NULL;
+	f->j = journal_open(sd, &err);
+	assert_non_null(f->j);
+	free(sd);
 	*state = f;
 	return 0;
 }
@@ -47,22 +54,27 @@ static int teardown(void **state)
 		json_decref(f->st[i].params);
 		json_decref(f->st[i].file_hashes);
 	}
+	journal_close(f->j);
 	test_rmdir_r(f->dir);
 	free(f->dir);
 	free(f);
 	return 0;
 }
 
-static json_t *done_events(struct fixture *f, int upto)
+/* Journals stages 1..upto as started and done, as a build does. */
+static const struct journal_log *done_events(struct fixture *f, int upto)
 {
 	char keys[N][65];
 	plan_keys(&f->r, keys);
-	json_t *ev = json_array();
-	for (int i = 0; i < upto; i++)
-		json_array_append_new(ev, json_pack("{s:s, s:i, s:s, s:s, s:{}}", "event", "stage_done",
-						    "index", i + 1, "id", f->st[i].id, "key", keys[i],
-						    "outputs"));
-	return ev;
+	struct af_error *err = NULL;
+	for (int i = 0; i < upto; i++) {
+		struct journal_stage js = { i + 1, f->st[i].id, keys[i] };
+		json_t *outs = json_pack("{s:i}", "n", i);
+		assert_int_equal(journal_append_stage_start(f->j, &js, &err), 0);
+		assert_int_equal(journal_append_stage_done(f->j, &js, 0.5 + i, outs, &err), 0);
+		json_decref(outs);
+	}
+	return journal_get_log(f->j);
 }
 
 /* Writes a real checkpoint of a small image under disk key KEY. */
@@ -123,7 +135,7 @@ static void test_keys_independent_of_checkout(void **state)
 static void test_resume_from_checkpoint(void **state)
 {
 	struct fixture *f = *state;
-	json_t *ev = done_events(f, 3);
+	const struct journal_log *ev = done_events(f, 3);
 	char *ck = path_join(f->dir, "ckpt");
 	struct plan p;
 
@@ -134,6 +146,10 @@ static void test_resume_from_checkpoint(void **state)
 	for (int i = 0; i < N; i++)
 		assert_int_equal(p.stages[i].status, PLAN_RUN);
 	assert_true(p.stages[2].journal_done);
+	/* what the runner replays from a done stage */
+	assert_true(p.stages[2].done_event->seconds == 2.5);
+	assert_int_equal(json_integer_value(json_object_get(p.stages[2].done_event->outputs, "n")), 2);
+	assert_null(p.stages[3].done_event);
 	make_checkpoint(f, p.stages[2].disk_key);
 	plan_release(&p);
 
@@ -157,36 +173,125 @@ static void test_resume_from_checkpoint(void **state)
 	assert_int_equal(p.first_undone, 0);
 	assert_false(p.stages[0].journal_done);
 	plan_release(&p);
-	json_decref(ev);
+
+	/* no journal at all (plan --fresh does not read one) */
+	plan_make(&f->r, NULL, ck, true, -1, &p);
+	assert_int_equal(p.first_undone, 0);
+	assert_null(p.stages[0].done_event);
+	plan_release(&p);
+
+	/* a reset (a build with --fresh) forgets them; stages done after it count */
+	struct af_error *err = NULL;
+	assert_int_equal(journal_append_reset(f->j, &err), 0);
+	plan_make(&f->r, ev, ck, false, -1, &p);
+	assert_int_equal(p.first_undone, 0);
+	plan_release(&p);
+	done_events(f, 2);
+	plan_make(&f->r, ev, ck, false, -1, &p);
+	assert_int_equal(p.first_undone, 2);
+	assert_true(p.stages[1].journal_done);
+	assert_false(p.stages[2].journal_done);
+	plan_release(&p);
 	free(ck);
 }
 
 static void test_all_done_keeps_image(void **state)
 {
 	struct fixture *f = *state;
-	json_t *ev = done_events(f, N);
+	const struct journal_log *ev = done_events(f, N);
 	char *ck = path_join(f->dir, "ckpt");
 	struct plan p;
+	struct af_error *err = NULL;
 	plan_make(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, N);
 	for (int i = 0; i < N; i++)
 		assert_int_equal(p.stages[i].status, PLAN_DONE);
 	plan_release(&p);
 
+	/* a checkpoint or a resource after it does not touch the image */
+	char keys[N][65];
+	plan_keys(&f->r, keys);
+	struct journal_stage last = { 4, "run-2", keys[3] };
+	struct journal_ckpt c = { 0 };
+	json_t *res = json_object();
+	assert_int_equal(journal_append_checkpoint(f->j, &last, keys[3], &c, &err), 0);
+	assert_int_equal(journal_append_resource(f->j, &last, res, &err), 0);
+	json_decref(res);
+	plan_make(&f->r, ev, ck, false, -1, &p);
+	assert_int_equal(p.stages[3].status, PLAN_DONE);
+	plan_release(&p);
+
 	/* a stage started after the final one finished: the image is dirty */
-	json_array_append_new(ev, json_pack("{s:s, s:i, s:s, s:s}", "event", "stage_start", "index", 4,
-					    "id", "run-2", "key", "0000"));
+	struct journal_stage other = { 4, "run-2", "0000" };
+	assert_int_equal(journal_append_stage_start(f->j, &other, &err), 0);
+	plan_make(&f->r, ev, ck, false, -1, &p);
+	assert_int_equal(p.first_undone, N); /* still done in the journal */
+	assert_int_equal(p.stages[3].status, PLAN_RUN);
+	plan_release(&p);
+
+	/* and so after a failure */
+	assert_int_equal(journal_append_stage_fail(f->j, &other, 1, "x", &err), 0);
 	plan_make(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.stages[3].status, PLAN_RUN);
 	plan_release(&p);
 
 	/* a reset (--fresh) forgets every stage_done before it */
-	json_array_append_new(ev, json_pack("{s:s}", "event", "reset"));
+	assert_int_equal(journal_append_reset(f->j, &err), 0);
 	plan_make(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, 0);
 	plan_release(&p);
-	json_decref(ev);
+
+	/* all done again after the reset: the final image is intact again */
+	done_events(f, N);
+	plan_make(&f->r, ev, ck, false, -1, &p);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(p.stages[i].status, PLAN_DONE);
+	plan_release(&p);
 	free(ck);
+}
+
+/* A journal written before the line format had a version (no "v") plans
+ * like one written now. */
+static void test_format1_journal(void **state)
+{
+	struct fixture *f = *state;
+	char keys[N][65];
+	plan_keys(&f->r, keys);
+	char *sd = path_join(f->dir, "old");
+	char *path = path_join(sd, "journal");
+	struct af_error *err = NULL;
+	assert_int_equal(mkdir_p(sd, 0700, &err), 0);
+	FILE *out = fopen(path, "w");
+	assert_non_null(out);
+	fprintf(out, "{\"event\":\"reset\",\"time\":\"t\"}\n"
+		     "{\"event\":\"build_start\",\"recipe\":\"r.yaml\",\"fresh\":true,\"pid\":1,\"time\":\"t\"}\n");
+	for (int i = 0; i < N; i++) {
+		fprintf(out, "{\"event\":\"stage_start\",\"index\":%d,\"id\":\"%s\",\"key\":\"%s\",\"time\":\"t\"}\n",
+			i + 1, f->st[i].id, keys[i]);
+		/* format 1 named the disk key "key" in a checkpoint */
+		fprintf(out, "{\"event\":\"checkpoint\",\"index\":%d,\"id\":\"%s\",\"key\":\"%s\",\"seconds\":0.1,\"bytes_new\":1,\"bytes_stored\":1,\"blocks_data\":1,\"time\":\"t\"}\n",
+			i + 1, f->st[i].id, keys[i]);
+		fprintf(out, "{\"event\":\"stage_done\",\"index\":%d,\"id\":\"%s\",\"key\":\"%s\",\"seconds\":1.0,\"outputs\":{\"i\":%d},\"time\":\"t\"}\n",
+			i + 1, f->st[i].id, keys[i], i);
+	}
+	fprintf(out, "{\"event\":\"build_end\",\"status\":\"ok\",\"time\":\"t\"}\n");
+	assert_int_equal(fclose(out), 0);
+
+	struct journal_log *log = journal_read(sd, &err);
+	assert_non_null(log);
+	char *ck = path_join(f->dir, "ckpt");
+	struct plan p;
+	plan_make(&f->r, log, ck, false, -1, &p);
+	assert_int_equal(p.first_undone, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(p.stages[i].status, PLAN_DONE);
+		assert_int_equal(json_integer_value(json_object_get(p.stages[i].done_event->outputs, "i")), i);
+	}
+	plan_release(&p);
+	journal_log_free(log);
+	free(ck);
+	free(path);
+	free(sd);
 }
 
 int main(void)
@@ -196,6 +301,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keys_independent_of_checkout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_done_keeps_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format1_journal, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
