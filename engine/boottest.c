@@ -260,7 +260,8 @@ static const struct {
 
 static bool bt_is_b64(char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '+' || c == '/';
 }
 
 char *boottest_key_fingerprint(const char *type, const char *blob)
@@ -281,13 +282,13 @@ char *boottest_key_fingerprint(const char *type, const char *blob)
 	/* The blob starts with its type as an SSH string: a key printed
 	 * under another type's name is not that key. */
 	size_t tl = strlen(type);
-	if (rl < 4 + tl || ((size_t)raw[0] << 24 | (size_t)raw[1] << 16 | (size_t)raw[2] << 8 | raw[3]) != tl ||
-	    memcmp(raw + 4, type, tl) != 0)
+	size_t got = (size_t)raw[0] << 24 | (size_t)raw[1] << 16 | (size_t)raw[2] << 8 | raw[3];
+	if (rl < 4 + tl || got != tl || memcmp(raw + 4, type, tl) != 0)
 		return NULL;
 	unsigned char md[32];
 	char b64[45];
 	SHA256(raw, rl, md);
-	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));  /* 44 characters, the last one '=' */
+	EVP_EncodeBlock((unsigned char *)b64, md, sizeof(md));  /* 44 characters, the last '=' */
 	b64[43] = '\0';
 	return xasprintf("SHA256:%s", b64);
 }
@@ -333,7 +334,8 @@ static bool bt_line_key(const char *line, char **type, char **blob)
 
 /* The lines between the last BEGIN marker that has an END marker after it
  * and that END marker, "\r" removed; NULL when there is no such block. */
-static char **bt_last_block(char **lines, size_t n, const char *begin, const char *end, size_t *count)
+static char **bt_last_block(char **lines, size_t n, const char *begin, const char *end,
+			    size_t *count)
 {
 	for (size_t i = n; i-- > 0;) {
 		if (!strstr(lines[i], begin))
@@ -375,7 +377,8 @@ void boottest_hostkeys_release(struct boottest_hostkeys *k)
 }
 
 /* Keys of the keys block whose fingerprint is in FPS. */
-static void bt_match_keys(char **block, size_t nb, char **fps, size_t nfp, struct boottest_hostkeys *k)
+static void bt_match_keys(char **block, size_t nb, char **fps, size_t nfp,
+			  struct boottest_hostkeys *k)
 {
 	for (size_t i = 0; i < nb; i++) {
 		_cleanup_free_ char *type = NULL, *blob = NULL;
@@ -388,11 +391,14 @@ static void bt_match_keys(char **block, size_t nb, char **fps, size_t nfp, struc
 			continue;
 		}
 		k->keys = xreallocarray(k->keys, k->n + 1, sizeof(*k->keys));
-		k->keys[k->n++] = (struct boottest_hostkey){ steal_pointer(&type), steal_pointer(&blob), fp };
+		k->keys[k->n++] = (struct boottest_hostkey){ .type = steal_pointer(&type),
+							     .blob = steal_pointer(&blob),
+							     .fingerprint = fp };
 	}
 }
 
-int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out, struct af_error **err)
+int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out,
+			      struct af_error **err)
 {
 	_cleanup_free_ char *copy = xstrdup(console);
 	_cleanup_free_ char **lines = NULL;
@@ -418,11 +424,13 @@ int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out
 		size_t rejected = k.rejected;
 		boottest_hostkeys_release(&k);
 		if (nfp == 0)
-			return af_error_set(err, 0, "the console's host key fingerprints block holds no SHA256 "
-					    "fingerprint: nothing to check the guest's key against");
+			return af_error_set(err, 0, "the console's host key fingerprints block "
+					    "holds no SHA256 fingerprint: nothing to check the "
+					    "guest's key against");
 		if (rejected)
-			return af_error_set(err, 0, "none of the %zu public key(s) the guest printed on its console "
-					    "matches a printed fingerprint: refusing to trust them", rejected);
+			return af_error_set(err, 0, "none of the %zu public key(s) the guest "
+					    "printed on its console matches a printed "
+					    "fingerprint: refusing to trust them", rejected);
 		return af_error_set(err, 0, "the console's host keys block holds no public key");
 	}
 	*out = k;
@@ -455,13 +463,18 @@ int boottest_usernet_port(const char *usernet, int guest_port, int *port, struct
 	for (char *p = copy, *line; (line = strsep(&p, "\n"));) {
 		char proto[64], src[64], dst[64];
 		int fd, sport, dport;
-		if (sscanf(line, " %63s %d %63s %d %63s %d", proto, &fd, src, &sport, dst, &dport) == 6 &&
-		    !strcmp(proto, "TCP[HOST_FORWARD]") && dport == guest_port && sport > 0 && sport < 65536) {
+		int got = sscanf(line, " %63s %d %63s %d %63s %d", proto, &fd, src, &sport, dst,
+				 &dport);
+		if (got != 6)
+			continue;
+		if (!strcmp(proto, "TCP[HOST_FORWARD]") && dport == guest_port && sport > 0 &&
+		    sport < 65536) {
 			*port = sport;
 			return 0;
 		}
 	}
-	return af_error_set(err, 0, "QEMU's 'info usernet' shows no host forward to guest port %d", guest_port);
+	return af_error_set(err, 0, "QEMU's 'info usernet' shows no host forward to guest port %d",
+			    guest_port);
 }
 
 /* ============================== report =============================== */
@@ -803,7 +816,8 @@ static void bt_sleep(double s)
 /* fork + exec with stdout/stderr into OUT (a file, truncated), stdin from
  * /dev/null, in its own process group, dying with us; INHERIT (or -1) is
  * one more fd the program keeps, under the same number.  pid or -1 + err. */
-static pid_t bt_start(char *const argv[], const char *out, char *const *env, int inherit, struct af_error **err)
+static pid_t bt_start(char *const argv[], const char *out, char *const *env, int inherit,
+		      struct af_error **err)
 {
 	_cleanup_fd_ int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (ofd < 0)
@@ -1174,7 +1188,7 @@ static json_t *bt_qmp_next(struct bt_qmp *q, double deadline, struct af_error **
 			q->len -= ll;
 			if (!json_is_object(j)) {
 				json_decref(j);
-				af_error_set(err, 0, "QEMU's monitor sent something that is not a QMP message");
+				af_error_set(err, 0, "QEMU's monitor sent something not QMP");
 				return NULL;
 			}
 			if (!json_object_get(j, "event"))
@@ -1183,7 +1197,8 @@ static json_t *bt_qmp_next(struct bt_qmp *q, double deadline, struct af_error **
 			continue;
 		}
 		if (q->len == sizeof(q->buf)) {
-			af_error_set(err, 0, "QEMU's monitor sent a line longer than %zu bytes", sizeof(q->buf));
+			af_error_set(err, 0, "QEMU's monitor sent a line longer than %zu bytes",
+				     sizeof(q->buf));
 			return NULL;
 		}
 		double left = deadline - now_monotonic();
@@ -1228,8 +1243,10 @@ static json_t *bt_qmp_execute(struct bt_qmp *q, json_t *cmd, double deadline, st
 		return NULL;
 	json_t *ret = json_object_get(reply, "return");
 	if (!ret) {
-		const char *desc = json_string_value(json_object_get(json_object_get(reply, "error"), "desc"));
-		af_error_set(err, 0, "QEMU's monitor refused %s: %s", json_string_value(json_object_get(cmd, "execute")),
+		json_t *e = json_object_get(reply, "error");
+		const char *desc = json_string_value(json_object_get(e, "desc"));
+		const char *what = json_string_value(json_object_get(cmd, "execute"));
+		af_error_set(err, 0, "QEMU's monitor refused %s: %s", what,
 			     desc ? desc : "no reason given");
 		return NULL;
 	}
@@ -1244,8 +1261,9 @@ static int bt_forwarded_port(struct bt *b, struct af_error **err)
 	q->fd = b->qmp;
 	double deadline = now_monotonic() + 60;
 	_cleanup_json_ json_t *caps = json_pack("{s:s}", "execute", "qmp_capabilities");
-	_cleanup_json_ json_t *info = json_pack("{s:s, s:{s:s}}", "execute", "human-monitor-command", "arguments",
-						"command-line", "info usernet");
+	_cleanup_json_ json_t *info =
+		json_pack("{s:s, s:{s:s}}", "execute", "human-monitor-command", "arguments",
+			  "command-line", "info usernet");
 	_cleanup_json_ json_t *greeting = bt_qmp_next(q, deadline, err);
 	_cleanup_json_ json_t *r1 = greeting ? bt_qmp_execute(q, caps, deadline, err) : NULL;
 	_cleanup_json_ json_t *r2 = r1 ? bt_qmp_execute(q, info, deadline, err) : NULL;
@@ -1255,7 +1273,8 @@ static int bt_forwarded_port(struct bt *b, struct af_error **err)
 	if (!r2)
 		return af_error_wrap(err, "cannot learn QEMU's forwarded ssh port");
 	if (!json_is_string(r2))
-		return af_error_set(err, 0, "cannot learn QEMU's forwarded ssh port: 'info usernet' gave no text");
+		return af_error_set(err, 0, "cannot learn QEMU's forwarded ssh port: "
+				    "'info usernet' gave no text");
 	return boottest_usernet_port(json_string_value(r2), 22, &b->port, err);
 }
 
@@ -1296,11 +1315,14 @@ static char **bt_ssh_argv(const struct bt *b, enum bt_ssh_mode mode, const char 
 {
 	char **v = NULL;
 	size_t n = 0;
-	const char *common[] = { "ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o",
-				 "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" BT_HOST_ALIAS, "-o",
-				 "UpdateHostKeys=no", "-o", "CheckHostIP=no", "-o", "VerifyHostKeyDNS=no", "-o",
-				 "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o",
-				 "ServerAliveCountMax=3", "-o", "IdentityAgent=none", "-o", "IdentitiesOnly=yes" };
+	const char *common[] = {
+		"ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes",
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" BT_HOST_ALIAS,
+		"-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no", "-o", "VerifyHostKeyDNS=no",
+		"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
+		"-o", "ServerAliveCountMax=3", "-o", "IdentityAgent=none",
+		"-o", "IdentitiesOnly=yes",
+	};
 	for (size_t i = 0; i < ARRAY_SIZE(common); i++)
 		strv_push(&v, &n, xstrdup(common[i]));
 	/* b->dir passed bt_plain_path: no blank, '%' or '~' that ssh would
@@ -1392,17 +1414,19 @@ static char *bt_console_text(const struct bt *b)
 	blob++;
 	blob[strcspn(blob, " \n")] = '\0';
 	_cleanup_free_ char *fp = boottest_key_fingerprint("ssh-ed25519", blob);
-	return xasprintf("-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 %s forged (ED25519)\n"
-			 "-----END SSH HOST KEY FINGERPRINTS-----\n-----BEGIN SSH HOST KEY KEYS-----\n"
-			 "ssh-ed25519 %s forged\n-----END SSH HOST KEY KEYS-----\n", fp ? fp : "", blob);
+	return xasprintf(BT_FP_BEGIN "\n256 %s forged (ED25519)\n" BT_FP_END "\n"
+			 BT_KEYS_BEGIN "\nssh-ed25519 %s forged\n" BT_KEYS_END "\n",
+			 fp ? fp : "", blob);
 }
 
 /* "ssh-ed25519 SHA256:..., ssh-rsa SHA256:..." */
 static char *bt_pinned_list(const struct bt *b)
 {
 	struct strbuf sb = STRBUF_INIT;
-	for (size_t i = 0; i < b->hostkeys.n; i++)
-		strbuf_addf(&sb, "%s%s %s", i ? ", " : "", b->hostkeys.keys[i].type, b->hostkeys.keys[i].fingerprint);
+	for (size_t i = 0; i < b->hostkeys.n; i++) {
+		const struct boottest_hostkey *k = &b->hostkeys.keys[i];
+		strbuf_addf(&sb, "%s%s %s", i ? ", " : "", k->type, k->fingerprint);
+	}
 	return strbuf_detach(&sb);
 }
 
@@ -1428,7 +1452,8 @@ static int bt_pin_host_keys(struct bt *b, struct af_error **err)
 	_cleanup_free_ char *list = bt_pinned_list(b);
 	log_info("the guest printed its host keys on the console: %s", list);
 	if (k.rejected)
-		log_warn("%zu more key(s) on the console match no printed fingerprint: not trusted", k.rejected);
+		log_warn("%zu more key(s) on the console match no printed fingerprint: not trusted",
+			 k.rejected);
 	return 1;
 }
 
@@ -1437,23 +1462,25 @@ static int bt_pin_host_keys(struct bt *b, struct af_error **err)
  * did not get that far. */
 static char *bt_host_key_refusal(const struct bt *b, const char *out)
 {
-	const char *offer = strstr(out, "no matching host key type found. Their offer: ");
+	static const char no_match[] = "no matching host key type found. Their offer: ";
+	const char *offer = strstr(out, no_match);
 	if (!strstr(out, "Host key verification failed") && !offer)
 		return NULL;
 	if (!b->hostkeys.n)
 		return xstrdup("");
 	_cleanup_free_ char *printed = bt_pinned_list(b);
 	if (offer) {
-		_cleanup_free_ char *types = bt_first_line(offer + strlen("no matching host key type found. Their offer: "));
-		return xasprintf("host key mismatch: the guest's sshd offers %s, none of the key types its console "
-				 "printed (%s): login refused", types, printed);
+		_cleanup_free_ char *types = bt_first_line(offer + strlen(no_match));
+		return xasprintf("host key mismatch: the guest's sshd offers %s, none of the key "
+				 "types its console printed (%s): login refused", types, printed);
 	}
 	const char *sent = strstr(out, "The fingerprint for the ");
 	const char *t = sent ? sent + strlen("The fingerprint for the ") : NULL;
 	_cleanup_free_ char *type = t ? xstrndup(t, strcspn(t, " ")) : NULL;
 	_cleanup_free_ char *fp = sent ? bt_line_fingerprint(sent) : NULL;
-	return xasprintf("host key mismatch: the guest's sshd sent %s %s, its console printed %s: login refused",
-			 type ? type : "a key", fp ? fp : "(fingerprint not shown)", printed);
+	return xasprintf("host key mismatch: the guest's sshd sent %s %s, its console printed %s: "
+			 "login refused", type ? type : "a key",
+			 fp ? fp : "(fingerprint not shown)", printed);
 }
 
 /* After sshd answers, the keys must already be on the console:
@@ -1471,15 +1498,16 @@ static int bt_host_key_failed(struct bt *b, char *refusal, double *unpinned_sinc
 		if (*unpinned_since == 0)
 			*unpinned_since = now_monotonic();
 		free(*last);
-		*last = xstrdup("sshd answers, but the guest has printed no host keys on its console yet");
+		*last = xstrdup("sshd answers, but no host keys on the guest's console yet");
 		if (now_monotonic() - *unpinned_since < BT_CONSOLE_GRACE)
 			return 0;
 		console = bt_console_text(b);
-		msg = strstr(console, BT_FP_BEGIN)
-			      ? "the guest printed host key fingerprints but not its public keys (" BT_KEYS_BEGIN
-				") on its console: boot-test pins the printed public keys"
-			      : "the guest printed no host key fingerprints on its console; was the image built with "
-				"ssh: {prep_instance: true}?";
+		if (strstr(console, BT_FP_BEGIN))
+			msg = "the guest printed host key fingerprints but not its public keys ("
+			      BT_KEYS_BEGIN ") on its console: boot-test pins the printed keys";
+		else
+			msg = "the guest printed no host key fingerprints on its console; "
+			      "was the image built with ssh: {prep_instance: true}?";
 	}
 	boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, msg);
 	return 1;
@@ -1507,7 +1535,8 @@ static int bt_wait_ssh(struct bt *b, struct af_error **err)
 		}
 		_cleanup_error_ struct af_error *kerr = NULL;
 		if (bt_pin_host_keys(b, &kerr) < 0) {
-			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, af_error_msg(kerr));
+			const char *why = af_error_msg(kerr);
+			boottest_report_add(&b->rep, "ssh login", BOOTTEST_FAILED, why);
 			return 1;
 		}
 		struct bt_result res;
@@ -1517,8 +1546,9 @@ static int bt_wait_ssh(struct bt *b, struct af_error **err)
 		if (res.status == 0) {
 			free(res.output);
 			b->rep.boot_seconds = now_monotonic() - b->qemu_start;
-			_cleanup_free_ char *d = xasprintf("%.1fs after QEMU started, host key pinned from the console",
-							   b->rep.boot_seconds);
+			_cleanup_free_ char *d = xasprintf(
+				"%.1fs after QEMU started, host key pinned from the console",
+				b->rep.boot_seconds);
 			boottest_report_add(&b->rep, "ssh login", BOOTTEST_OK, d);
 			return 0;
 		}
@@ -1677,7 +1707,8 @@ static int bt_check_seen_key(struct bt *b, struct af_error **err)
 		: !seen ? xasprintf("ssh -v named no server host key (exit %d)", res.status)
 		: !k ? xasprintf("ssh saw %s, the console printed %s", seen, printed)
 		     : xasprintf("%s, but the login failed (exit %d)", seen, res.status);
-	boottest_report_add(&b->rep, "console host key", ok ? BOOTTEST_OK : BOOTTEST_FAILED, detail);
+	enum boottest_status st = ok ? BOOTTEST_OK : BOOTTEST_FAILED;
+	boottest_report_add(&b->rep, "console host key", st, detail);
 	return 0;
 }
 
@@ -1708,14 +1739,15 @@ static void bt_check_imds(struct bt *b)
 static int bt_checks(struct bt *b, struct af_error **err)
 {
 	int rc = bt_wait_ssh(b, err);
-	static const char *const later[] = { "console host key", "whoami", "sudo", "failed units", "host keys",
-					     "password login", "metadata key" };
+	static const char *const later[] = { "console host key", "whoami", "sudo", "failed units",
+					     "host keys", "password login", "metadata key" };
 	if (rc != 0) {
 		for (size_t i = 0; rc > 0 && i < ARRAY_SIZE(later); i++)
 			boottest_report_add(&b->rep, later[i], BOOTTEST_SKIPPED, "no login");
 		return rc < 0 ? -1 : 0;
 	}
-	if (bt_check_seen_key(b, err) < 0 || bt_check_cmd(b, "whoami", "whoami", 30, bt_judge_whoami, err) < 0 ||
+	if (bt_check_seen_key(b, err) < 0 ||
+	    bt_check_cmd(b, "whoami", "whoami", 30, bt_judge_whoami, err) < 0 ||
 	    bt_check_cmd(b, "sudo", "sudo -n true", 30, bt_judge_sudo, err) < 0 ||
 	    bt_check_cmd(b, "failed units", BT_UNITS_CMD, 150, bt_judge_units, err) < 0 ||
 	    bt_check_cmd(b, "host keys", BT_HOSTKEYS_CMD, 30, bt_judge_hostkeys, err) < 0 ||
@@ -1898,8 +1930,8 @@ static int bt_execute(struct bt *b, struct af_error **err)
 		return -1;
 	const char *hook = getenv(BOOTTEST_TEST_CONSOLE_ENV);
 	if (hook && *hook)
-		log_warn("%s=%s: a test hook rewrites what the guest prints on its console (tests only)",
-			 BOOTTEST_TEST_CONSOLE_ENV, hook);
+		log_warn("%s=%s: a test hook rewrites what the guest prints on its console "
+			 "(tests only)", BOOTTEST_TEST_CONSOLE_ENV, hook);
 	if (b->pvgrub)
 		log_info("booting %s: %s", b->pv.where, b->pv.cmdline);
 	if (bt_start_qemu(b, err) < 0)

@@ -102,7 +102,8 @@ struct boottest_hostkeys {
  * Returns 1 with OUT filled (at least one key), 0 when the blocks are not
  * (completely) there, -1 + err when they are but no key in them matches a
  * printed fingerprint.  Release OUT with boottest_hostkeys_release. */
-int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out, struct af_error **err);
+int boottest_console_hostkeys(const char *console, struct boottest_hostkeys *out,
+			      struct af_error **err);
 void boottest_hostkeys_release(struct boottest_hostkeys *k);
 
 /* The fingerprint `ssh-keygen -l` prints for a public key: "SHA256:" and

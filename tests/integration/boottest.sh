@@ -53,7 +53,8 @@ build() {
 }
 
 # Every check of a passing report, in order.
-CHECKS=("ssh login" "console host key" "whoami" "sudo" "failed units" "host keys" "password login" "metadata key")
+CHECKS=("ssh login" "console host key" "whoami" "sudo" "failed units" "host keys" "password login"
+	"metadata key")
 report_ok() { # FILE
 	local c
 	for c in "${CHECKS[@]}"; do
@@ -69,7 +70,8 @@ boot_ok() {
 	local test=$1 img=$2; shift 2
 	"$AMIFORGE" boot-test "$img" "$@" >"$WORK/$test.out" 2>&1
 	local rc=$? left want=
-	left=$(cd "$TMPDIR" && find . -mindepth 1 -printf '%P\n' | sed 's#^amiforge-boot-test\.[^/]*#D#' | sort | tr '\n' ' ')
+	left=$(cd "$TMPDIR" && find . -mindepth 1 -printf '%P\n' |
+		sed 's#^amiforge-boot-test\.[^/]*#D#' | sort | tr '\n' ' ')
 	case " $* " in *" --keep-logs "*) want="D D/console.log D/imds.log D/qemu.log " ;; esac
 	cat "$TMPDIR"/*/console.log >"$WORK/$test.console" 2>/dev/null
 	if [ $rc = 0 ] && report_ok "$WORK/$test.out" && [ "$left" = "$want" ]; then
@@ -86,10 +88,12 @@ boot_ok() {
 # the console's public keys; and the report's fingerprint is in the
 # console's fingerprints block.
 console_keys() { # REPORT CONSOLE_LOG
-	local seen fps keys
-	seen=$(sed -nE 's/^  console host key +ok +[^ ]+ (SHA256:[^,]+), as printed on the console$/\1/p' "$1")
-	fps=$(tr -d '\r' <"$2" | sed -n '/-----BEGIN SSH HOST KEY FINGERPRINTS-----/,/-----END SSH HOST KEY FINGERPRINTS-----/p')
-	keys=$(tr -d '\r' <"$2" | sed -n '/-----BEGIN SSH HOST KEY KEYS-----/,/-----END SSH HOST KEY KEYS-----/p' |
+	local seen fps keys b='SSH HOST KEY'
+	local ok_line='^  console host key +ok +[^ ]+ (SHA256:[^,]+), as printed on the console$'
+	seen=$(sed -nE "s/$ok_line/\\1/p" "$1")
+	fps=$(tr -d '\r' <"$2" |
+		sed -n "/-----BEGIN $b FINGERPRINTS-----/,/-----END $b FINGERPRINTS-----/p")
+	keys=$(tr -d '\r' <"$2" | sed -n "/-----BEGIN $b KEYS-----/,/-----END $b KEYS-----/p" |
 		grep -E '^(ssh|ecdsa)-' | ssh-keygen -l -f - 2>/dev/null | awk '{print $2}')
 	if [ -n "$seen" ] && grep -qF " $seen " <<<"$fps" && grep -qxF "$seen" <<<"$keys" &&
 		[ "$(wc -l <<<"$keys")" -ge 2 ] &&
@@ -124,8 +128,8 @@ for kind in hvm pvgrub uefi; do
 done
 
 if [ -z "$pvgrub_img" ]; then
-	skip_all "needs the debian-12-pvgrub image" console-keys refused-login forged-hostkey no-console-keys sigterm \
-		no-leftovers
+	skip_all "needs the debian-12-pvgrub image" console-keys refused-login forged-hostkey \
+		no-console-keys sigterm no-leftovers
 fi
 
 # An image without the admin user we ask for: the guest fetches the key
@@ -150,11 +154,15 @@ rm -rf "${TMPDIR:?}"/*
 # The console claims the host key is boot-test's own client key (the test
 # hook rewrites the log once the guest printed its real keys): ssh, told to
 # trust that key only, refuses the guest's real one before logging in.
-AMIFORGE_TEST_BOOTTEST_CONSOLE=forge "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub >"$WORK/forged.out" 2>&1
+AMIFORGE_TEST_BOOTTEST_CONSOLE=forge "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub \
+	>"$WORK/forged.out" 2>&1
 rc=$?
-if [ $rc = 1 ] &&
-	grep -Eq "^  ssh login +FAILED +host key mismatch: the guest's sshd sent [A-Z0-9]+ SHA256:[A-Za-z0-9+/]{43}, its console printed ssh-ed25519 SHA256:[A-Za-z0-9+/]{43}: login refused$" "$WORK/forged.out" &&
-	grep -Eq '^  whoami +skipped' "$WORK/forged.out" && grep -q "^result: FAILED: ssh login " "$WORK/forged.out" &&
+fp='SHA256:[A-Za-z0-9+/]{43}'
+mismatch="host key mismatch: the guest's sshd sent [A-Z0-9]+ $fp,"
+mismatch+=" its console printed ssh-ed25519 $fp"
+if [ $rc = 1 ] && grep -Eq "^  ssh login +FAILED +$mismatch: login refused$" "$WORK/forged.out" &&
+	grep -Eq '^  whoami +skipped' "$WORK/forged.out" &&
+	grep -q "^result: FAILED: ssh login " "$WORK/forged.out" &&
 	! grep -q "Permission denied" "$WORK/forged.out"; then
 	ok forged-hostkey
 else
@@ -164,9 +172,12 @@ rm -rf "${TMPDIR:?}"/*
 
 # A guest that prints no keys (the hook hides them): sshd answers, boot-test
 # never logs in and says what the image lacks.
-AMIFORGE_TEST_BOOTTEST_CONSOLE=drop "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub >"$WORK/nokeys.out" 2>&1
+AMIFORGE_TEST_BOOTTEST_CONSOLE=drop "$AMIFORGE" boot-test "$pvgrub_img" --pvgrub \
+	>"$WORK/nokeys.out" 2>&1
 rc=$?
-if [ $rc = 1 ] && grep -Fqx "  ssh login        FAILED  the guest printed no host key fingerprints on its console; was the image built with ssh: {prep_instance: true}?" "$WORK/nokeys.out" &&
+nokeys="the guest printed no host key fingerprints on its console; was the image built with ssh:"
+nokeys+=" {prep_instance: true}?"
+if [ $rc = 1 ] && grep -Fqx "  ssh login        FAILED  $nokeys" "$WORK/nokeys.out" &&
 	grep -q "^result: FAILED: ssh login " "$WORK/nokeys.out"; then
 	ok no-console-keys
 else

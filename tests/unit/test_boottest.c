@@ -150,19 +150,30 @@ static void test_serial_cmdline(void **state)
 /* Made with ssh-keygen -t ... -C root@debian; fingerprints from ssh-keygen -l. */
 #define K_ED25519 "AAAAC3NzaC1lZDI1NTE5AAAAIIVjsgeTaMO5C7Mi4cY6aiypZP0FCCu+SrRb5KK3mhYh"
 #define FP_ED25519 "SHA256:1zwanRlOz3uLA19oxCWqxKh94eE2EocsxQvZh82uE9g"
-#define K_ECDSA "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPAB3zNVX8HDsfrYoJZ8bO5CgqvQ5KgxNTjObuAFecB374" \
-		"amsNM/YJGUjz1wDpAOgVdJXayOfQ80bd6xK/w/x2g="
+#define K_ECDSA                                                                                  \
+	"AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPAB3zNVX8HDsfrYoJZ8bO5CgqvQ5Kgx" \
+	"NTjObuAFecB374amsNM/YJGUjz1wDpAOgVdJXayOfQ80bd6xK/w/x2g="
 #define FP_ECDSA "SHA256:WjyJGt1kJX2krPh4qLHUMsA9Q+/Sv7zufKdBMnR3SkY"
-#define K_RSA "AAAAB3NzaC1yc2EAAAADAQABAAABgQC+XOzWETp6RqiHLRHDQKl+QZTAQgaH4lQjic5VwwkfZOHA0H4foa4lxzyPC3SHY3xW" \
-	      "z6WhaxGmBq1yWE1k89N2lsU9CEElpACGV8IraF489zrBBf8jg408VvcU/35LhjZONLdwlaqPRrn1jgge4zehN0jkdZfU9vxo" \
-	      "eslxVf/1xTBIEvnVpzu3x2TMX2sVDi2Jkvii0jgT4C18Cq6sSuhwMQ+lQpwcX/+7YdBUyss4DgOumbW62z9bN+oBHaDgV5erz" \
-	      "HeABs42sQoVdg/jirH/CNbAJkNsaanmYd/iQyXALspfidgQPL6QobNPCdw6ZnfrO20c3QlOrVIcTcdGWP8PwmOV/1YXv0ogJs" \
-	      "03bLr19pQinE8gKgtxzx1UMTkd8njKU6bGydQiBvegQAvEoxnyroCxeuhDf3P18jflSRU9AWhHTwd+oocI1trQHCv3GvBPCcx" \
-	      "trxWp/3/MNb8SkdPZaqW2V0ND3nDWlnjtQHrQA8bkF6JXFhN8RSQLAXIMOEE="
+#define K_RSA                                                                                    \
+	"AAAAB3NzaC1yc2EAAAADAQABAAABgQC+XOzWETp6RqiHLRHDQKl+QZTAQgaH4lQjic5VwwkfZOHA0H4foa4l" \
+	"xzyPC3SHY3xWz6WhaxGmBq1yWE1k89N2lsU9CEElpACGV8IraF489zrBBf8jg408VvcU/35LhjZONLdwlaqP" \
+	"Rrn1jgge4zehN0jkdZfU9vxoeslxVf/1xTBIEvnVpzu3x2TMX2sVDi2Jkvii0jgT4C18Cq6sSuhwMQ+lQpwc" \
+	"X/+7YdBUyss4DgOumbW62z9bN+oBHaDgV5erzHeABs42sQoVdg/jirH/CNbAJkNsaanmYd/iQyXALspfidgQ" \
+	"PL6QobNPCdw6ZnfrO20c3QlOrVIcTcdGWP8PwmOV/1YXv0ogJs03bLr19pQinE8gKgtxzx1UMTkd8njKU6bG" \
+	"ydQiBvegQAvEoxnyroCxeuhDf3P18jflSRU9AWhHTwd+oocI1trQHCv3GvBPCcxtrxWp/3/MNb8SkdPZaqW2" \
+	"V0ND3nDWlnjtQHrQA8bkF6JXFhN8RSQLAXIMOEE="
 #define FP_RSA "SHA256:TLun/nGnV2cXnEzpxQqQbiK3iRzGC+kzcth2QHAVx0I"
 /* Another ed25519 key: what an impostor's sshd would hold. */
 #define K_FORGED "AAAAC3NzaC1lZDI1NTE5AAAAIJFbmHW7hq08pdhSgidpD1doMeL7XpltRNkHiON041ZO"
 #define FP_FORGED "SHA256:XYpO0B8rqMuyDXV59aCwQX7LrbSFTUITm3t0M+Atih0"
+
+#define FP_BEGIN "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
+#define FP_END "-----END SSH HOST KEY FINGERPRINTS-----\n"
+#define KEYS_BEGIN "-----BEGIN SSH HOST KEY KEYS-----\n"
+#define KEYS_END "-----END SSH HOST KEY KEYS-----\n"
+#define FP_BLOCK(lines) FP_BEGIN lines FP_END
+#define KEY_BLOCK(lines) KEYS_BEGIN lines KEYS_END
+#define FP_LINE(bits, fp, type) bits " " fp " root@debian (" type ")\n"
 
 static void test_key_fingerprint(void **state)
 {
@@ -238,19 +249,17 @@ static void test_console_hostkeys(void **state)
  * the block printed twice (a second boot): the last one counts. */
 static void test_console_hostkeys_prefixes(void **state)
 {
+#define J "[   20.5] prep-instance[412]: "
 	static const char console[] =
-		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
-		"256 " FP_FORGED " root@old (ED25519)\n"
-		"-----END SSH HOST KEY FINGERPRINTS-----\n"
-		"-----BEGIN SSH HOST KEY KEYS-----\n"
-		"ssh-ed25519 " K_FORGED " root@old\n"
-		"-----END SSH HOST KEY KEYS-----\n"
-		"[   20.5] prep-instance[412]: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n"
-		"[   20.5] prep-instance[412]: 256 " FP_ED25519 " root@debian (ED25519)\n"
-		"[   20.5] prep-instance[412]: -----END SSH HOST KEY FINGERPRINTS-----\n"
-		"[   20.5] prep-instance[412]: -----BEGIN SSH HOST KEY KEYS-----\n"
-		"[   20.5] prep-instance[412]: ssh-ed25519 " K_ED25519 "\n"
-		"[   20.5] prep-instance[412]: -----END SSH HOST KEY KEYS-----\n";
+		FP_BLOCK("256 " FP_FORGED " root@old (ED25519)\n")
+		KEY_BLOCK("ssh-ed25519 " K_FORGED " root@old\n")
+		J FP_BEGIN
+		J "256 " FP_ED25519 " root@debian (ED25519)\n"
+		J FP_END
+		J KEYS_BEGIN
+		J "ssh-ed25519 " K_ED25519 "\n"
+		J KEYS_END;
+#undef J
 	struct boottest_hostkeys k = { 0 };
 	struct af_error *err = NULL;
 	assert_int_equal(boottest_console_hostkeys(console, &k, &err), 1);
@@ -267,13 +276,11 @@ static void test_console_hostkeys_missing(void **state)
 		"",
 		"[    0.000000] Linux version 6.1.0-18-amd64\r\nDebian GNU/Linux 12 debian ttyS0\r\n",
 		/* the fingerprints, not yet the keys */
-		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 " FP_ED25519 " root@debian (ED25519)\n"
-		"-----END SSH HOST KEY FINGERPRINTS-----\n",
+		FP_BLOCK(FP_LINE("256", FP_ED25519, "ED25519")),
 		/* the keys block still being written */
-		"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 " FP_ED25519 " root@debian (ED25519)\n"
-		"-----END SSH HOST KEY FINGERPRINTS-----\n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 " K_ED25519,
+		FP_BLOCK(FP_LINE("256", FP_ED25519, "ED25519")) KEYS_BEGIN "ssh-ed25519 " K_ED25519,
 		/* keys without fingerprints */
-		"-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 " K_ED25519 "\n-----END SSH HOST KEY KEYS-----\n",
+		KEY_BLOCK("ssh-ed25519 " K_ED25519 "\n"),
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		struct boottest_hostkeys k = { 0 };
@@ -284,8 +291,18 @@ static void test_console_hostkeys_missing(void **state)
 	}
 }
 
-#define FP_BLOCK(lines) "-----BEGIN SSH HOST KEY FINGERPRINTS-----\n" lines "-----END SSH HOST KEY FINGERPRINTS-----\n"
-#define KEY_BLOCK(lines) "-----BEGIN SSH HOST KEY KEYS-----\n" lines "-----END SSH HOST KEY KEYS-----\n"
+/* Console text that must be refused: -1 and a message containing WANT. */
+static void refused(const char *console, const char *want)
+{
+	struct boottest_hostkeys k = { 0 };
+	struct af_error *err = NULL;
+	assert_int_equal(boottest_console_hostkeys(console, &k, &err), -1);
+	assert_int_equal(k.n, 0);
+	assert_non_null(err);
+	if (!strstr(af_error_msg(err), want))
+		fail_msg("'%s' does not contain '%s'", af_error_msg(err), want);
+	af_error_free(err);
+}
 
 /* A printed key whose fingerprint was not printed is never trusted. */
 static void test_console_hostkeys_forged(void **state)
@@ -294,11 +311,11 @@ static void test_console_hostkeys_forged(void **state)
 	struct af_error *err = NULL;
 
 	/* A forged ed25519 key next to the real ecdsa one: only the ecdsa one is kept. */
-	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ECDSA " root@debian (ECDSA)\n"
-							    "256 " FP_ED25519 " root@debian (ED25519)\n")
-							   KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"
-								     "ecdsa-sha2-nistp256 " K_ECDSA " root@debian\n"),
-						   &k, &err), 1);
+	static const char forged_and_real[] =
+		FP_BLOCK(FP_LINE("256", FP_ECDSA, "ECDSA") FP_LINE("256", FP_ED25519, "ED25519"))
+		KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"
+			  "ecdsa-sha2-nistp256 " K_ECDSA " root@debian\n");
+	assert_int_equal(boottest_console_hostkeys(forged_and_real, &k, &err), 1);
 	assert_int_equal(k.n, 1);
 	assert_int_equal(k.rejected, 1);
 	assert_string_equal(k.keys[0].type, "ecdsa-sha2-nistp256");
@@ -307,35 +324,23 @@ static void test_console_hostkeys_forged(void **state)
 	free(algs);
 	boottest_hostkeys_release(&k);
 
-	/* Only a forged key: refused with a message. */
-	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n")
-							   KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"),
-						   &k, &err), -1);
-	assert_string_equal(af_error_msg(err), "none of the 1 public key(s) the guest printed on its console matches "
-					       "a printed fingerprint: refusing to trust them");
-	assert_int_equal(k.n, 0);
-	af_error_clear(&err);
-
+	/* Only a forged key. */
+	refused(FP_BLOCK(FP_LINE("256", FP_ED25519, "ED25519"))
+		KEY_BLOCK("ssh-ed25519 " K_FORGED " root@debian\n"),
+		"none of the 1 public key(s) the guest printed on its console matches a printed "
+		"fingerprint: refusing to trust them");
 	/* The real key relabelled as another type, and a cut key. */
-	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n")
-							   KEY_BLOCK("ssh-rsa " K_ED25519 " root@debian\n"
-								     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIVjsgeTaMO5\n"),
-						   &k, &err), -1);
-	assert_non_null(strstr(af_error_msg(err), "none of the 2 public key(s)"));
-	af_error_clear(&err);
-
+	refused(FP_BLOCK(FP_LINE("256", FP_ED25519, "ED25519"))
+		KEY_BLOCK("ssh-rsa " K_ED25519 " root@debian\n"
+			  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIVjsgeTaMO5\n"),
+		"none of the 2 public key(s)");
 	/* MD5 fingerprints only: nothing to check against. */
-	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 MD5:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0 x (ED25519)\n")
-							   KEY_BLOCK("ssh-ed25519 " K_ED25519 "\n"),
-						   &k, &err), -1);
-	assert_non_null(strstr(af_error_msg(err), "holds no SHA256 fingerprint"));
-	af_error_clear(&err);
-
+	refused(FP_BLOCK("256 MD5:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0 x (ED25519)\n")
+		KEY_BLOCK("ssh-ed25519 " K_ED25519 "\n"),
+		"holds no SHA256 fingerprint");
 	/* An empty keys block. */
-	assert_int_equal(boottest_console_hostkeys(FP_BLOCK("256 " FP_ED25519 " root@debian (ED25519)\n") KEY_BLOCK(""),
-						   &k, &err), -1);
-	assert_string_equal(af_error_msg(err), "the console's host keys block holds no public key");
-	af_error_clear(&err);
+	refused(FP_BLOCK(FP_LINE("256", FP_ED25519, "ED25519")) KEY_BLOCK(""),
+		"the console's host keys block holds no public key");
 }
 
 /* QEMU's `info usernet` (QMP human-monitor-command) after hostfwd port 0. */
@@ -352,7 +357,8 @@ static void test_usernet_port(void **state)
 	assert_int_equal(boottest_usernet_port(usernet, 22, &port, &err), 0);
 	assert_int_equal(port, 39521);
 	assert_int_equal(boottest_usernet_port(usernet, 2222, &port, &err), -1);
-	assert_string_equal(af_error_msg(err), "QEMU's 'info usernet' shows no host forward to guest port 2222");
+	assert_string_equal(af_error_msg(err),
+			    "QEMU's 'info usernet' shows no host forward to guest port 2222");
 	af_error_clear(&err);
 	assert_int_equal(boottest_usernet_port("Hub -1 (net0):\r\n", 22, &port, &err), -1);
 	af_error_clear(&err);
