@@ -476,7 +476,8 @@ static void jail_keeper_pasta(int sync_fd, int report_fd, pid_t *pasta)
 /* The init in a new PID namespace, made with fork() (see namespace.c for
  * why not a raw clone), after which the keeper returns to its own PID
  * namespace: pasta, its next child, must not be inside the jail's. */
-static pid_t jail_fork_init(const struct spawn_opts *o, int report_fd, const int sv[2], struct af_error **err)
+static pid_t jail_fork_init(const struct spawn_opts *o, int report_fd, const int sv[2], const int out[2],
+			    struct af_error **err)
 {
 	_cleanup_fd_ int own = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	pid_t pid;
@@ -488,6 +489,10 @@ static pid_t jail_fork_init(const struct spawn_opts *o, int report_fd, const int
 	errsv = errno;
 	if (pid == 0) {
 		close(sv[0]);
+		if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(out[1], STDERR_FILENO) < 0)
+			_exit(127);
+		close(out[0]);
+		close(out[1]);
 		jail_init(o, report_fd, sv[1]);
 	}
 	if (setns(own, CLONE_NEWPID) < 0) {
@@ -503,10 +508,26 @@ static pid_t jail_fork_init(const struct spawn_opts *o, int report_fd, const int
 	return pid;
 }
 
+/* Copies what the jail writes to the keeper's stdout (the log) until every
+ * process in the jail has let go of the pipe. */
+static void jail_copy_output(int fd)
+{
+	char buf[16384];
+	ssize_t n;
+
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || write_all(STDOUT_FILENO, buf, (size_t)n) < 0)
+			break;
+	}
+	close(fd);
+}
+
 _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd)
 {
 	struct af_error *err = NULL;
-	int sv[2];
+	int sv[2], out[2];
 	pid_t init, pasta = -1;
 	int status = 0;
 
@@ -514,12 +535,21 @@ _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd)
 		af_error_set(&err, errno, "cannot create the jail's socket pair");
 		jail_fail(report_fd, err);
 	}
-	init = jail_fork_init(o, report_fd, sv, &err);
+	/* The jail writes into a pipe the keeper copies to the log: given the
+	 * log file itself, a command (with CAP_FOWNER and CAP_CHOWN) could
+	 * fchmod or fchown the host's file through its stdout. */
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		af_error_set(&err, errno, "cannot create the jail's output pipe");
+		jail_fail(report_fd, err);
+	}
+	init = jail_fork_init(o, report_fd, sv, out, &err);
 	if (init < 0)
 		jail_fail(report_fd, err);
 	close(sv[1]);
+	close(out[1]);
 	if (o->network)
 		jail_keeper_pasta(sv[0], report_fd, &pasta);
+	jail_copy_output(out[0]);
 	while (waitpid(init, &status, 0) < 0 && errno == EINTR)
 		;
 	/* Open until now: its hang-up tells the init that the keeper died. */

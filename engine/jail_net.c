@@ -207,7 +207,9 @@ pid_t jail_pasta_start(pid_t host_pid, int log_fd, struct af_error **err)
 			dup2(log_fd, STDOUT_FILENO);
 			dup2(log_fd, STDERR_FILENO);
 		}
-		execvp(argv[0], argv);
+		/* Nothing of the engine's environment (credentials) reaches it. */
+		char *const env[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+		execvpe(argv[0], argv, env);
 		dprintf(STDERR_FILENO, "amiforge: cannot run pasta: %s; install the passt package\n",
 			strerror(errno));
 		_exit(127);

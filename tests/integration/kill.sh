@@ -38,9 +38,13 @@ check no-leaks-after-debootstrap-kill no_leaks "$S"
 "$AMIFORGE" build "$R" --state "$S" --set SLEEP=120 >"$WORK/k2.out" 2>&1 &
 pid=$!
 if wait_stage $pid nap 2; then
-	# the stage's sleep, chrooted into the image mounted under STATE
+	# the stage's sleep, jailed in the image: a descendant of the build
 	for p in $(pgrep -x sleep); do
-		case "$(readlink /proc/$p/root)" in "$S"*) sleeper=$p ;; esac
+		q=$p
+		while [ "$q" -gt 1 ] && [ "$q" != "$pid" ]; do
+			q=$(awk '/^PPid:/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 1)
+		done
+		[ "$q" = "$pid" ] && sleeper=$p
 	done
 	kill -KILL $pid; wait $pid 2>/dev/null
 	ok kill-run

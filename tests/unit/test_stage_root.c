@@ -342,21 +342,32 @@ static void test_run(void **state)
 {
 	REQUIRE_ROOT();
 	struct fixture *f = *state;
-	/* The host's own root is a ready chroot with /bin/sh. */
-	expect_ok(run_stage(f, "run", "{\"command\": \"test \\\"$FOO\\\" = bar\", \"env\": {\"FOO\": \"bar\"}}", NULL, "/"));
-	expect_ok(run_stage(f, "run", "{\"command\": [\"true\"]}", NULL, "/"));
-	expect_error(run_stage(f, "run", "{\"command\": \"exit 3\"}", NULL, "/"), "exited with status 3");
-	expect_error(run_stage(f, "run", "{\"command\": \"test \\\"${PASS:-0}\\\" = 1\"}", NULL, "/"),
+	/* A minimal image: sh and true with their libraries (the jail pivots
+	 * into it, so it cannot be the host's own root). */
+	char *root = path_join(f->dir, "image");
+	char *cmd = xasprintf("set -e; R='%s'; mkdir -p \"$R/bin\" \"$R/tmp\"; "
+			      "for b in sh true; do p=$(which $b); cp -L \"$p\" \"$R/bin/$b\"; "
+			      "for l in $(ldd \"$p\" | grep -o '/[^ ]*'); do "
+			      "mkdir -p \"$R$(dirname $l)\"; cp -L \"$l\" \"$R$l\"; done; done", root);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+	expect_ok(run_stage(f, "run", "{\"command\": \"test \\\"$FOO\\\" = bar\", \"env\": {\"FOO\": \"bar\"}}", NULL, root));
+	expect_ok(run_stage(f, "run", "{\"command\": [\"true\"]}", NULL, root));
+	expect_error(run_stage(f, "run", "{\"command\": \"exit 3\"}", NULL, root), "exited with status 3");
+	expect_error(run_stage(f, "run", "{\"command\": \"test \\\"${PASS:-0}\\\" = 1\"}", NULL, root),
 		     "command 'test \"${PASS:-0}\" = 1'");
 	char *script = path_join(f->dir, "setup.sh");
 	const char *body = "#!/bin/sh\ncase \"$0\" in /tmp/amiforge-run-*) exit 0;; esac\nexit 9\n";
 	assert_int_equal(write_file_atomic(script, body, strlen(body), 0644, NULL), 0);
 	char *p = xasprintf("{\"script\": \"%s\"}", script);
-	expect_ok(run_stage(f, "run", p, NULL, "/"));
+	expect_ok(run_stage(f, "run", p, NULL, root));
 	glob_t gl;
-	assert_int_equal(glob("/tmp/amiforge-run-*", 0, NULL, &gl), GLOB_NOMATCH);
+	char *pattern = path_join(root, "tmp/amiforge-run-*");
+	assert_int_equal(glob(pattern, 0, NULL, &gl), GLOB_NOMATCH);
+	free(pattern);
 	free(p);
 	free(script);
+	free(root);
 }
 
 int main(void)
