@@ -34,16 +34,6 @@ static const char policy_rc_d[] = "#!/bin/sh\n# amiforge: no service starts whil
 static const char resolv_placeholder[] = "# amiforge: a jailed command with network sees its resolver here\n";
 #define RESOLV_SAVED "resolv.conf.amiforge-saved"
 
-struct fdpath {
-	char s[32];
-};
-
-static struct fdpath fd_path(int fd)
-{
-	struct fdpath p;
-	snprintf(p.s, sizeof(p.s), "/proc/self/fd/%d", fd);
-	return p;
-}
 
 /* Without openat2 (Linux before 5.6, valgrind before 3.22): one component
  * at a time, refusing every symlink and "..". */

@@ -35,33 +35,13 @@
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
-extern char **environ;
-
 #define JAIL_HOSTNAME "localhost"
 /* The read-only host directories a host-view jail shows. */
 static const char *const jail_host_dirs[] = { "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt" };
 /* Fresh, empty and writable in a host-view jail. */
 static const char *const jail_host_tmpfs[] = { "tmp", "var", "run", "root", "home" };
 
-static char *const jail_default_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"LANG=C.UTF-8",
-	"DEBIAN_FRONTEND=noninteractive",
-	"HOME=/root",
-	"TERM=dumb",
-	NULL,
-};
 
-struct fdpath {
-	char s[32];
-};
-
-static struct fdpath jail_fd_path(int fd)
-{
-	struct fdpath p;
-	snprintf(p.s, sizeof(p.s), "/proc/self/fd/%d", fd);
-	return p;
-}
 
 static void jail_send(int fd, int kind, int errnum, const char *msg)
 {
@@ -123,7 +103,7 @@ static int jail_bind_dir(int newroot, const char *dir, int src, uint64_t attrs, 
 	if (mkdir_p_at(newroot, dir, 0755) < 0)
 		return af_error_set(err, errno, "cannot create '%s' in the jail", dir);
 	dst = openat(newroot, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dst < 0 || mount(jail_fd_path(src).s, jail_fd_path(dst).s, NULL, MS_BIND | MS_REC, NULL) < 0)
+	if (dst < 0 || mount(fd_path(src).s, fd_path(dst).s, NULL, MS_BIND | MS_REC, NULL) < 0)
 		return af_error_set(err, errno, "cannot bind '/%s' into the jail", dir);
 	if (!attrs)
 		return 0;
@@ -156,9 +136,9 @@ static int jail_mask_secrets(int dirfd, const char *rel, int depth, struct af_er
 			continue;
 		if (!(st.st_mode & S_IROTH)) {
 			int r = S_ISDIR(st.st_mode)
-					? mount("tmpfs", jail_fd_path(e).s, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
+					? mount("tmpfs", fd_path(e).s, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
 						"mode=0700,size=4k")
-					: mount("/dev/null", jail_fd_path(e).s, NULL, MS_BIND, NULL);
+					: mount("/dev/null", fd_path(e).s, NULL, MS_BIND, NULL);
 			if (r < 0)
 				return af_error_set(err, errno, "cannot mask '%s' in the jail", path);
 		} else if (S_ISDIR(st.st_mode) && depth < 4) {
@@ -233,7 +213,7 @@ static int jail_host_view(const struct spawn_opts *o, int rootfd, const int *wfd
 		_cleanup_fd_ int d = -1;
 		if (mkdirat(newroot, jail_host_tmpfs[i], 0755) < 0 ||
 		    (d = openat(newroot, jail_host_tmpfs[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
-		    mount("tmpfs", jail_fd_path(d).s, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64m") < 0)
+		    mount("tmpfs", fd_path(d).s, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64m") < 0)
 			return af_error_set(err, errno, "cannot mount a tmpfs on '/%s' in the jail", jail_host_tmpfs[i]);
 	}
 	{
@@ -370,30 +350,9 @@ static int jail_net(const struct spawn_opts *o, int sync_fd, struct af_error **e
 	return jail_net_wait(err);
 }
 
-static void jail_reset_signals(void)
-{
-	sigset_t none;
-
-	for (int s = 1; s < NSIG; s++) {
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
-	}
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
 static _Noreturn void jail_exec(const struct spawn_opts *o, int report_fd)
 {
-	jail_reset_signals();
-	/* Nothing of the engine (journal, lock, image fds) reaches the command;
-	 * the report pipe closes itself on exec. */
-	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != report_fd)
-				close(fd);
-	}
-	environ = (char **)(o->env ? o->env : jail_default_env);
-	execvp(o->argv[0], o->argv);
+	spawn_exec(o, report_fd);
 	jail_send(report_fd, JAIL_REPORT_EXEC, errno, NULL);
 	_exit(127);
 }

@@ -80,23 +80,28 @@ static _Noreturn void spawn_child(const struct spawn_opts *o, pid_t parent, int 
 	setsid();  /* its own process group: the deadline kills all of it */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(127);
-	child_reset_signals();
 	if (child_stdio(o) < 0)
 		child_fail(pipefd, JAIL_REPORT_SETUP, "cannot set up stdin and stdout");
 	if (o->chroot)
 		jail_keeper(o, pipefd);
+	spawn_exec(o, pipefd);
+	child_fail(pipefd, JAIL_REPORT_EXEC, "");
+}
+
+void spawn_exec(const struct spawn_opts *o, int keep_fd)
+{
+	child_reset_signals();
 	/* Nothing of the engine (journal, lock, image fds) leaks into the
-	 * command; the pipe closes itself on exec. */
+	 * command; the report pipe closes itself on exec. */
 	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
 		for (int fd = 3; fd < 1024; fd++)
-			if (fd != pipefd)
+			if (fd != keep_fd)
 				close(fd);
 	}
 	/* execvpe() would search the engine's PATH; execvp() searches the
 	 * command's once environ is replaced. */
 	environ = (char **)(o->env ? o->env : default_env);
 	execvp(o->argv[0], o->argv);
-	child_fail(pipefd, JAIL_REPORT_EXEC, "");
 }
 
 static int pidfd_open_compat(pid_t pid)

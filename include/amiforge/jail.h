@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/capability.h>
 #include <sys/types.h>
 
@@ -44,6 +45,24 @@ struct jail_report {
  * the command's exit status.  Anything that goes wrong is written as a
  * struct jail_report on REPORT_FD. */
 _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd);
+
+/* "/proc/self/fd/N": how a mount or bind is aimed at exactly the fd that
+ * was checked (chroot.c, jail.c). */
+struct fdpath {
+	char s[32];
+};
+static inline struct fdpath fd_path(int fd)
+{
+	struct fdpath p;
+	snprintf(p.s, sizeof(p.s), "/proc/self/fd/%d", fd);
+	return p;
+}
+
+/* In a forked child (spawn.c, the jail's init): default signal dispositions
+ * and an empty mask, every fd above 2 closed on exec (KEEP_FD, the report
+ * pipe, too: it is O_CLOEXEC), the command's environment (O->env or the
+ * cleared default), execvp.  Returns only if exec failed (errno set). */
+void spawn_exec(const struct spawn_opts *o, int keep_fd);
 
 /* ---- pieces, exported for the unit tests ---- */
 
