@@ -28,13 +28,11 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#include <blkid.h>
-#include <et/com_err.h>
-#include <ext2fs/ext2fs.h>
 
 #include "amiforge/grublegacy.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/extfs.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
@@ -181,24 +179,14 @@ static int boot_pvgrub_check_super(struct ext2_super_block *sb, struct af_error 
 	return -1;
 }
 
-static void boot_close_fs(ext2_filsys *fs)
-{
-	if (*fs)
-		ext2fs_close_free(fs);
-}
-
 static int boot_pvgrub_check_fs(const char *image, uint64_t offset, const char *fstype, struct af_error **err)
 {
 	if (fstype && strcmp(fstype, "ext2") && strcmp(fstype, "ext3") && strcmp(fstype, "ext4"))
 		return af_error_set(err, 0, "PV-GRUB support here covers ext2/3/4 only, the root filesystem is %s; make it with mkfs {type: ext4, pvgrub_compatible: true}",
 				    fstype);
-	__attribute__((cleanup(boot_close_fs))) ext2_filsys fs = NULL;
-	char io_opts[64];
-	snprintf(io_opts, sizeof(io_opts), "offset=%" PRIu64, offset);
-	errcode_t rc = ext2fs_open2(image, io_opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
-	if (rc)
-		return af_error_set(err, 0, "open the root filesystem in '%s' at offset %" PRIu64 ": %s", image, offset,
-				    error_message(rc));
+	_cleanup_ext2fs_ ext2_filsys fs = NULL;
+	if (extfs_open_at(image, offset, 0, &fs, err) < 0)
+		return af_error_wrap(err, "open the root filesystem");
 	return boot_pvgrub_check_super(fs->super, err);
 }
 
@@ -417,25 +405,15 @@ static int boot_root_dev(const struct stage_ctx *ctx, struct boot_devs *devs, st
 	return 0;
 }
 
-static void boot_free_probe(blkid_probe *pr)
-{
-	if (*pr)
-		blkid_free_probe(*pr);
-}
-
 /* The ESP's filesystem type as libblkid reads it, or NULL. */
 static char *boot_probe_type(const char *image, uint64_t off, uint64_t size)
 {
-	_cleanup_fd_ int fd = open(image, O_RDONLY | O_CLOEXEC);
-	__attribute__((cleanup(boot_free_probe))) blkid_probe pr = fd >= 0 ? blkid_new_probe() : NULL;
-	const char *v = NULL;
-	if (!pr || blkid_probe_set_device(pr, fd, (blkid_loff_t)off, (blkid_loff_t)size) < 0)
+	struct extfs_probe p = { 0 };
+	if (extfs_probe_range(image, off, size, &p, NULL) < 0)
 		return NULL;
-	blkid_probe_enable_superblocks(pr, 1);
-	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
-	if (blkid_do_safeprobe(pr) != 0 || blkid_probe_lookup_value(pr, "TYPE", &v, NULL) < 0 || !v)
-		return NULL;
-	return xstrdup(v);
+	char *type = steal_pointer(&p.type);
+	extfs_probe_release(&p);
+	return type;
 }
 
 /* The ESP's byte range, checked to hold a FAT filesystem. */

@@ -7,10 +7,10 @@
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
-#include <blkid.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/extfs.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
@@ -73,33 +73,16 @@ static char *fstab_render(const json_t *params, const char *root_spec, const cha
 	return strbuf_detach(&sb);
 }
 
-static void fstab_free_probe(blkid_probe *pr)
-{
-	if (*pr)
-		blkid_free_probe(*pr);
-}
-
 /* LABEL and UUID of the filesystem at [offset, offset+size) of IMAGE. */
 static int fstab_probe(const char *image, uint64_t offset, uint64_t size, char **label, char **uuid,
 		       struct af_error **err)
 {
-	_cleanup_fd_ int fd = open(image, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return af_error_set(err, errno, "open '%s'", image);
-	__attribute__((cleanup(fstab_free_probe))) blkid_probe pr = blkid_new_probe();
-	if (!pr)
-		BUG("out of memory");
-	if (blkid_probe_set_device(pr, fd, (blkid_loff_t)offset, (blkid_loff_t)size) < 0)
-		return af_error_set(err, 0, "probe '%s' at offset %" PRIu64 ": cannot set up libblkid", image, offset);
-	blkid_probe_enable_superblocks(pr, 1);
-	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID | BLKID_SUBLKS_TYPE);
-	if (blkid_do_safeprobe(pr) != 0)
-		return af_error_set(err, 0, "libblkid finds no filesystem at offset %" PRIu64 " of '%s'; run mkfs first",
-				    offset, image);
-	const char *v = NULL;
-	*label = blkid_probe_lookup_value(pr, "LABEL", &v, NULL) == 0 && v ? xstrdup(v) : NULL;
-	v = NULL;
-	*uuid = blkid_probe_lookup_value(pr, "UUID", &v, NULL) == 0 && v ? xstrdup(v) : NULL;
+	struct extfs_probe p = { 0 };
+	if (extfs_probe_range(image, offset, size, &p, err) < 0)
+		return err && af_error_errno(*err) == ENOENT ? af_error_hint(err, "run mkfs first") : -1;
+	*label = steal_pointer(&p.label);
+	*uuid = steal_pointer(&p.uuid);
+	extfs_probe_release(&p);
 	return 0;
 }
 

@@ -17,12 +17,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <blkid.h>
-#include <et/com_err.h>
 #include <ext2fs/ext2fs.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/extfs.h"
 #include "amiforge/grublegacy.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
@@ -241,22 +240,12 @@ static int mkfs_run_mke2fs(const struct stage_ctx *ctx, const struct mkfs_opts *
 	return 0;
 }
 
-static void mkfs_close_fs(ext2_filsys *fs)
-{
-	if (*fs)
-		ext2fs_close_free(fs);
-}
-
 /* Opens what mke2fs wrote with libext2fs and checks it against the request. */
 static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, struct af_error **err)
 {
-	__attribute__((cleanup(mkfs_close_fs))) ext2_filsys fs = NULL;
-	char io_opts[64];
-	snprintf(io_opts, sizeof(io_opts), "offset=%" PRIu64, o->offset);
-	errcode_t rc = ext2fs_open2(image, io_opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
-	if (rc)
-		return af_error_set(err, 0, "open the new filesystem in '%s' at offset %" PRIu64 ": %s", image, o->offset,
-				    error_message(rc));
+	_cleanup_ext2fs_ ext2_filsys fs = NULL;
+	if (extfs_open_at(image, o->offset, 0, &fs, err) < 0)
+		return af_error_wrap(err, "open the new filesystem");
 	struct ext2_super_block *sb = fs->super;
 	char label[MKFS_LABEL_MAX + 1] = { 0 };
 	memcpy(label, sb->s_volume_name, MKFS_LABEL_MAX);
@@ -285,39 +274,21 @@ static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, stru
 	return 0;
 }
 
-static void mkfs_free_probe(blkid_probe *pr)
-{
-	if (*pr)
-		blkid_free_probe(*pr);
-}
-
 /* libblkid's view is what fstab and the bootloader will use: it must agree. */
 static int mkfs_verify_blkid(const char *image, const struct mkfs_opts *o, struct af_error **err)
 {
-	_cleanup_fd_ int fd = open(image, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return af_error_set(err, errno, "open '%s'", image);
-	__attribute__((cleanup(mkfs_free_probe))) blkid_probe pr = blkid_new_probe();
-	if (!pr)
-		BUG("out of memory");
-	if (blkid_probe_set_device(pr, fd, (blkid_loff_t)o->offset, (blkid_loff_t)o->size) < 0)
-		return af_error_set(err, 0, "probe '%s' at offset %" PRIu64 ": cannot set up libblkid", image, o->offset);
-	blkid_probe_enable_superblocks(pr, 1);
-	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE | BLKID_SUBLKS_LABEL | BLKID_SUBLKS_UUID);
-	int rc = blkid_do_safeprobe(pr);
-	if (rc != 0)
-		return af_error_set(err, 0, "libblkid finds %s at offset %" PRIu64 " of '%s'",
-				    rc == 1 ? "no filesystem" : "ambiguous signatures", o->offset, image);
+	struct extfs_probe p = { 0 };
+	if (extfs_probe_range(image, o->offset, o->size, &p, err) < 0)
+		return -1;
 	const char *want[][2] = { { "TYPE", o->type }, { "LABEL", o->label }, { "UUID", o->uuid } };
-	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		const char *v = NULL;
-		if (blkid_probe_lookup_value(pr, want[i][0], &v, NULL) < 0 || !v)
-			v = "";
-		if (strcasecmp(v, want[i][1]) != 0)
-			return af_error_set(err, 0, "libblkid reads %s='%s' on the new filesystem, expected '%s'", want[i][0],
-					    v, want[i][1]);
-	}
-	return 0;
+	const char *got[] = { p.type, p.label, p.uuid };
+	int rc = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(want) && rc == 0; i++)
+		if (strcasecmp(got[i] ? got[i] : "", want[i][1]) != 0)
+			rc = af_error_set(err, 0, "libblkid reads %s='%s' on the new filesystem, expected '%s'",
+					  want[i][0], got[i] ? got[i] : "", want[i][1]);
+	extfs_probe_release(&p);
+	return rc;
 }
 
 /* ---- the EFI system partition (esp_fstype) ----

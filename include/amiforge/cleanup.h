@@ -61,4 +61,16 @@ static inline int steal_fd(int *fd)
 	return v;
 }
 
+/* Library handles whose headers are too heavy to pull into every file
+ * (ext2fs.h defines struct field macros such as i_uid_high): the types are
+ * declared opaque here, the helpers live in engine/extfs.c.  The ext2_filsys
+ * helper calls ext2fs_close_free, which also flushes a filesystem opened
+ * read-write: close it explicitly, and check it, on the success path. */
+struct struct_ext2_filsys;
+struct blkid_struct_probe;
+void cleanup_ext2fsp(struct struct_ext2_filsys **fs);
+void cleanup_blkid_probep(struct blkid_struct_probe **pr);
+#define _cleanup_ext2fs_ __attribute__((cleanup(cleanup_ext2fsp)))
+#define _cleanup_blkid_probe_ __attribute__((cleanup(cleanup_blkid_probep)))
+
 #endif
