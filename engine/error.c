@@ -2,8 +2,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/err.h>
 #include <string.h>
 
+#include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/util.h"
 
@@ -63,6 +65,22 @@ int af_error_hint(struct af_error **err, const char *fmt, ...)
 	free((*err)->msg);
 	(*err)->msg = msg;
 	return -1;
+}
+
+int af_error_openssl(struct af_error **err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	_cleanup_free_ char *msg = vformat(fmt, ap);
+	va_end(ap);
+	/* The last entry is the outermost failure; the earlier ones are
+	 * OpenSSL's own call chain. */
+	unsigned long e = ERR_peek_last_error();
+	char buf[256] = "";
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return af_error_set(err, 0, "%s%s%s", msg, e ? ": " : "", buf);
 }
 
 int af_error_errno(const struct af_error *err)

@@ -30,6 +30,13 @@ int af_error_wrap(struct af_error **err, const char *fmt, ...)
 int af_error_hint(struct af_error **err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* af_error_set() for a failed OpenSSL call: the message gets ": " and the
+ * text of the last error on OpenSSL's thread-local queue (if any), and the
+ * queue is cleared so that a stale entry never shows up in a later message.
+ * Returns -1 always. */
+int af_error_openssl(struct af_error **err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 int af_error_errno(const struct af_error *err);
 const char *af_error_msg(const struct af_error *err);
 void af_error_free(struct af_error *err);
