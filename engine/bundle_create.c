@@ -18,7 +18,6 @@
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +25,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -43,34 +41,6 @@
 #define BZ_CHUNK (1u << 20)
 #define BZ_DICT 32768
 #define BZ_RECORD 10240  /* GNU tar's default record: 20 blocks */
-
-char *bundle_hex(const unsigned char *data, size_t n)
-{
-	static const char digits[] = "0123456789abcdef";
-	char *s = xmalloc(2 * n + 1);
-	for (size_t i = 0; i < n; i++) {
-		s[2 * i] = digits[data[i] >> 4];
-		s[2 * i + 1] = digits[data[i] & 15];
-	}
-	s[2 * n] = '\0';
-	return s;
-}
-
-int bundle_ssl_error(struct af_error **err, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	_cleanup_free_ char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
-	va_end(ap);
-	unsigned long e = ERR_peek_last_error();
-	char buf[256] = "";
-	if (e)
-		ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	return af_error_set(err, 0, "%s%s%s", msg ? msg : "openssl", e ? ": " : "", buf);
-}
 
 void bundle_result_release(struct bundle_result *r)
 {
@@ -366,7 +336,7 @@ static int bz_part_close(struct bz_out *o, struct af_error **err)
 	unsigned mdlen = 0;
 	EVP_DigestFinal_ex(o->part_md, md, &mdlen);
 	o->digests = xreallocarray(o->digests, o->n_parts + 1, sizeof(*o->digests));
-	o->digests[o->n_parts++] = bundle_hex(md, mdlen);
+	o->digests[o->n_parts++] = hex_encode_dup(md, mdlen);
 	int r = close(o->fd);
 	o->fd = -1;
 	if (r < 0)
@@ -407,7 +377,7 @@ static int bz_encrypt(struct bz_out *o, const unsigned char *data, size_t n, str
 	}
 	int outl = 0;
 	if (EVP_EncryptUpdate(o->cipher, o->buf, &outl, data, (int)n) != 1)
-		return bundle_ssl_error(err, "aes-128-cbc encryption failed");
+		return af_error_openssl(err, "aes-128-cbc encryption failed");
 	return bz_write_parts(o, o->buf, (size_t)outl, err);
 }
 
@@ -416,7 +386,7 @@ static int bz_finish(struct bz_out *o, struct af_error **err)
 	unsigned char tail[32];
 	int outl = 0;
 	if (EVP_EncryptFinal_ex(o->cipher, tail, &outl) != 1)
-		return bundle_ssl_error(err, "aes-128-cbc encryption failed");
+		return af_error_openssl(err, "aes-128-cbc encryption failed");
 	if (bz_write_parts(o, tail, (size_t)outl, err) < 0)
 		return -1;
 	return bz_part_close(o, err);
@@ -503,7 +473,7 @@ static EVP_PKEY *bz_cert_pubkey(const char *path, struct af_error **err)
 	}
 	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
 	if (!x) {
-		bundle_ssl_error(err, "'%s' is not a PEM X.509 certificate", path);
+		af_error_openssl(err, "'%s' is not a PEM X.509 certificate", path);
 		return NULL;
 	}
 	EVP_PKEY *k = X509_get_pubkey(x);
@@ -526,10 +496,10 @@ static char *bz_wrap(EVP_PKEY *k, const char *text, const char *what, struct af_
 		  EVP_PKEY_encrypt(c, out, &outlen, (const unsigned char *)text, strlen(text)) == 1;
 	EVP_PKEY_CTX_free(c);
 	if (!ok) {
-		bundle_ssl_error(err, "wrap the bundle key for %s", what);
+		af_error_openssl(err, "wrap the bundle key for %s", what);
 		return NULL;
 	}
-	return bundle_hex(out, outlen);
+	return hex_encode_dup(out, outlen);
 }
 
 static char *bz_sign(const char *key_path, const char *data, struct af_error **err)
@@ -541,7 +511,7 @@ static char *bz_sign(const char *key_path, const char *data, struct af_error **e
 	}
 	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
 	if (!k) {
-		bundle_ssl_error(err, "'%s' is not an unencrypted PEM private key", key_path);
+		af_error_openssl(err, "'%s' is not an unencrypted PEM private key", key_path);
 		return NULL;
 	}
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -552,10 +522,10 @@ static char *bz_sign(const char *key_path, const char *data, struct af_error **e
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(k);
 	if (!ok) {
-		bundle_ssl_error(err, "sign the manifest with '%s'", key_path);
+		af_error_openssl(err, "sign the manifest with '%s'", key_path);
 		return NULL;
 	}
-	return bundle_hex(sig, siglen);
+	return hex_encode_dup(sig, siglen);
 }
 
 /* The four wrapped values: ec2 key, user key, ec2 iv, user iv. */
@@ -688,15 +658,15 @@ static int bz_create_in(const struct bundle_opts *o, const char *tmpdir, int fd,
 {
 	unsigned char key[16], iv[16];
 	if (RAND_bytes(key, sizeof(key)) != 1 || RAND_bytes(iv, sizeof(iv)) != 1)
-		return bundle_ssl_error(err, "no random bytes for the bundle key");
-	char *key_hex = bundle_hex(key, 16), *iv_hex = bundle_hex(iv, 16);
+		return af_error_openssl(err, "no random bytes for the bundle key");
+	char *key_hex = hex_encode_dup(key, 16), *iv_hex = hex_encode_dup(iv, 16);
 	struct bz_stream s = { 0 };
 	char *wrapped[4] = { NULL };
 	char **names = NULL;
 	char *digest = NULL, *manifest = NULL;
 	int r = bz_wrap_all(o, key_hex, iv_hex, wrapped, err);
 	if (r == 0 && bz_stream_init(&s, o, tmpdir, key, iv) < 0)
-		r = bundle_ssl_error(err, "set up sha1 and aes-128-cbc");
+		r = af_error_openssl(err, "set up sha1 and aes-128-cbc");
 	if (r == 0)
 		r = bz_tar_open(&s.tar, fd, o->image, o->name, err);
 	if (r == 0)
@@ -705,7 +675,7 @@ static int bz_create_in(const struct bundle_opts *o, const char *tmpdir, int fd,
 		unsigned char md[EVP_MAX_MD_SIZE];
 		unsigned mdlen = 0;
 		EVP_DigestFinal_ex(s.tar_md, md, &mdlen);
-		digest = bundle_hex(md, mdlen);
+		digest = hex_encode_dup(md, mdlen);
 		names = xcalloc(s.out.n_parts + 1, sizeof(*names));
 		for (size_t i = 0; i < s.out.n_parts; i++)
 			names[i] = bundle_part_name(o->name, i, s.out.n_parts);
@@ -818,9 +788,9 @@ int bundle_x509_generate(const char *dir, bool *created, struct af_error **err)
 		return -1;
 	EVP_PKEY *k = EVP_RSA_gen(2048);
 	if (!k)
-		return bundle_ssl_error(err, "generate an RSA key for '%s'", key);
+		return af_error_openssl(err, "generate an RSA key for '%s'", key);
 	X509 *x = bz_self_signed(k);
-	int r = x ? 0 : bundle_ssl_error(err, "make a self-signed certificate for '%s'", cert);
+	int r = x ? 0 : af_error_openssl(err, "make a self-signed certificate for '%s'", cert);
 	if (r == 0)
 		r = bz_write_pem(key, k, NULL, err);
 	if (r == 0)

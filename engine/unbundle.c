@@ -133,38 +133,23 @@ static int ub_manifest_read(const char *path, struct ub_manifest *m, struct af_e
 
 /* ---- the key ---- */
 
-static int ub_unhex(const char *hex, unsigned char *out, size_t cap, size_t *n)
-{
-	size_t len = strlen(hex);
-	if (len % 2 || len / 2 > cap)
-		return -1;
-	for (size_t i = 0; i < len / 2; i++) {
-		unsigned v;
-		if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-			return -1;
-		out[i] = (unsigned char)v;
-	}
-	*n = len / 2;
-	return 0;
-}
-
 /* The AES key or IV: the RSA-wrapped hex text, unwrapped to 16 bytes. */
 static int ub_unwrap(EVP_PKEY *k, const char *wrapped_hex, const char *what, unsigned char out[16],
 		     struct af_error **err)
 {
 	unsigned char in[1024], text[1024];
 	size_t inlen = 0, textlen = sizeof(text) - 1, n = 0;
-	if (ub_unhex(wrapped_hex, in, sizeof(in), &inlen) < 0)
+	if (hex_decode(wrapped_hex, in, sizeof(in), &inlen) < 0)
 		return af_error_set(err, 0, "the manifest's user_encrypted_%s is not hex", what);
 	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(k, NULL);
 	bool ok = c && EVP_PKEY_decrypt_init(c) == 1 && EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
 		  EVP_PKEY_decrypt(c, text, &textlen, in, inlen) == 1;
 	EVP_PKEY_CTX_free(c);
 	if (!ok)
-		return bundle_ssl_error(err, "cannot decrypt the bundle %s with this private key (is it the key of the certificate the bundle was made for?)",
+		return af_error_openssl(err, "cannot decrypt the bundle %s with this private key (is it the key of the certificate the bundle was made for?)",
 					what);
 	text[textlen] = '\0';
-	int r = textlen == 32 && ub_unhex((char *)text, out, 16, &n) == 0 && n == 16 ? 0 : -1;
+	int r = textlen == 32 && hex_decode((char *)text, out, 16, &n) == 0 && n == 16 ? 0 : -1;
 	OPENSSL_cleanse(text, sizeof(text));
 	if (r < 0)
 		return af_error_set(err, 0, "the decrypted bundle %s is not 32 hex characters", what);
@@ -179,7 +164,7 @@ static int ub_keys(const char *key_pem, const struct ub_manifest *m, unsigned ch
 		return af_error_set(err, errno, "open private key '%s'", key_pem);
 	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
 	if (!k)
-		return bundle_ssl_error(err, "'%s' is not an unencrypted PEM private key", key_pem);
+		return af_error_openssl(err, "'%s' is not an unencrypted PEM private key", key_pem);
 	int r = ub_unwrap(k, m->key, "key", key, err);
 	if (r == 0)
 		r = ub_unwrap(k, m->iv, "iv", iv, err);
@@ -413,7 +398,7 @@ static int ub_decrypt(struct ub_stream *s, const unsigned char *p, size_t n, str
 {
 	int outl = 0;
 	if (EVP_DecryptUpdate(s->cipher, s->plain, &outl, p, (int)n) != 1)
-		return bundle_ssl_error(err, "aes-128-cbc decryption failed");
+		return af_error_openssl(err, "aes-128-cbc decryption failed");
 	return ub_inflate(s, s->plain, (size_t)outl, err);
 }
 
@@ -433,7 +418,7 @@ static int ub_part_digest(int fd, const char *path, const struct ub_part *p, uns
 	EVP_MD_CTX_free(md);
 	if (n < 0)
 		return af_error_set(err, errno, "read bundle part '%s'", path);
-	_cleanup_free_ char *hex = bundle_hex(d, dlen);
+	_cleanup_free_ char *hex = hex_encode_dup(d, dlen);
 	if (strcasecmp(hex, p->digest) != 0)
 		return af_error_set(err, 0, "bundle part '%s' is damaged: its SHA-1 is %s, the manifest says %s", path, hex,
 				    p->digest);
@@ -466,7 +451,7 @@ static int ub_finish(struct ub_stream *s, const struct ub_manifest *m, struct af
 	unsigned char tail[32];
 	int outl = 0;
 	if (EVP_DecryptFinal_ex(s->cipher, tail, &outl) != 1)
-		return bundle_ssl_error(err, "the bundle's last block does not decrypt (wrong key, or a part is missing)");
+		return af_error_openssl(err, "the bundle's last block does not decrypt (wrong key, or a part is missing)");
 	if (ub_inflate(s, tail, (size_t)outl, err) < 0)
 		return -1;
 	if (!s->z_end)
@@ -474,7 +459,7 @@ static int ub_finish(struct ub_stream *s, const struct ub_manifest *m, struct af
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned dlen = 0;
 	EVP_DigestFinal_ex(s->tar_md, d, &dlen);
-	_cleanup_free_ char *hex = bundle_hex(d, dlen);
+	_cleanup_free_ char *hex = hex_encode_dup(d, dlen);
 	if (strcasecmp(hex, m->digest) != 0)
 		return af_error_set(err, 0, "invalid image digest: the tar stream's SHA-1 is %s, the manifest says %s", hex,
 				    m->digest);

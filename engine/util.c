@@ -313,14 +313,50 @@ int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 	return 0;
 }
 
-static void hex_encode(const unsigned char *md, size_t n, char *hex)
+const char hex_digits[] = "0123456789abcdef";
+
+char *hex_encode(const void *in, size_t n, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
+	const unsigned char *p = in;
 	for (size_t i = 0; i < n; i++) {
-		hex[2 * i] = digits[md[i] >> 4];
-		hex[2 * i + 1] = digits[md[i] & 15];
+		out[2 * i] = hex_digits[p[i] >> 4];
+		out[2 * i + 1] = hex_digits[p[i] & 15];
 	}
-	hex[2 * n] = '\0';
+	out[2 * n] = '\0';
+	return out;
+}
+
+char *hex_encode_dup(const void *in, size_t n)
+{
+	return hex_encode(in, n, xmalloc(2 * n + 1));
+}
+
+int hex_digit_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int hex_decode(const char *in, void *out, size_t cap, size_t *n)
+{
+	unsigned char *p = out;
+	size_t len = strlen(in);
+	if (len % 2 || len / 2 > cap)
+		return -1;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hex_digit_value(in[2 * i]), lo = hex_digit_value(in[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		p[i] = (unsigned char)(hi << 4 | lo);
+	}
+	if (n)
+		*n = len / 2;
+	return 0;
 }
 
 void sha256_hex(const void *data, size_t len, char hex[65])
@@ -436,9 +472,9 @@ void uuid_derive(const char *seed, const char *purpose, char out[37])
 		BUG("EVP_Digest(sha256) failed");
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-		 b[15]);
+	char h[33];
+	hex_encode(b, 16, h);
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
 long proc_peak_rss_kib(void)

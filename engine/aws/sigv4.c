@@ -45,6 +45,7 @@ static bool sigv4_unreserved(unsigned char c)
 
 char *sigv4_uri_encode_n(const char *s, size_t n, bool keep_slash)
 {
+	/* Upper case: SigV4's canonical URI encoding requires it. */
 	static const char hex[] = "0123456789ABCDEF";
 	struct strbuf sb = STRBUF_INIT;
 	strbuf_add(&sb, "", 0);
@@ -65,24 +66,13 @@ char *sigv4_uri_encode(const char *s, bool keep_slash)
 	return sigv4_uri_encode_n(s, strlen(s), keep_slash);
 }
 
-static int sigv4_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 char *sigv4_uri_decode(const char *s, size_t n, size_t *len)
 {
 	char *out = xmalloc(n + 1);
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
-		if (s[i] == '%' && i + 2 < n && (hi = sigv4_hexval(s[i + 1])) >= 0 && (lo = sigv4_hexval(s[i + 2])) >= 0) {
+		if (s[i] == '%' && i + 2 < n && (hi = hex_digit_value(s[i + 1])) >= 0 && (lo = hex_digit_value(s[i + 2])) >= 0) {
 			out[o++] = (char)(hi << 4 | lo);
 			i += 2;
 		} else {
@@ -97,13 +87,7 @@ char *sigv4_uri_decode(const char *s, size_t n, size_t *len)
 
 void sigv4_sha256_hex(const void *data, size_t len, char out[65])
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL))
-		BUG("EVP_Digest(sha256) failed");
-	for (unsigned int i = 0; i < mdlen; i++)
-		sprintf(out + 2 * i, "%02x", md[i]);
-	out[64] = '\0';
+	sha256_hex(data, len, out);
 }
 
 void sigv4_now(char out[17])
@@ -326,7 +310,7 @@ static int sigv4_hmac(const void *key, size_t keylen, const char *data, unsigned
 {
 	unsigned int len = 32;
 	if (!HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)data, strlen(data), out, &len))
-		return af_error_set(err, 0, "sigv4: HMAC-SHA256 failed in OpenSSL");
+		return af_error_openssl(err, "sigv4: HMAC-SHA256 failed");
 	return 0;
 }
 
@@ -347,8 +331,7 @@ static int sigv4_signature(const char *secret, const char *date8, const char *re
 	if (r == 0)
 		r = sigv4_hmac(k2, 32, sts, k, err);
 	if (r == 0)
-		for (int i = 0; i < 32; i++)
-			sprintf(sig + 2 * i, "%02x", k[i]);
+		hex_encode(k, 32, sig);
 	OPENSSL_cleanse(kstart, strlen(kstart));
 	OPENSSL_cleanse(k, sizeof(k));
 	OPENSSL_cleanse(k2, sizeof(k2));

@@ -58,6 +58,21 @@ ssize_t read_all(int fd, void *buf, size_t n);
 ssize_t pread_all(int fd, void *buf, size_t n, off_t off);
 int pwrite_all(int fd, const void *buf, size_t n, off_t off);
 
+/* Hex of bytes: the one encoder and decoder.  hex_digits is the lower-case
+ * digit table, for encoders of other shapes (UUIDs, escapes).  hex_encode
+ * writes 2 * N lower-case digits and a NUL to OUT (2 * N + 1 bytes) and
+ * returns OUT; hex_encode_dup returns the same in a new string (caller
+ * frees).  hex_digit_value gives 0..15 for a digit of either case, or
+ * -1.  hex_decode decodes the whole string IN (digits of either case, an
+ * even number of them) into at most CAP bytes at OUT and sets *N (may be
+ * NULL) to their number; 0, or -1 if IN is not such a string or too long
+ * (OUT may then be partly written). */
+extern const char hex_digits[];
+char *hex_encode(const void *in, size_t n, char *out);
+char *hex_encode_dup(const void *in, size_t n);
+int hex_digit_value(char c);
+int hex_decode(const char *in, void *out, size_t cap, size_t *n);
+
 /* SHA-256 helpers (OpenSSL EVP).  hex must hold 65 bytes. */
 void sha256_hex(const void *data, size_t len, char hex[65]);
 /* Hex SHA-256 of a file's content, or of a directory tree (paths, modes,

@@ -14,6 +14,9 @@
 #include "amiforge/error.h"
 #include "amiforge/util.h"
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
 static char *tmpdir;
 
 static int setup(void **state)
@@ -29,6 +32,60 @@ static int teardown(void **state)
 	test_rmdir_r(tmpdir);
 	free(tmpdir);
 	return 0;
+}
+
+static void test_hex(void **state)
+{
+	static const unsigned char bytes[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xff};
+	char out[2 * sizeof(bytes) + 1];
+	unsigned char back[8];
+	size_t n = 0;
+
+	assert_ptr_equal(hex_encode(bytes, sizeof(bytes), out), out);
+	assert_string_equal(out, "00017f80abff");
+	assert_string_equal(hex_encode(bytes, 0, out), "");
+	_cleanup_free_ char *dup = hex_encode_dup(bytes, sizeof(bytes));
+	assert_string_equal(dup, "00017f80abff");
+
+	assert_int_equal(hex_decode("00017F80abFF", back, sizeof(back), &n), 0);
+	assert_int_equal(n, sizeof(bytes));
+	assert_memory_equal(back, bytes, sizeof(bytes));
+	assert_int_equal(hex_decode("", back, sizeof(back), &n), 0);
+	assert_int_equal(n, 0);
+	/* Odd length, a non-digit, too long for the buffer. */
+	assert_int_equal(hex_decode("abc", back, sizeof(back), NULL), -1);
+	assert_int_equal(hex_decode("0g", back, sizeof(back), NULL), -1);
+	assert_int_equal(hex_decode(" 1", back, sizeof(back), NULL), -1);
+	assert_int_equal(hex_decode("000102030405060708", back, sizeof(back), NULL), -1);
+	assert_int_equal(hex_digit_value('F'), 15);
+	assert_int_equal(hex_digit_value('x'), -1);
+}
+
+static void test_uuid_derive(void **state)
+{
+	char a[37], b[37];
+	uuid_derive("seed", "root", a);
+	uuid_derive("seed", "root", b);
+	assert_string_equal(a, b);
+	assert_int_equal(strlen(a), 36);
+	assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+	assert_int_equal(a[14], '4');
+}
+
+static void test_error_openssl(void **state)
+{
+	struct af_error *err = NULL;
+	/* A cipher OpenSSL does not know leaves an entry on its queue. */
+	assert_null(EVP_CIPHER_fetch(NULL, "no-such-cipher", NULL));
+	assert_int_equal(af_error_openssl(&err, "set up '%s'", "x"), -1);
+	assert_non_null(err);
+	assert_true(str_has_prefix(af_error_msg(err), "set up 'x': "));
+	assert_int_equal(ERR_peek_error(), 0);
+	af_error_clear(&err);
+	/* An empty queue adds nothing. */
+	assert_int_equal(af_error_openssl(&err, "plain"), -1);
+	assert_string_equal(af_error_msg(err), "plain");
+	af_error_clear(&err);
 }
 
 static void test_printable(void **state)
@@ -167,6 +224,9 @@ static void test_rm_tree_mount(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hex),
+		cmocka_unit_test(test_uuid_derive),
+		cmocka_unit_test(test_error_openssl),
 		cmocka_unit_test(test_printable),
 		cmocka_unit_test_setup_teardown(test_rm_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rm_tree_mount, setup, teardown),
