@@ -34,22 +34,21 @@ import datetime
 import fnmatch
 import hashlib
 import json
-import os
 import re
 import secrets
-import socket
-import struct
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the servers
+from common import Handler as BaseHandler, Server as BaseServer, serve
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 EC2_VERSION = "2016-11-15"
@@ -1016,10 +1015,7 @@ class Ebs:
 
 # --- HTTP --------------------------------------------------------------------------------------
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class Server(BaseServer):
     def __init__(self, addr, creds, account, max_skew):
         super().__init__(addr, Handler)
         self.creds = creds          # access key -> (secret, token or None)
@@ -1029,41 +1025,11 @@ class Server(ThreadingHTTPServer):
         self.ebs = Ebs(self.state, self.ec2)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(BaseHandler):
     server_version = "fakeaws"
 
-    def log_message(self, fmt, *args):  # quiet: tests read their own output
-        pass
-
-    def do_GET(self):
-        self.handle_any()
-
-    do_POST = do_PUT = do_DELETE = do_HEAD = do_GET
-
-    def send(self, status, body, headers):
-        if isinstance(body, str):
-            body = body.encode()
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def reset_connection(self):
-        # SO_LINGER 0 + close sends a TCP RST instead of a FIN.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-
-    def handle_any(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+    def handle_request(self, body):
         url = urlsplit(self.path)
-        if url.path.startswith("/__control"):
-            return self.control(url.path, body)
         request_id = str(uuid.uuid4())
         service = "ec2" if url.path == "/" else "ebs"
         action, region = None, "us-east-1"
@@ -1309,16 +1275,7 @@ def main():
             ap.error(f"--cred {c!r}: expected AKID:SECRET[:TOKEN]")
         creds[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else None)
     srv = Server(("127.0.0.1", a.port), creds, a.account, a.max_skew)
-    port = srv.server_address[1]
-    if a.port_file:
-        with open(a.port_file + ".tmp", "w") as f:
-            f.write(f"{port}\n")
-        os.rename(a.port_file + ".tmp", a.port_file)
-    print(f"fakeaws listening on 127.0.0.1:{port}", flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(srv, "fakeaws", a.port_file)
 
 
 if __name__ == "__main__":

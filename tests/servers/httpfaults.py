@@ -15,12 +15,12 @@ client's unit tests (tests/unit/test_http.c).
 Prints "httpfaults listening on 127.0.0.1:PORT" once bound; exits on SIGTERM.
 """
 import json
-import socket
-import struct
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the servers
+from common import Handler as BaseHandler, Server, serve
 
 counts = {}
 lock = threading.Lock()
@@ -37,51 +37,29 @@ def bump(key):
         return counts[key]
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(BaseHandler):
+    content_type = "text/xml"
 
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, body, ctype="text/xml", headers=()):
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in headers:
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def reset(self):
-        # SO_LINGER 0: close() sends RST, as a dropped connection does.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-
-    def handle_any(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+    def handle_request(self, body):
         parts = self.path.split("?")[0].strip("/").split("/")
         kind = parts[0]
         if kind == "ok":
             return self.send(200, json.dumps({
                 "method": self.command, "path": self.path, "body_len": len(body),
-                "headers": {k.lower(): v for k, v in self.headers.items()}}), "application/json")
+                "headers": {k.lower(): v for k, v in self.headers.items()}}), ctype="application/json")
         if kind in ("throttle", "slowdown", "reset"):
             n, key = int(parts[1]), parts[2]
             c = bump(key)
             if c <= n:
                 if kind == "reset":
-                    return self.reset()
+                    return self.reset_connection()
                 if kind == "throttle":
                     return self.send(400, EC2_ERR.format(code="RequestLimitExceeded",
                                                          msg="Request limit exceeded.",
                                                          rid="rid-%d" % c))
                 return self.send(503, S3_ERR.format(code="SlowDown", msg="Please reduce your request rate.",
                                                     rid="rid-%d" % c))
-            return self.send(200, "done after %d" % c, "text/plain")
+            return self.send(200, "done after %d" % c, ctype="text/plain")
         if kind == "status":
             code = int(parts[1])
             return self.send(code, EC2_ERR.format(code="InternalError", msg="An internal error has occurred",
@@ -89,34 +67,23 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "json":
             code = int(parts[1])
             return self.send(code, json.dumps({"message": "Throttled.", "Reason": "ACCOUNT_THROTTLED"}),
-                             "application/json",
                              [("x-amzn-ErrorType", "RequestThrottledException:http://internal"),
-                              ("x-amzn-RequestId", "json-rid")])
+                              ("x-amzn-RequestId", "json-rid")], ctype="application/json")
         if kind == "badreq":
             return self.send(400, EC2_ERR.format(code="InvalidParameterValue", msg="Value (x) is bad",
                                                  rid="bad-rid"))
         if kind == "stall":
             time.sleep(60)
-            return self.reset()
+            return self.reset_connection()
         if kind == "count":
             with lock:
-                return self.send(200, str(counts.get(parts[1], 0)), "text/plain")
+                return self.send(200, str(counts.get(parts[1], 0)), ctype="text/plain")
         return self.send(404, S3_ERR.format(code="NoSuchKey", msg="no such path", rid="nf"))
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
 
 def main():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    print("httpfaults listening on 127.0.0.1:%d" % srv.server_address[1], flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(Server(("127.0.0.1", 0), Handler), "httpfaults")
 
 
 if __name__ == "__main__":
-    import signal
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
     main()

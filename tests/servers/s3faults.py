@@ -14,19 +14,18 @@ recorded: method, path, x-amz-acl, Content-MD5, status.
         being forwarded: "slowdown" (503 SlowDown), "500" (InternalError),
         "reset" (connection closed unanswered), "stall" (no answer for S s)
   GET /__control/state                             {"requests": [...]}
-Writes its port to --port-file once bound; exits on SIGTERM.
+Writes its port to --port-file and prints "s3faults listening on 127.0.0.1:PORT"
+once bound; exits on SIGTERM.
 """
 import argparse
 import http.client
 import json
-import os
-import signal
-import socket
-import struct
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the servers
+from common import Handler as BaseHandler, Server, serve
 
 lock = threading.Lock()
 requests = []
@@ -46,34 +45,11 @@ def take_fault(method, path):
     return None
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(BaseHandler):
+    content_type = "application/xml"
     upstream = None
 
-    def log_message(self, fmt, *args):
-        pass
-
-    def send(self, status, body, headers=(), ctype="application/xml"):
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        sent = {k.lower() for k, _ in headers}
-        for k, v in headers:
-            self.send_header(k, v)
-        if "content-type" not in sent:
-            self.send_header("Content-Type", ctype)
-        if "content-length" not in sent:
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def reset(self):
-        # SO_LINGER 0: close() sends RST, as a dropped connection does.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-        self.close_connection = True
-
-    def control(self, body):
+    def control(self, path, body):
         global faults
         if self.command == "GET":
             with lock:
@@ -98,19 +74,15 @@ class Handler(BaseHTTPRequestHandler):
                              "md5": self.headers.get("Content-MD5"), "status": status})
             return len(requests)
 
-    def handle_any(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if self.path.startswith("/__control"):
-            return self.control(body)
+    def handle_request(self, body):
         fault = take_fault(self.command, self.path)
         if fault:
             n = self.record("fault-" + fault["kind"])
             if fault["kind"] == "reset":
-                return self.reset()
+                return self.reset_connection()
             if fault["kind"] == "stall":
                 time.sleep(fault["seconds"])
-                return self.reset()
+                return self.reset_connection()
             if fault["kind"] == "slowdown":
                 return self.send(503, S3_ERR.format(code="SlowDown", msg="Please reduce your request rate.", n=n))
             return self.send(500, S3_ERR.format(code="InternalError", msg="We encountered an internal error.", n=n))
@@ -127,8 +99,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send(resp.status, data, [(k, v) for k, v in resp.getheaders() if k.lower() not in hop]
                   + [("Content-Length", str(len(data)))])
 
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
-
 
 def main():
     ap = argparse.ArgumentParser()
@@ -137,13 +107,7 @@ def main():
     a = ap.parse_args()
     host, port = a.upstream.rsplit(":", 1)
     Handler.upstream = (host, int(port))
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with open(a.port_file + ".tmp", "w") as f:
-        f.write(str(srv.server_address[1]))
-    os.rename(a.port_file + ".tmp", a.port_file)
-    srv.serve_forever()
+    serve(Server(("127.0.0.1", 0), Handler), "s3faults", a.port_file)
 
 
 if __name__ == "__main__":
