@@ -8,9 +8,9 @@
  * from the image (libext2fs, nothing mounted) and its default entry's
  * kernel, initrd and command line are booted directly.
  *
- * The pure parts (menu.lst parsing, the console rewrite, the host keys
- * read from the console, QEMU's forwarded port, the report) are exported
- * for the unit tests. */
+ * menu.lst itself is menulst.h's.  The pure parts (the console rewrite,
+ * the host keys read from the console, QEMU's forwarded port, the report)
+ * are exported for the unit tests. */
 #ifndef AMIFORGE_BOOTTEST_H
 #define AMIFORGE_BOOTTEST_H
 
@@ -21,40 +21,7 @@
 
 struct af_error;
 
-/* ---- GRUB legacy menu.lst (what PV-GRUB reads) ---- */
-
-struct menulst_entry {
-	char *title;
-	char *root;    /* "(hd0)", "(hd0,0)" or NULL when the entry has no root line */
-	char *kernel;  /* path as written, possibly with a "(hd0,0)" device prefix */
-	char *args;    /* the rest of the kernel line ("" when none) */
-	char *initrd;  /* or NULL */
-};
-
-struct menulst {
-	int default_entry;  /* "default N"; 0 when absent or "saved" */
-	int fallback;       /* "fallback N"; -1 when absent */
-	struct menulst_entry *entries;
-	size_t n;
-};
-
-/* Parses menu.lst text (commands separated from their argument by blanks or
- * '=', '#' comments).  Lines before the first `title` are global.  0, or -1
- * + err naming the line when a command is malformed or no entry exists. */
-int menulst_parse(const char *text, struct menulst *out, struct af_error **err);
-void menulst_release(struct menulst *m);
-
-/* The entry PV-GRUB boots: the default one, which must exist and have a
- * kernel.  NULL + err otherwise. */
-const struct menulst_entry *menulst_default(const struct menulst *m, struct af_error **err);
-
-/* Splits "(hd0,1)/boot/vmlinuz" into a device "(hd0,1)" (allocated, or NULL
- * when the path has no device prefix) and returns the path part (allocated). */
-char *menulst_split_path(const char *path, char **device);
-
-/* The partition a GRUB legacy device names: "(hd0)" → -1 (the whole disk),
- * "(hd0,N)" → N.  Only hd0 exists for PV-GRUB.  0 or -1 + err. */
-int menulst_device_partition(const char *device, int *partition, struct af_error **err);
+/* ---- the kernel command line ---- */
 
 /* The kernel command line with the console moved to the serial port QEMU
  * logs: console=hvc0/xvc0/ttyS* become one console=ttyS0 (other consoles

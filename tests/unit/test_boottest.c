@@ -12,6 +12,7 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/imds_responder.h"
+#include "amiforge/menulst.h"
 #include "amiforge/util.h"
 
 /* ---- menu.lst ---- */
