@@ -15,6 +15,7 @@
 #include "amiforge/bundle.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
+#include "amiforge/facts.h"
 #include "amiforge/imds_responder.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
@@ -448,12 +449,36 @@ static void print_params(const struct param_spec *ps, int depth)
 	}
 }
 
+static void print_needs(const struct fact_need *needs, bool *first)
+{
+	for (const struct fact_need *n = needs; n && n->facts; n++) {
+		printf("%s%s", *first ? "" : ", ", n->facts);
+		if (n->unless)
+			printf(" (unless %s)", n->unless);
+		*first = false;
+	}
+}
+
+/* The facts a stage needs (its flags' and its own) and provides. */
+static void print_facts(const struct stage_type *t)
+{
+	bool first = true;
+	printf("  needs: ");
+	print_needs(facts_implied(t->flags), &first);
+	print_needs(t->needs, &first);
+	printf("%s\n  provides: ", first ? "-" : "");
+	for (const char *const *p = t->provides; p && *p; p++)
+		printf("%s%s", p == t->provides ? "" : ", ", *p);
+	printf("%s\n", t->provides && *t->provides ? "" : "-");
+}
+
 static int cmd_stages(struct cmd_args *a)
 {
 	size_t n;
 	const struct stage_type *const *all = registry_all(&n);
 	for (size_t i = 0; i < n; i++) {
 		printf("%s: %s\n", all[i]->name, all[i]->summary ? all[i]->summary : "");
+		print_facts(all[i]);
 		print_params(all[i]->params, 0);
 	}
 	printf("\nevery stage also takes: id (string), timeout (duration), checkpoint (auto|always|never)\n");

@@ -21,6 +21,7 @@
 #include "amiforge/blockstore.h"
 #include "amiforge/channel.h"
 #include "amiforge/cleanup.h"
+#include "amiforge/facts.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
@@ -456,6 +457,8 @@ static int run_stage(struct build *b, size_t i)
 		af_error_set(&err, 0, "%s", json_string_value(json_object_get(res, "error")));
 		r = -1;
 	}
+	if (r == 0 && facts_check_outputs(type, json_object_get(res, "outputs"), &err) < 0)
+		r = -1;
 	if (chroot_used && fs.mounted) {
 		_cleanup_error_ struct af_error *e2 = NULL;
 		if (chroot_unprepare(b->root_mnt, &e2) < 0 && r == 0) {

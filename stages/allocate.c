@@ -153,11 +153,14 @@ static int allocate_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const allocate_provides[] = { "disk.path", "disk.size", "disk.is_device", "partition.table", "root.offset", "root.size", NULL };
+
 const struct stage_type stage_allocate = {
 	.name = "allocate",
 	.summary = "create a sparse image file of a given size, or take an unmounted block device",
 	.params = allocate_params,
 	.flags = STAGE_NEEDS_IMAGE,
+	.provides = allocate_provides,
 	.check = allocate_check,
 	.run = allocate_run,
 };

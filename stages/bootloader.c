@@ -631,11 +631,16 @@ static int boot_run(struct stage_ctx *ctx, struct af_error **err)
 	return boot_grub_run(ctx, rootfd, err);
 }
 
+static const struct fact_need bootloader_needs[] = { { "partition.table", NULL }, { "root.uuid", NULL }, { NULL, NULL } };
+static const char *const bootloader_provides[] = { "bootloader.type", "bootloader.firmware", "bootloader.config", "bootloader.pvgrub_root", "kernel.cmdline", NULL };
+
 const struct stage_type stage_bootloader = {
 	.name = "bootloader",
 	.summary = "make the image bootable: GRUB 2 (BIOS/UEFI), a PV-GRUB menu.lst, or none",
 	.params = boot_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
+	.needs = bootloader_needs,
+	.provides = bootloader_provides,
 	.default_timeout = 1800,
 	.run = boot_run,
 };

@@ -220,11 +220,16 @@ static int bundle_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const struct fact_need bundle_needs[] = { { "disk.path", NULL }, { NULL, NULL } };
+static const char *const bundle_provides[] = { "bundle.dir", "bundle.name", "bundle.manifest", "bundle.digest", "bundle.parts", "bundle.size", "bundle.arch", "bundle.kernel_id", "bundle.region", "bundle.x509_cert", NULL };
+
 const struct stage_type stage_bundle = {
 	.name = "bundle",
 	.summary = "an EC2 instance-store bundle (ec2-bundle-image format) of the image in STATE/bundle/",
 	.params = bundle_params,
 	.flags = STAGE_NEEDS_IMAGE,
+	.needs = bundle_needs,
+	.provides = bundle_provides,
 	.check = bundle_check,
 	.run = bundle_run,
 };

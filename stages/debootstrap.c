@@ -672,11 +672,14 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const debootstrap_provides[] = { "debootstrap.tool", "debootstrap.suite", "debootstrap.mirror", NULL };
+
 const struct stage_type stage_debootstrap = {
 	.name = "debootstrap",
 	.summary = "install a Debian base system with mmdebstrap or debootstrap (shared package cache)",
 	.params = deb_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NETWORK,
+	.provides = debootstrap_provides,
 	.default_timeout = 1800,
 	.run = deb_run,
 };

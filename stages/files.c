@@ -352,11 +352,14 @@ static int files_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const files_provides[] = { "files.count", NULL };
+
 const struct stage_type stage_files = {
 	.name = "files",
 	.summary = "copy files and directories from beside the recipe into the image (mode, owner, templates)",
 	.params = files_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT,
+	.provides = files_provides,
 	.default_timeout = 600,
 	.check = files_check,
 	.expand = files_expand,

@@ -120,11 +120,14 @@ static int kernel_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const kernel_provides[] = { "kernel.package", "kernel.version", "kernel.image", "kernel.initrd", NULL };
+
 const struct stage_type stage_kernel = {
 	.name = "kernel",
 	.summary = "a Debian kernel and its initramfs; outputs kernel.version, kernel.image, kernel.initrd",
 	.params = kernel_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
+	.provides = kernel_provides,
 	.default_timeout = 1800,
 	.run = kernel_run,
 };

@@ -346,10 +346,15 @@ static int mkfs_run(struct stage_ctx *ctx, struct af_error **err)
 	return mkfs_esp(ctx, err);
 }
 
+static const struct fact_need mkfs_needs[] = { { "root.offset", NULL }, { "root.size", NULL }, { NULL, NULL } };
+static const char *const mkfs_provides[] = { "root.fstype", "root.uuid", "root.label", "root.pvgrub_compatible", "esp.fstype", NULL };
+
 const struct stage_type stage_mkfs = {
 	.name = "mkfs",
 	.summary = "make an ext2/3/4 filesystem in the root partition (stable UUID; PV-GRUB compatible on request)",
 	.params = mkfs_params,
 	.flags = STAGE_NEEDS_IMAGE,
+	.needs = mkfs_needs,
+	.provides = mkfs_provides,
 	.run = mkfs_run,
 };

@@ -203,11 +203,14 @@ static int net_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const network_provides[] = { "network.backend", "network.hostname", NULL };
+
 const struct stage_type stage_network = {
 	.name = "network",
 	.summary = "DHCP with ifupdown or systemd-networkd, /etc/hostname and /etc/hosts",
 	.params = net_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT,
+	.provides = network_provides,
 	.default_timeout = 300,
 	.check = net_check,
 	.run = net_run,

@@ -294,11 +294,16 @@ static int partition_run(struct stage_ctx *ctx, struct af_error **err)
 	return partition_readback(ctx->image, gpt, ctx->outputs, err);
 }
 
+static const struct fact_need partition_needs[] = { { "disk.size", NULL }, { NULL, NULL } };
+static const char *const partition_provides[] = { "disk.id", "partition.table", "root.offset", "root.size", "root.partnum", "esp.offset", "esp.size", "esp.partnum", "bios_boot.partnum", NULL };
+
 const struct stage_type stage_partition = {
 	.name = "partition",
 	.summary = "write an MBR or GPT partition table (1MiB aligned; gpt may add ESP and BIOS boot partitions)",
 	.params = partition_params,
 	.flags = STAGE_NEEDS_IMAGE,
+	.needs = partition_needs,
+	.provides = partition_provides,
 	.check = partition_check,
 	.run = partition_run,
 };

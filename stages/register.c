@@ -25,6 +25,7 @@
 #include "amiforge/bundle.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/facts.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
 #include "amiforge/stage.h"
@@ -771,12 +772,57 @@ static int reg_run(struct stage_ctx *ctx, struct af_error **err)
 	return rc;
 }
 
+/* ---- at load time: combinations that cannot boot ---- */
+
+/* The bundle's kernel_id, when the AMI comes from that bundle and the
+ * recipe names one: a paravirtual kernel (AKI) that an HVM AMI refuses. */
+static const char *reg_planned_aki(const json_t *params, const struct fact_plan *plan)
+{
+	if (params_get(params, "snapshot_id") || params_get(params, "image_location") ||
+	    fact_plan_provider(plan, "snapshot.id"))
+		return NULL;
+	const struct fact_stage *b = fact_plan_provider(plan, "bundle.kernel_id");
+	const char *k = b ? params_str(b->params, "kernel_id", NULL) : NULL;
+	return k && strcmp(k, "none") ? k : NULL;
+}
+
+static int reg_plan_check(const json_t *params, const struct fact_plan *plan, struct af_error **err)
+{
+	const char *virt = params_str(params, "virtualization", NULL);
+	const struct fact_stage *boot = fact_plan_provider(plan, "bootloader.type");
+	const char *type = boot ? params_str(boot->params, "type", NULL) : NULL;
+	if (virt && !strcmp(virt, "hvm")) {
+		const char *aki = reg_planned_aki(params, plan);
+		if (aki)
+			return af_error_set(err, 0, "virtualization: hvm, but the bundle stage '%s' names kernel_id %s, "
+						    "a paravirtual kernel; set kernel_id: none there, or virtualization: paravirtual",
+					    fact_plan_provider(plan, "bundle.kernel_id")->id, aki);
+		if (type && !strcmp(type, "pvgrub"))
+			return af_error_set(err, 0, "virtualization: hvm, but the bootloader stage '%s' writes menu.lst "
+						    "for PV-GRUB (type: pvgrub), which HVM instances never read; use type: grub there, "
+						    "or virtualization: paravirtual", boot->id);
+	}
+	if (virt && !strcmp(virt, "paravirtual") && type && !strcmp(type, "grub"))
+		return af_error_set(err, 0, "virtualization: paravirtual boots PV-GRUB, which reads menu.lst, but the "
+					    "bootloader stage '%s' installs GRUB 2 (type: grub); use type: pvgrub there, or "
+					    "virtualization: hvm", boot->id);
+	return 0;
+}
+
+static const struct fact_need register_needs[] = {
+	{ "snapshot.id|bundle.manifest_location", "snapshot_id|image_location" }, { NULL, NULL }
+};
+static const char *const register_provides[] = { "ami.id", "ami.name", NULL };
+
 const struct stage_type stage_register = {
 	.name = "register",
 	.summary = "register the snapshot or bundle as an AMI; tags, expiry, sharing, copies to other regions",
 	.params = reg_params,
 	.flags = STAGE_REMOTE | STAGE_NETWORK,
+	.needs = register_needs,
+	.provides = register_provides,
 	.default_timeout = 8 * 3600,
 	.check = reg_check,
+	.plan_check = reg_plan_check,
 	.run = reg_run,
 };

@@ -459,11 +459,14 @@ static int san_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const sanitize_provides[] = { "sanitize.removed", "sanitize.files_scanned", NULL };
+
 const struct stage_type stage_sanitize = {
 	.name = "sanitize",
 	.summary = "remove histories, logs, host keys, authorized_keys, machine-id, apt lists; then scan for secrets",
 	.params = san_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT,
+	.provides = sanitize_provides,
 	.default_timeout = 1200,
 	.check = san_check,
 	.run = san_run,

@@ -892,11 +892,16 @@ static int snapshot_run(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+static const struct fact_need snapshot_needs[] = { { "disk.path", NULL }, { NULL, NULL } };
+static const char *const snapshot_provides[] = { "snapshot.id", "snapshot.region", "snapshot.volume_size", NULL };
+
 const struct stage_type stage_snapshot = {
 	.name = "snapshot",
 	.summary = "upload the image as an EBS snapshot (EBS direct APIs; resumable, zero blocks skipped)",
 	.params = snapshot_params,
 	.flags = STAGE_NETWORK | STAGE_REMOTE,
+	.needs = snapshot_needs,
+	.provides = snapshot_provides,
 	.default_timeout = 6 * 3600,
 	.check = snapshot_check,
 	.run = snapshot_run,

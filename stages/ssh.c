@@ -473,11 +473,14 @@ static int ssh_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const ssh_provides[] = { "ssh.user", "ssh.prep_instance", NULL };
+
 const struct stage_type stage_ssh = {
 	.name = "ssh",
 	.summary = "openssh-server without passwords or host keys; prep_instance: host keys and the EC2 key at boot",
 	.params = ssh_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
+	.provides = ssh_provides,
 	.default_timeout = 1200,
 	.check = ssh_check,
 	.run = ssh_run,

@@ -540,11 +540,16 @@ static int upload_run_stage(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+static const struct fact_need upload_needs[] = { { "bundle.manifest", "manifest" }, { NULL, NULL } };
+static const char *const upload_provides[] = { "bundle.bucket", "bundle.bucket_region", "bundle.prefix", "bundle.manifest_location", NULL };
+
 const struct stage_type stage_upload = {
 	.name = "upload",
 	.summary = "upload an instance-store bundle (parts, then manifest) to S3, resumably",
 	.params = upload_params,
 	.flags = STAGE_NETWORK | STAGE_REMOTE,
+	.needs = upload_needs,
+	.provides = upload_provides,
 	.default_timeout = 4 * 3600,
 	.check = upload_check,
 	.run = upload_run_stage,

@@ -252,11 +252,14 @@ static int user_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+static const char *const user_provides[] = { "user.name", "user.home", NULL };
+
 const struct stage_type stage_user = {
 	.name = "user",
 	.summary = "an admin user with a locked password and sudo rights checked by visudo",
 	.params = user_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT,
+	.provides = user_provides,
 	.default_timeout = 300,
 	.check = user_check,
 	.run = user_run,

@@ -27,6 +27,13 @@
 
 struct af_error;
 struct vars;
+struct fact_plan;
+
+/* A fact a stage cannot run without (the catalogue: facts.h). */
+struct fact_need {
+	const char *facts;  /* "a", or "a|b": either, from an earlier stage; NULL ends a list */
+	const char *unless; /* NULL, or "p" / "p|q": a parameter that supplies it instead */
+};
 
 enum stage_flags {
 	STAGE_NEEDS_IMAGE = 1u << 0,  /* reads or writes STATE/disk.img (checkpointed after) */
@@ -83,6 +90,11 @@ struct stage_type {
 	const struct param_spec *params;   /* NULL-terminated table */
 	unsigned flags;                    /* enum stage_flags */
 	uint64_t default_timeout;          /* seconds when the recipe sets none; 0 = none */
+	/* Facts (facts.h) from earlier stages it needs (besides those its
+	 * flags imply) and the ones it may output; both checked when a recipe
+	 * loads.  NULL-terminated; NULL for none. */
+	const struct fact_need *needs;
+	const char *const *provides;
 	/* Optional cross-parameter check at load time (e.g. "size or device").
 	 * Returns 0, or -1 with *err set; the loader prints it at the stage's
 	 * position in the recipe. */
@@ -92,6 +104,10 @@ struct stage_type {
 	 * then count in the stage key like any parameter.  0, or -1 with *err
 	 * set (reported like check's errors). */
 	int (*expand)(json_t *params, const struct vars *vars, struct af_error **err);
+	/* Optional, at load time once every stage parsed: refuses a
+	 * combination with earlier stages that cannot work (e.g. HVM over a
+	 * PV-GRUB menu.lst).  0, or -1 with *err set. */
+	int (*plan_check)(const json_t *params, const struct fact_plan *plan, struct af_error **err);
 	/* Does the work.  0, or -1 with *err set. */
 	int (*run)(struct stage_ctx *ctx, struct af_error **err);
 };
