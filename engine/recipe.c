@@ -18,8 +18,8 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
-#include "amiforge/facts.h"
 #include "amiforge/params.h"
+#include "amiforge/params_conv.h"
 #include "amiforge/recipe.h"
 #include "amiforge/redact.h"
 #include "amiforge/stage.h"
@@ -49,13 +49,6 @@ struct loader {
 	struct diag *diags;
 	size_t n_diags, alloc_diags;
 	struct id_site *ids;
-};
-
-/* What a value is checked for: a stage parameter or a top-level key. */
-struct pctx {
-	struct loader *L;
-	const char *stage;  /* type name, or NULL at top level */
-	json_t *hashes;     /* file_hashes of the stage (NULL at top level) */
 };
 
 static const char *const common_keys[] = { "id", "timeout", "checkpoint", NULL };
@@ -144,93 +137,11 @@ void diag_list_release(struct diag_list *d)
 	d->n = 0;
 }
 
-/* ---- suggestions ---- */
-
-/* Optimal string alignment distance (a transposition counts as one edit). */
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	if (la > 64 || lb > 64)
-		return SIZE_MAX;
-	size_t d[65][65];
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			size_t cost = a[i - 1] != b[j - 1];
-			size_t v = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < v)
-				v = d[i][j - 1] + 1;
-			if (d[i - 1][j - 1] + cost < v)
-				v = d[i - 1][j - 1] + cost;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-			    d[i - 2][j - 2] + 1 < v)
-				v = d[i - 2][j - 2] + 1;
-			d[i][j] = v;
-		}
-	}
-	return d[la][lb];
-}
-
-struct suggest {
-	const char *best;
-	size_t dist;
-	bool tie;  /* two candidates equally close: suggest neither */
-};
-
-static void suggest_try(struct suggest *s, const char *word, const char *candidate)
-{
-	size_t d = edit_distance(word, candidate);
-	/* Within two edits, and not a rewrite of the whole word. */
-	if (d > 2 || d >= strlen(word))
-		return;
-	if (s->best && d == s->dist) {
-		s->tie = true;
-	} else if (!s->best || d < s->dist) {
-		s->best = candidate;
-		s->dist = d;
-		s->tie = false;
-	}
-}
-
-static const char *suggest_best(const struct suggest *s)
-{
-	return s->tie ? NULL : s->best;
-}
-
-/* "; did you mean 'X'?" or "".  Caller frees. */
-static char *suggest_text(const struct suggest *s)
-{
-	const char *best = suggest_best(s);
-	return best ? xasprintf("; did you mean '%s'?", best) : xstrdup("");
-}
-
 /* ---- nodes and scalars ---- */
 
 static yaml_node_t *node_at(struct loader *L, int id)
 {
-	yaml_node_t *n = yaml_document_get_node(L->doc, id);
-	if (!n)
-		BUG("yaml node %d missing", id);
-	return n;
-}
-
-static const char *scalar_raw(const yaml_node_t *n)
-{
-	return (const char *)n->data.scalar.value;
-}
-
-static bool scalar_plain(const yaml_node_t *n)
-{
-	return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-}
-
-/* An unquoted empty value ("key:" with nothing after it). */
-static bool node_is_empty(const yaml_node_t *n)
-{
-	return scalar_plain(n) && !*scalar_raw(n);
+	return param_node_at(L->doc, id);
 }
 
 /* YAML 1.1 null, only where a value may be absent (a stage without
@@ -238,20 +149,10 @@ static bool node_is_empty(const yaml_node_t *n)
  * string, "null" is the string: DESIGN's own `devices: [zero, null]`. */
 static bool node_is_null(const yaml_node_t *n)
 {
-	if (!scalar_plain(n))
+	if (!param_node_plain(n))
 		return false;
-	const char *s = scalar_raw(n);
+	const char *s = param_node_text(n);
 	return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static size_t pairs_count(const yaml_node_t *n)
-{
-	return (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-}
-
-static size_t items_count(const yaml_node_t *n)
-{
-	return (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
 }
 
 struct report_ctx {
@@ -268,395 +169,31 @@ static void report_at_node(void *data, const char *msg)
 /* The scalar's text with variables expanded; NULL after reporting. */
 static char *scalar_expand(struct loader *L, const yaml_node_t *n)
 {
-	if (strlen(scalar_raw(n)) != n->data.scalar.length) {
+	if (strlen(param_node_text(n)) != n->data.scalar.length) {
 		diag_node(L, n, "value contains a NUL character");
 		return NULL;
 	}
 	struct report_ctx rc = { L, n };
-	return vars_expand(&L->vars, scalar_raw(n), report_at_node, &rc);
+	return vars_expand(&L->vars, param_node_text(n), report_at_node, &rc);
 }
 
-/* A short quoted rendering of a value for messages, redacted before it is
- * cut: a credential's first 57 characters would not be recognised later. */
-static char *quote_value(const char *value)
+static void conv_report(void *data, const yaml_node_t *n, const char *msg)
 {
-	_cleanup_free_ char *s = redact_text(value, NULL, 0);
-	size_t n = strlen(s);
-	if (n > 60)
-		return xasprintf("'%.57s...'", s);
-	return xasprintf("'%s'", s);
+	diag_node(data, n, "%s", msg);
 }
 
-/* What the recipe holds, for "got ..." (text: the expanded scalar or NULL). */
-static char *describe(const yaml_node_t *n, const char *text, bool quoted_matters)
+static char *conv_expand(void *data, const yaml_node_t *n)
 {
-	if (n->type == YAML_SEQUENCE_NODE)
-		return xstrdup("a list");
-	if (n->type == YAML_MAPPING_NODE)
-		return xstrdup("a mapping");
-	if (node_is_empty(n))
-		return xstrdup("nothing");
-	_cleanup_free_ char *q = quote_value(text ? text : scalar_raw(n));
-	if (quoted_matters && !scalar_plain(n))
-		return xasprintf("the quoted string %s (remove the quotes)", q);
-	return steal_pointer(&q);
+	return scalar_expand(data, n);
 }
 
-static char *choices_text(const char *const *choices)
+/* Converts values for stage (NULL at top level) into L's diagnostics. */
+static struct param_conv loader_conv(struct loader *L, const char *stage, json_t *hashes)
 {
-	struct strbuf sb = STRBUF_INIT;
-	for (const char *const *c = choices; c && *c; c++)
-		strbuf_addf(&sb, "%s%s", c == choices ? "" : "|", *c);
-	return strbuf_detach(&sb);
-}
-
-static char *expected_text(const struct param_spec *spec)
-{
-	switch (spec->type) {
-	case PT_STRING: return xstrdup("a string");
-	case PT_INT: return xstrdup("an integer");
-	case PT_BOOL: return xstrdup("true or false");
-	case PT_SIZE: return xstrdup("a size like 2GiB");
-	case PT_DURATION: return xstrdup("a duration like 10m");
-	case PT_ENUM: {
-		_cleanup_free_ char *c = choices_text(spec->choices);
-		return xasprintf("one of %s", c);
-	}
-	case PT_STRINGS: return xstrdup("a string or a list of strings");
-	case PT_MAP: return xstrdup("a mapping of names to strings");
-	case PT_LIST: return xstrdup("a list of mappings");
-	case PT_OBJECT: return xstrdup("a mapping");
-	case PT_PATH: return xstrdup("a path relative to the recipe");
-	case PT_COMMAND: return xstrdup("a command string or a non-empty list of strings");
-	}
-	return xstrdup("a value");
-}
-
-static char *subject(const struct pctx *c, const char *name)
-{
-	if (c->stage)
-		return xasprintf("parameter '%s' of stage '%s'", name, c->stage);
-	return xasprintf("'%s'", name);
-}
-
-/* "SUBJECT must be EXPECTED, got GOT[TAIL]" at n. */
-static void type_error(struct pctx *c, const struct param_spec *spec, const char *name,
-		       const yaml_node_t *n, const char *text, const char *tail)
-{
-	_cleanup_free_ char *subj = subject(c, name);
-	_cleanup_free_ char *exp = expected_text(spec);
-	bool quoted_matters = spec->type == PT_INT || spec->type == PT_BOOL;
-	_cleanup_free_ char *got = describe(n, text, quoted_matters);
-	diag_node(c->L, n, "%s must be %s, got %s%s", subj, exp, got, tail ? tail : "");
-}
-
-static void range_error(struct pctx *c, const char *name, const yaml_node_t *n, const char *text)
-{
-	_cleanup_free_ char *subj = subject(c, name);
-	_cleanup_free_ char *q = quote_value(text);
-	diag_node(c->L, n, "%s is out of range: %s is too large", subj, q);
-}
-
-/* ---- conversions ---- */
-
-/* A non-null scalar, expanded; NULL after reporting. */
-static char *expect_scalar(struct pctx *c, const struct param_spec *spec, const char *name,
-			   const yaml_node_t *n)
-{
-	if (n->type != YAML_SCALAR_NODE || node_is_empty(n)) {
-		type_error(c, spec, name, n, NULL, NULL);
-		return NULL;
-	}
-	return scalar_expand(c->L, n);
-}
-
-/* A valid size/duration with its digits replaced by "1" means the original
- * only failed by overflowing. */
-static bool overflowed(const char *text, int (*parse)(const char *, uint64_t *))
-{
-	size_t digits = strspn(text, "0123456789");
-	if (!digits)
-		return false;
-	_cleanup_free_ char *one = xasprintf("1%s", text + digits);
-	uint64_t v;
-	return parse(one, &v) == 0;
-}
-
-static json_t *convert_units(struct pctx *c, const struct param_spec *spec, const char *name,
-			     const yaml_node_t *n, const char *text)
-{
-	int (*parse)(const char *, uint64_t *) =
-		spec->type == PT_SIZE ? param_parse_size : param_parse_duration;
-	uint64_t v;
-	if (parse(text, &v) < 0) {
-		if (overflowed(text, parse))
-			range_error(c, name, n, text);
-		else
-			type_error(c, spec, name, n, text, NULL);
-		return NULL;
-	}
-	if (v > (uint64_t)INT64_MAX) {
-		range_error(c, name, n, text);
-		return NULL;
-	}
-	return json_integer((json_int_t)v);
-}
-
-static json_t *convert_int(struct pctx *c, const struct param_spec *spec, const char *name,
-			   const yaml_node_t *n, const char *text)
-{
-	const char *digits = text + (*text == '-');
-	if (!scalar_plain(n) || !*digits || strspn(digits, "0123456789") != strlen(digits)) {
-		type_error(c, spec, name, n, text, NULL);
-		return NULL;
-	}
-	errno = 0;
-	long long v = strtoll(text, NULL, 10);
-	if (errno == ERANGE) {
-		range_error(c, name, n, text);
-		return NULL;
-	}
-	return json_integer((json_int_t)v);
-}
-
-static json_t *convert_bool(struct pctx *c, const struct param_spec *spec, const char *name,
-			    const yaml_node_t *n, const char *text)
-{
-	static const char *const yes[] = { "true", "yes", "on" };
-	static const char *const no[] = { "false", "no", "off" };
-	if (scalar_plain(n)) {
-		for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
-			if (!strcasecmp(text, yes[i]))
-				return json_true();
-			if (!strcasecmp(text, no[i]))
-				return json_false();
-		}
-	}
-	type_error(c, spec, name, n, text, NULL);
-	return NULL;
-}
-
-static json_t *convert_enum(struct pctx *c, const struct param_spec *spec, const char *name,
-			    const yaml_node_t *n, const char *text)
-{
-	struct suggest s = { 0 };
-	for (const char *const *ch = spec->choices; ch && *ch; ch++) {
-		if (!strcmp(text, *ch))
-			return json_string(text);
-		suggest_try(&s, text, *ch);
-	}
-	_cleanup_free_ char *tail = suggest_text(&s);
-	type_error(c, spec, name, n, text, tail);
-	return NULL;
-}
-
-/* Lexically resolves "." and ".." in an absolute path. */
-static char *normalize_path(const char *abs)
-{
-	_cleanup_free_ char *copy = xstrdup(abs);
-	size_t n = 0, cap = strlen(abs) / 2 + 2;
-	_cleanup_free_ const char **parts = xcalloc(cap, sizeof(*parts));
-	char *save = NULL;
-	for (char *t = strtok_r(copy, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
-		if (!strcmp(t, "."))
-			continue;
-		if (!strcmp(t, "..")) {
-			if (n)
-				n--;
-			continue;
-		}
-		parts[n++] = t;
-	}
-	struct strbuf sb = STRBUF_INIT;
-	for (size_t i = 0; i < n; i++)
-		strbuf_addf(&sb, "/%s", parts[i]);
-	if (!n)
-		strbuf_addstr(&sb, "/");
-	return strbuf_detach(&sb);
-}
-
-static bool path_inside(const char *dir, const char *p)
-{
-	size_t len = strlen(dir);
-	if (!strcmp(dir, "/"))
-		return true;
-	return !strncmp(p, dir, len) && (p[len] == '/' || !p[len]);
-}
-
-static json_t *convert_path(struct pctx *c, const struct param_spec *spec, const char *name,
-			    const yaml_node_t *n, const char *text)
-{
-	if (!*text) {
-		type_error(c, spec, name, n, text, NULL);
-		return NULL;
-	}
-	_cleanup_free_ char *subj = subject(c, name);
-	_cleanup_free_ char *joined = text[0] == '/' ? xstrdup(text) : path_join(c->L->dir, text);
-	_cleanup_free_ char *norm = normalize_path(joined);
-	/* Only files that travel with the recipe: the stage key hashes them,
-	 * and a recipe must not read the host's files behind the user's back. */
-	if (!path_inside(c->L->dir, norm)) {
-		diag_node(c->L, n, "%s must name a file inside the recipe's directory, got '%s'", subj, text);
-		return NULL;
-	}
-	_cleanup_free_ char *real = realpath(norm, NULL);
-	if (!real) {
-		diag_node(c->L, n, "%s: cannot use '%s' (relative to the recipe's directory): %s", subj,
-			  text, strerror(errno));
-		return NULL;
-	}
-	if (!path_inside(c->L->dir, real)) {
-		diag_node(c->L, n, "%s must name a file inside the recipe's directory, got '%s' "
-			  "(a symbolic link leading outside)", subj, text);
-		return NULL;
-	}
-	char hex[65];
-	_cleanup_error_ struct af_error *err = NULL;
-	if (sha256_path_hex(real, hex, &err) < 0) {
-		diag_node(c->L, n, "%s: %s", subj, af_error_msg(err));
-		return NULL;
-	}
-	if (c->hashes)
-		json_object_set_new(c->hashes, name, json_string(hex));
-	return json_string(real);
-}
-
-static json_t *convert(struct pctx *c, const struct param_spec *spec, const char *name,
-		       const yaml_node_t *n);
-
-/* A scalar-typed parameter. */
-static json_t *convert_scalar(struct pctx *c, const struct param_spec *spec, const char *name,
-			      const yaml_node_t *n)
-{
-	_cleanup_free_ char *text = expect_scalar(c, spec, name, n);
-	if (!text)
-		return NULL;
-	switch (spec->type) {
-	case PT_INT: return convert_int(c, spec, name, n, text);
-	case PT_BOOL: return convert_bool(c, spec, name, n, text);
-	case PT_SIZE:
-	case PT_DURATION: return convert_units(c, spec, name, n, text);
-	case PT_ENUM: return convert_enum(c, spec, name, n, text);
-	case PT_PATH: return convert_path(c, spec, name, n, text);
-	case PT_COMMAND:
-		if (!*text) {
-			type_error(c, spec, name, n, text, NULL);
-			return NULL;
-		}
-		return json_string(text);
-	case PT_STRING:
-	case PT_STRINGS:
-	case PT_MAP:
-	case PT_LIST:
-	case PT_OBJECT:
-		break;
-	}
-	json_t *j = json_string(text);
-	if (!j)
-		diag_node(c->L, n, "value is not valid UTF-8");
-	return j;
-}
-
-/* A list of strings: each item checked as a string at its own position. */
-static json_t *convert_string_list(struct pctx *c, const struct param_spec *spec, const char *name,
-				   const yaml_node_t *n)
-{
-	static const struct param_spec item_spec = { .type = PT_STRING };
-	if (spec->type == PT_COMMAND && !items_count(n)) {
-		type_error(c, spec, name, n, NULL, NULL);
-		return NULL;
-	}
-	json_t *arr = json_array();
-	bool ok = true;
-	size_t i = 0;
-	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++, i++) {
-		_cleanup_free_ char *iname = xasprintf("%s[%zu]", name, i);
-		json_t *v = convert_scalar(c, &item_spec, iname, node_at(c->L, *it));
-		if (!v)
-			ok = false;
-		else
-			json_array_append_new(arr, v);
-	}
-	if (!ok) {
-		json_decref(arr);
-		return NULL;
-	}
-	return arr;
-}
-
-/* PT_STRINGS written as one scalar: [scalar]. */
-static json_t *convert_single_string(struct pctx *c, const struct param_spec *spec, const char *name,
-				     const yaml_node_t *n)
-{
-	static const struct param_spec str_spec = { .type = PT_STRING };
-	if (n->type != YAML_SCALAR_NODE || node_is_empty(n)) {
-		type_error(c, spec, name, n, NULL, NULL);
-		return NULL;
-	}
-	json_t *s = convert_scalar(c, &str_spec, name, n);
-	if (!s)
-		return NULL;
-	json_t *arr = json_array();
-	json_array_append_new(arr, s);
-	return arr;
-}
-
-/* Index of the first pair before `upto` whose key text equals key, or -1. */
-static long find_earlier_key(struct loader *L, const yaml_node_t *map, size_t upto, const char *key)
-{
-	for (size_t i = 0; i < upto; i++) {
-		const yaml_node_t *k = node_at(L, map->data.mapping.pairs.start[i].key);
-		if (k->type == YAML_SCALAR_NODE && !strcmp(scalar_raw(k), key))
-			return (long)i;
-	}
-	return -1;
-}
-
-/* The key of pair i as a name, or NULL after reporting (non-scalar keys or
- * duplicates).  Messages read "duplicate WHAT 'PREFIX.KEY' WHERE (...)". */
-static const char *pair_key(struct loader *L, const yaml_node_t *map, size_t i, const char *what,
-			    const char *prefix, const char *where)
-{
-	const yaml_node_t *k = node_at(L, map->data.mapping.pairs.start[i].key);
-	if (k->type != YAML_SCALAR_NODE || node_is_empty(k)) {
-		_cleanup_free_ char *got = describe(k, NULL, false);
-		diag_node(L, k, "a %s name must be a plain string, got %s", what, got);
-		return NULL;
-	}
-	long first = find_earlier_key(L, map, i, scalar_raw(k));
-	if (first >= 0) {
-		const yaml_node_t *f = node_at(L, map->data.mapping.pairs.start[first].key);
-		diag_node(L, k, "duplicate %s '%s%s%s' %s (first used at %zu:%zu)", what,
-			  prefix ? prefix : "", prefix ? "." : "", scalar_raw(k), where,
-			  f->start_mark.line + 1, f->start_mark.column + 1);
-		return NULL;
-	}
-	return scalar_raw(k);
-}
-
-static json_t *convert_map(struct pctx *c, const struct param_spec *spec, const char *name,
-			   const yaml_node_t *n)
-{
-	static const struct param_spec value_spec = { .type = PT_STRING };
-	json_t *obj = json_object();
-	bool ok = true;
-	for (size_t i = 0; i < pairs_count(n); i++) {
-		_cleanup_free_ char *where = xasprintf("for stage '%s'", c->stage);
-		const char *key = pair_key(c->L, n, i, "parameter", name, where);
-		if (!key) {
-			ok = false;
-			continue;
-		}
-		_cleanup_free_ char *kname = xasprintf("%s.%s", name, key);
-		json_t *v = convert_scalar(c, &value_spec, kname, node_at(c->L, n->data.mapping.pairs.start[i].value));
-		if (!v || json_object_set_new(obj, key, v) < 0)
-			ok = false;
-	}
-	if (!ok) {
-		json_decref(obj);
-		return NULL;
-	}
-	return obj;
+	return (struct param_conv){
+		.doc = L->doc, .recipe_dir = L->dir, .stage = stage, .hashes = hashes,
+		.report = conv_report, .expand = conv_expand, .data = L,
+	};
 }
 
 struct common {
@@ -667,132 +204,28 @@ struct common {
 	enum checkpoint_policy checkpoint;
 };
 
-static json_t *check_object(struct pctx *c, const struct param_spec *table, const char *prefix,
-			    const yaml_node_t *map, const yaml_node_t *pos, struct common *common);
-
-static json_t *convert_list(struct pctx *c, const struct param_spec *spec, const char *name,
-			    const yaml_node_t *n)
-{
-	json_t *arr = json_array();
-	size_t before = c->L->n_diags, i = 0;
-	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++, i++) {
-		_cleanup_free_ char *iname = xasprintf("%s[%zu]", name, i);
-		const yaml_node_t *item = node_at(c->L, *it);
-		if (item->type != YAML_MAPPING_NODE) {
-			static const struct param_spec obj_spec = { .type = PT_OBJECT };
-			type_error(c, &obj_spec, iname, item, NULL, NULL);
-			continue;
-		}
-		json_array_append_new(arr, check_object(c, spec->sub, iname, item, item, NULL));
-	}
-	if (c->L->n_diags != before) {
-		json_decref(arr);
-		return NULL;
-	}
-	return arr;
-}
-
-static json_t *convert(struct pctx *c, const struct param_spec *spec, const char *name,
-		       const yaml_node_t *n)
-{
-	switch (spec->type) {
-	case PT_STRINGS:
-	case PT_COMMAND:
-		if (n->type == YAML_SEQUENCE_NODE)
-			return convert_string_list(c, spec, name, n);
-		if (spec->type == PT_COMMAND)
-			return convert_scalar(c, spec, name, n);
-		return convert_single_string(c, spec, name, n);
-	case PT_MAP:
-	case PT_OBJECT:
-		if (n->type != YAML_MAPPING_NODE)
-			break;
-		if (spec->type == PT_MAP)
-			return convert_map(c, spec, name, n);
-		{
-			size_t before = c->L->n_diags;
-			json_t *obj = check_object(c, spec->sub, name, n, n, NULL);
-			if (c->L->n_diags != before) {
-				json_decref(obj);
-				return NULL;
-			}
-			return obj;
-		}
-	case PT_LIST:
-		if (n->type != YAML_SEQUENCE_NODE)
-			break;
-		return convert_list(c, spec, name, n);
-	case PT_STRING:
-	case PT_INT:
-	case PT_BOOL:
-	case PT_SIZE:
-	case PT_DURATION:
-	case PT_ENUM:
-	case PT_PATH:
-		return convert_scalar(c, spec, name, n);
-	}
-	type_error(c, spec, name, n, NULL, NULL);
-	return NULL;
-}
-
 /* ---- stages ---- */
 
-static const struct param_spec *spec_find(const struct param_spec *table, const char *name)
+/* The conversion's take_extra for common_keys. */
+static void set_common(struct param_conv *c, void *data, const char *key, const yaml_node_t *v)
 {
-	for (const struct param_spec *p = table; p && p->name; p++)
-		if (!strcmp(p->name, name))
-			return p;
-	return NULL;
-}
-
-static bool is_common(const char *key)
-{
-	for (const char *const *k = common_keys; *k; k++)
-		if (!strcmp(*k, key))
-			return true;
-	return false;
-}
-
-static void unknown_param(struct pctx *c, const struct param_spec *table, const char *full,
-			  const char *key, const yaml_node_t *k, bool with_common)
-{
-	struct suggest s = { 0 };
-	struct strbuf all = STRBUF_INIT;
-	for (const struct param_spec *p = table; p && p->name; p++) {
-		suggest_try(&s, key, p->name);
-		strbuf_addf(&all, "%s%s", all.len ? ", " : "", p->name);
-	}
-	for (const char *const *ck = common_keys; with_common && *ck; ck++) {
-		suggest_try(&s, key, *ck);
-		strbuf_addf(&all, "%s%s", all.len ? ", " : "", *ck);
-	}
-	if (suggest_best(&s))
-		diag_node(c->L, k, "unknown parameter '%s' for stage '%s'; did you mean '%s'?", full,
-			  c->stage, suggest_best(&s));
-	else
-		diag_node(c->L, k, "unknown parameter '%s' for stage '%s'; expected one of: %s", full,
-			  c->stage, all.buf ? all.buf : "(none)");
-	strbuf_release(&all);
-}
-
-static void set_common(struct pctx *c, struct common *common, const char *key, const yaml_node_t *v)
-{
+	struct common *common = data;
 	if (!strcmp(key, "id")) {
-		json_t *j = convert(c, &spec_id, key, v);
+		json_t *j = param_conv_value(c, &spec_id, key, v);
 		if (!j)
 			return;
 		common->id = xstrdup(json_string_value(j));
 		common->id_node = v;
 		json_decref(j);
 	} else if (!strcmp(key, "timeout")) {
-		json_t *j = convert(c, &spec_timeout, key, v);
+		json_t *j = param_conv_value(c, &spec_timeout, key, v);
 		if (!j)
 			return;
 		common->has_timeout = true;
 		common->timeout = (uint64_t)json_integer_value(j);
 		json_decref(j);
 	} else {
-		json_t *j = convert(c, &spec_checkpoint, key, v);
+		json_t *j = param_conv_value(c, &spec_checkpoint, key, v);
 		if (!j)
 			return;
 		const char *s = json_string_value(j);
@@ -803,52 +236,14 @@ static void set_common(struct pctx *c, struct common *common, const char *key, c
 	}
 }
 
-/* Checks a mapping against a schema table; returns the typed object (even
- * when problems were reported: callers compare the diagnostic count).
- * prefix: NULL for a stage's own parameters, else "entries[0]".  pos: where
- * a missing parameter is reported. */
-static json_t *check_object(struct pctx *c, const struct param_spec *table, const char *prefix,
-			    const yaml_node_t *map, const yaml_node_t *pos, struct common *common)
-{
-	json_t *obj = json_object();
-	for (size_t i = 0; i < pairs_count(map); i++) {
-		_cleanup_free_ char *where = xasprintf("for stage '%s'", c->stage);
-		const char *key = pair_key(c->L, map, i, "parameter", prefix, where);
-		if (!key)
-			continue;
-		const yaml_node_t *k = node_at(c->L, map->data.mapping.pairs.start[i].key);
-		const yaml_node_t *v = node_at(c->L, map->data.mapping.pairs.start[i].value);
-		_cleanup_free_ char *full = prefix ? xasprintf("%s.%s", prefix, key) : xstrdup(key);
-		if (common && is_common(key)) {
-			set_common(c, common, key, v);
-			continue;
-		}
-		const struct param_spec *spec = spec_find(table, key);
-		if (!spec) {
-			unknown_param(c, table, full, key, k, common != NULL);
-			continue;
-		}
-		json_t *j = convert(c, spec, full, v);
-		if (j)
-			json_object_set_new(obj, key, j);
-	}
-	for (const struct param_spec *p = table; p && p->name; p++) {
-		if (!(p->flags & PARAM_REQUIRED) || find_earlier_key(c->L, map, pairs_count(map), p->name) >= 0)
-			continue;
-		_cleanup_free_ char *full = prefix ? xasprintf("%s.%s", prefix, p->name) : xstrdup(p->name);
-		diag_node(c->L, pos, "missing required parameter '%s' for stage '%s'", full, c->stage);
-	}
-	return obj;
-}
-
 static void unknown_stage(struct loader *L, const yaml_node_t *k, const char *name)
 {
 	size_t n = 0;
 	const struct stage_type *const *all = registry_all(&n);
-	struct suggest s = { 0 };
+	struct param_suggest s = { 0 };
 	for (size_t i = 0; i < n; i++)
-		suggest_try(&s, name, all[i]->name);
-	_cleanup_free_ char *tail = suggest_text(&s);
+		param_suggest_try(&s, name, all[i]->name);
+	_cleanup_free_ char *tail = param_suggest_text(&s);
 	diag_node(L, k, "unknown stage type '%s'; run 'amiforge stages' for the list%s", name, tail);
 }
 
@@ -857,18 +252,18 @@ static bool stage_item_split(struct loader *L, const yaml_node_t *item, const ya
 			     const yaml_node_t **v)
 {
 	if (item->type != YAML_MAPPING_NODE) {
-		_cleanup_free_ char *got = describe(item, NULL, false);
+		_cleanup_free_ char *got = param_describe(item, NULL, false);
 		diag_node(L, item, "a stage must be a mapping with one key, the stage type "
 			  "(like '- mkfs: {type: ext4}'), got %s", got);
 		return false;
 	}
-	size_t n = pairs_count(item);
+	size_t n = param_node_pairs(item);
 	if (n != 1) {
 		struct strbuf keys = STRBUF_INIT;
 		for (size_t i = 0; i < n; i++) {
 			const yaml_node_t *key = node_at(L, item->data.mapping.pairs.start[i].key);
 			strbuf_addf(&keys, "%s'%s'", i ? ", " : "",
-				    key->type == YAML_SCALAR_NODE ? scalar_raw(key) : "?");
+				    key->type == YAML_SCALAR_NODE ? param_node_text(key) : "?");
 		}
 		if (!n)
 			diag_node(L, item, "a stage must have exactly one key, the stage type; found none");
@@ -880,8 +275,8 @@ static bool stage_item_split(struct loader *L, const yaml_node_t *item, const ya
 	}
 	*k = node_at(L, item->data.mapping.pairs.start[0].key);
 	*v = node_at(L, item->data.mapping.pairs.start[0].value);
-	if ((*k)->type != YAML_SCALAR_NODE || node_is_empty(*k)) {
-		_cleanup_free_ char *got = describe(*k, NULL, false);
+	if ((*k)->type != YAML_SCALAR_NODE || param_node_empty(*k)) {
+		_cleanup_free_ char *got = param_describe(*k, NULL, false);
 		diag_node(L, *k, "a stage type must be a name, got %s", got);
 		return false;
 	}
@@ -897,20 +292,23 @@ static void check_stage(struct loader *L, const yaml_node_t *item, struct stage_
 	st->file_hashes = json_object();
 	if (!stage_item_split(L, item, &k, &v))
 		return;
-	st->type = registry_find(scalar_raw(k));
+	st->type = registry_find(param_node_text(k));
 	if (!st->type) {
-		unknown_stage(L, k, scalar_raw(k));
+		unknown_stage(L, k, param_node_text(k));
 		return;
 	}
-	struct pctx c = { L, st->type->name, st->file_hashes };
+	struct param_conv c = loader_conv(L, st->type->name, st->file_hashes);
+	c.extra_keys = common_keys;
+	c.take_extra = set_common;
+	c.extra_data = common;
 	size_t before = L->n_diags;
 	if (node_is_null(v)) {
-		st->params = check_object(&c, st->type->params, NULL, &(yaml_node_t){
-			.type = YAML_MAPPING_NODE, .start_mark = item->start_mark }, item, common);
+		st->params = param_conv_object(&c, st->type->params, &(yaml_node_t){
+			.type = YAML_MAPPING_NODE, .start_mark = item->start_mark }, item);
 	} else if (v->type == YAML_MAPPING_NODE) {
-		st->params = check_object(&c, st->type->params, NULL, v, item, common);
+		st->params = param_conv_object(&c, st->type->params, v, item);
 	} else {
-		_cleanup_free_ char *got = describe(v, NULL, false);
+		_cleanup_free_ char *got = param_describe(v, NULL, false);
 		diag_node(L, v, "parameters of stage '%s' must be a mapping, got %s", st->type->name, got);
 		return;
 	}
@@ -975,11 +373,11 @@ static void assign_id(struct loader *L, struct recipe *r, size_t i, struct commo
 static void check_stages(struct loader *L, struct recipe *r, const yaml_node_t *n)
 {
 	if (n->type != YAML_SEQUENCE_NODE) {
-		_cleanup_free_ char *got = describe(n, NULL, false);
+		_cleanup_free_ char *got = param_describe(n, NULL, false);
 		diag_node(L, n, "'stages' must be a list of stages, got %s", got);
 		return;
 	}
-	size_t count = items_count(n);
+	size_t count = param_node_items(n);
 	if (!count) {
 		diag_node(L, n, "'stages' is empty; a recipe needs at least one stage");
 		return;
@@ -1029,19 +427,19 @@ static void load_env(struct loader *L, const yaml_node_t *n)
 	if (n->type != YAML_SEQUENCE_NODE) {
 		if (node_is_null(n))
 			return;
-		_cleanup_free_ char *got = describe(n, NULL, false);
+		_cleanup_free_ char *got = param_describe(n, NULL, false);
 		diag_node(L, n, "'env' must be a list of variable names, got %s", got);
 		return;
 	}
 	size_t i = 0;
 	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++, i++) {
 		const yaml_node_t *item = node_at(L, *it);
-		if (item->type != YAML_SCALAR_NODE || node_is_empty(item)) {
-			_cleanup_free_ char *got = describe(item, NULL, false);
+		if (item->type != YAML_SCALAR_NODE || param_node_empty(item)) {
+			_cleanup_free_ char *got = param_describe(item, NULL, false);
 			diag_node(L, item, "env[%zu] must be a variable name, got %s", i, got);
 			continue;
 		}
-		const char *name = scalar_raw(item);
+		const char *name = param_node_text(item);
 		if (!declared_name_ok(L, item, name, "env"))
 			continue;
 		if (json_object_get(L->vars.declared, name)) {
@@ -1057,21 +455,22 @@ static void load_vars(struct loader *L, const yaml_node_t *n)
 	if (n->type != YAML_MAPPING_NODE) {
 		if (node_is_null(n))
 			return;
-		_cleanup_free_ char *got = describe(n, NULL, false);
+		_cleanup_free_ char *got = param_describe(n, NULL, false);
 		diag_node(L, n, "'vars' must be a mapping of NAME: value, got %s", got);
 		return;
 	}
 	/* Every vars name is declared first: the environment may override any
 	 * of them, even one a default before it uses. */
-	for (size_t i = 0; i < pairs_count(n); i++) {
+	for (size_t i = 0; i < param_node_pairs(n); i++) {
 		const yaml_node_t *k = node_at(L, n->data.mapping.pairs.start[i].key);
-		if (k->type == YAML_SCALAR_NODE && vars_name_valid(scalar_raw(k)) &&
-		    !vars_name_credential(scalar_raw(k)))
-			vars_declare(&L->vars, scalar_raw(k));
+		if (k->type == YAML_SCALAR_NODE && vars_name_valid(param_node_text(k)) &&
+		    !vars_name_credential(param_node_text(k)))
+			vars_declare(&L->vars, param_node_text(k));
 	}
 	/* In order, so a default may use the ones before it. */
-	for (size_t i = 0; i < pairs_count(n); i++) {
-		const char *name = pair_key(L, n, i, "variable", NULL, "in vars");
+	struct param_conv c = loader_conv(L, NULL, NULL);
+	for (size_t i = 0; i < param_node_pairs(n); i++) {
+		const char *name = param_pair_key(&c, n, i, "variable", NULL, "in vars");
 		if (!name)
 			continue;
 		const yaml_node_t *k = node_at(L, n->data.mapping.pairs.start[i].key);
@@ -1079,7 +478,7 @@ static void load_vars(struct loader *L, const yaml_node_t *n)
 		if (!declared_name_ok(L, k, name, "vars"))
 			continue;
 		if (v->type != YAML_SCALAR_NODE) {
-			_cleanup_free_ char *got = describe(v, NULL, false);
+			_cleanup_free_ char *got = param_describe(v, NULL, false);
 			diag_node(L, v, "value of variable '%s' must be a string, got %s", name, got);
 			continue;
 		}
@@ -1093,8 +492,8 @@ static void load_vars(struct loader *L, const yaml_node_t *n)
 
 static char *top_string(struct loader *L, const struct param_spec *spec, const yaml_node_t *n)
 {
-	struct pctx c = { L, NULL, NULL };
-	json_t *j = convert(&c, spec, spec->name, n);
+	struct param_conv c = loader_conv(L, NULL, NULL);
+	json_t *j = param_conv_value(&c, spec, spec->name, n);
 	if (!j)
 		return NULL;
 	char *s = xstrdup(json_string_value(j));
@@ -1105,13 +504,14 @@ static char *top_string(struct loader *L, const struct param_spec *spec, const y
 static void check_root(struct loader *L, struct recipe *r, const yaml_node_t *root)
 {
 	if (root->type != YAML_MAPPING_NODE) {
-		_cleanup_free_ char *got = describe(root, NULL, false);
+		_cleanup_free_ char *got = param_describe(root, NULL, false);
 		diag_node(L, root, "a recipe must be a mapping with name and stages, got %s", got);
 		return;
 	}
 	const yaml_node_t *slot[TOP_COUNT] = { 0 };
-	for (size_t i = 0; i < pairs_count(root); i++) {
-		const char *key = pair_key(L, root, i, "key", NULL, "at top level");
+	struct param_conv c = loader_conv(L, NULL, NULL);
+	for (size_t i = 0; i < param_node_pairs(root); i++) {
+		const char *key = param_pair_key(&c, root, i, "key", NULL, "at top level");
 		if (!key)
 			continue;
 		size_t t = 0;
@@ -1300,30 +700,6 @@ static char *recipe_dir(const char *path)
 	return path[0] == '/' || !cwd ? xstrdup(dirname(copy2)) : path_join(cwd, dirname(copy2));
 }
 
-/* ---- the stage order: facts each stage needs from earlier ones ---- */
-
-struct facts_report {
-	struct loader *L;
-	const struct recipe *r;
-};
-
-static void report_fact(void *data, size_t i, const char *msg)
-{
-	struct facts_report *f = data;
-	const struct stage_inst *s = &f->r->stages[i];
-	diag_add(f->L, s->line, s->column, xstrdup(msg));
-}
-
-/* Only for a recipe that parsed cleanly: its stage list is then complete. */
-static void check_facts(struct loader *L, const struct recipe *r)
-{
-	_cleanup_free_ struct fact_stage *fs = xcalloc(r->n_stages ? r->n_stages : 1, sizeof(*fs));
-	for (size_t i = 0; i < r->n_stages; i++)
-		fs[i] = (struct fact_stage){ r->stages[i].type, r->stages[i].params, r->stages[i].id };
-	struct facts_report f = { L, r };
-	facts_check(fs, r->n_stages, report_fact, &f);
-}
-
 int recipe_load(const char *path, char *const *sets, size_t n_sets, struct recipe **out,
 		struct diag_list *diags)
 {
@@ -1347,8 +723,6 @@ int recipe_load(const char *path, char *const *sets, size_t n_sets, struct recip
 	}
 	free(L.ids);
 	vars_release(&L.vars);
-	if (!L.n_diags)
-		check_facts(&L, r);
 	if (L.n_diags) {
 		diags_flush(&L, diags);
 		recipe_free(r);
