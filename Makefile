@@ -23,6 +23,8 @@ RUN_DEPS := e2fsprogs debootstrap mmdebstrap util-linux fdisk ca-certificates de
 TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-client
 # The AWS tests' local servers: fakeaws.py and imds.py need botocore, s3rver node.
 TEST_DEPS += python3-botocore nodejs
+# make fuzz, tests/integration/fuzz.sh: clang with libFuzzer (libclang-rt: the fuzzer runtime).
+TEST_DEPS += clang-14 libclang-rt-14-dev
 
 LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stages/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
@@ -97,6 +99,27 @@ asan:
 
 unit-asan: $(UNIT_SRCS:tests/unit/%.c=build-asan/tests/%) build-asan/tests/awsdrv
 
+# libFuzzer harnesses tests/fuzz/fuzz_NAME.c over the library (LIB_SRCS) built
+# with clang and ASan/UBSan in build-fuzz/.  `make fuzz FUZZ_S=60` runs each
+# harness FUZZ_S seconds from tests/fuzz/corpus/NAME/ (new inputs go to
+# build-fuzz/corpus/NAME/, crashes to build-fuzz/crash-NAME-*) and fails if any crashed.
+FUZZ_CC ?= clang-14
+FUZZ_S ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) CFLAGS="-O1 -g" LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" \
+		EXTRA_CFLAGS="-Wno-error -fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_BINS)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build-fuzz/libamiforge.a $(HEADERS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< build-fuzz/libamiforge.a $(LIBS)
+fuzz: fuzz-build
+	@rc=0; for b in $(FUZZ_BINS); do n=$${b#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$n; \
+		echo "fuzz $$n: $(FUZZ_S) s"; \
+		$$b -max_total_time=$(FUZZ_S) -artifact_prefix=build-fuzz/crash-$$n- build-fuzz/corpus/$$n \
+			tests/fuzz/corpus/$$n >build-fuzz/fuzz-$$n.log 2>&1 || { rc=1; tail -40 build-fuzz/fuzz-$$n.log; }; \
+	done; exit $$rc
+
 valgrind: all unit
 	./tests/run-all --build $(BUILD) --unit-only --valgrind
 
@@ -121,4 +144,4 @@ install: all
 	install -m 0644 data/ec2-certs/*.pem data/ec2-certs/README $(DESTDIR)$(PREFIX)/share/amiforge/ec2-certs/
 
 clean:
-	rm -rf build build-asan amiforge
+	rm -rf build build-asan build-fuzz amiforge
