@@ -18,6 +18,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/facts.h"
 #include "amiforge/params.h"
 #include "amiforge/params_conv.h"
 #include "amiforge/recipe.h"
@@ -700,6 +701,30 @@ static char *recipe_dir(const char *path)
 	return path[0] == '/' || !cwd ? xstrdup(dirname(copy2)) : path_join(cwd, dirname(copy2));
 }
 
+/* ---- the stage order: facts each stage needs from earlier ones ---- */
+
+struct facts_report {
+	struct loader *L;
+	const struct recipe *r;
+};
+
+static void report_fact(void *data, size_t i, const char *msg)
+{
+	struct facts_report *f = data;
+	const struct stage_inst *s = &f->r->stages[i];
+	diag_add(f->L, s->line, s->column, xstrdup(msg));
+}
+
+/* Only for a recipe that parsed cleanly: its stage list is then complete. */
+static void check_facts(struct loader *L, const struct recipe *r)
+{
+	_cleanup_free_ struct fact_stage *fs = xcalloc(r->n_stages ? r->n_stages : 1, sizeof(*fs));
+	for (size_t i = 0; i < r->n_stages; i++)
+		fs[i] = (struct fact_stage){ r->stages[i].type, r->stages[i].params, r->stages[i].id };
+	struct facts_report f = { L, r };
+	facts_check(fs, r->n_stages, report_fact, &f);
+}
+
 int recipe_load(const char *path, char *const *sets, size_t n_sets, struct recipe **out,
 		struct diag_list *diags)
 {
@@ -723,6 +748,8 @@ int recipe_load(const char *path, char *const *sets, size_t n_sets, struct recip
 	}
 	free(L.ids);
 	vars_release(&L.vars);
+	if (!L.n_diags)
+		check_facts(&L, r);
 	if (L.n_diags) {
 		diags_flush(&L, diags);
 		recipe_free(r);
