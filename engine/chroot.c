@@ -20,9 +20,9 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
-#include "amiforge/jail.h"
 #include "amiforge/log.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"

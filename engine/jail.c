@@ -28,8 +28,10 @@
 #include <unistd.h>
 #include <linux/close_range.h>
 
+#include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/inroot.h"
 #include "amiforge/jail.h"
 #include "amiforge/sandbox.h"
@@ -43,18 +45,9 @@ static const char *const jail_host_tmpfs[] = { "tmp", "var", "run", "root", "hom
 
 
 
-static void jail_send(int fd, int kind, int errnum, const char *msg)
-{
-	struct jail_report r = { .kind = kind, .errnum = errnum };
-	snprintf(r.msg, sizeof(r.msg), "%s", msg ? msg : "");
-	if (write(fd, &r, sizeof(r)) < 0) {
-		/* nobody left to tell */
-	}
-}
-
 static _Noreturn void jail_fail(int report_fd, struct af_error *err)
 {
-	jail_send(report_fd, JAIL_REPORT_SETUP, af_error_errno(err), af_error_msg(err));
+	exec_report_send(report_fd, EXEC_REPORT_SETUP, af_error_errno(err), af_error_msg(err));
 	_exit(127);
 }
 
@@ -352,8 +345,8 @@ static int jail_net(const struct spawn_opts *o, int sync_fd, struct af_error **e
 
 static _Noreturn void jail_exec(const struct spawn_opts *o, int report_fd)
 {
-	spawn_exec(o, report_fd);
-	jail_send(report_fd, JAIL_REPORT_EXEC, errno, NULL);
+	exec_command(o, report_fd);
+	exec_report_send(report_fd, EXEC_REPORT_EXEC, errno, NULL);
 	_exit(127);
 }
 
@@ -371,7 +364,7 @@ static _Noreturn void jail_reap(pid_t cmd, int report_fd)
 		if (w != cmd)
 			continue;
 		if (WIFSIGNALED(status)) {
-			jail_send(report_fd, JAIL_REPORT_SIGNALED, WTERMSIG(status), NULL);
+			exec_report_send(report_fd, EXEC_REPORT_SIGNALED, WTERMSIG(status), NULL);
 			_exit(128 + WTERMSIG(status));
 		}
 		_exit(WEXITSTATUS(status));
@@ -423,7 +416,7 @@ static void jail_keeper_pasta(int sync_fd, int report_fd, pid_t *pasta)
 		return; /* the init failed first and said why */
 	*pasta = jail_pasta_start(host_pid, -1, &err);
 	if (*pasta < 0) {
-		jail_send(report_fd, JAIL_REPORT_SETUP, af_error_errno(err), af_error_msg(err));
+		exec_report_send(report_fd, EXEC_REPORT_SETUP, af_error_errno(err), af_error_msg(err));
 		af_error_free(err);
 		return;
 	}

@@ -20,6 +20,7 @@
 
 #include "amiforge/blockstore.h"
 #include "amiforge/channel.h"
+#include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/facts.h"
 #include "amiforge/journal.h"

@@ -13,49 +13,18 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/close_range.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/jail.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
-extern char **environ;
-
-/* DESIGN §6: nothing of the engine's environment (credentials, proxies, the
- * caller's locale) reaches commands in the chroot. */
-static char *const default_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"LANG=C.UTF-8",
-	"DEBIAN_FRONTEND=noninteractive",
-	"HOME=/root",
-	"TERM=dumb",
-	NULL,
-};
-
 static _Noreturn void child_fail(int pipefd, int kind, const char *msg)
 {
-	struct jail_report r = { .kind = kind, .errnum = errno };
-	snprintf(r.msg, sizeof(r.msg), "%s", msg);
-	if (write(pipefd, &r, sizeof(r)) < 0) {
-		/* nothing left to tell it with */
-	}
+	exec_report_send(pipefd, kind, errno, msg);
 	_exit(127);
-}
-
-/* Signal dispositions set to SIG_IGN and the signal mask survive exec: a
- * shell pipeline in the chroot must see SIGPIPE as usual. */
-static void child_reset_signals(void)
-{
-	sigset_t none;
-
-	for (int s = 1; s < NSIG; s++) {
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
-	}
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 /* stdin/stdout/stderr, moved above 2 first so that in_fd == 1 or
@@ -81,27 +50,11 @@ static _Noreturn void spawn_child(const struct spawn_opts *o, pid_t parent, int 
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(127);
 	if (child_stdio(o) < 0)
-		child_fail(pipefd, JAIL_REPORT_SETUP, "cannot set up stdin and stdout");
+		child_fail(pipefd, EXEC_REPORT_SETUP, "cannot set up stdin and stdout");
 	if (o->chroot)
 		jail_keeper(o, pipefd);
-	spawn_exec(o, pipefd);
-	child_fail(pipefd, JAIL_REPORT_EXEC, "");
-}
-
-void spawn_exec(const struct spawn_opts *o, int keep_fd)
-{
-	child_reset_signals();
-	/* Nothing of the engine (journal, lock, image fds) leaks into the
-	 * command; the report pipe closes itself on exec. */
-	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		for (int fd = 3; fd < 1024; fd++)
-			if (fd != keep_fd)
-				close(fd);
-	}
-	/* execvpe() would search the engine's PATH; execvp() searches the
-	 * command's once environ is replaced. */
-	environ = (char **)(o->env ? o->env : default_env);
-	execvp(o->argv[0], o->argv);
+	exec_command(o, pipefd);
+	child_fail(pipefd, EXEC_REPORT_EXEC, "");
 }
 
 static int pidfd_open_compat(pid_t pid)
@@ -153,22 +106,22 @@ static int error_timeout(struct af_error **err, const char *cmd, double secs)
 
 static int report(const struct spawn_opts *o, int status, int pipefd, struct af_error **err)
 {
-	struct jail_report r;
+	struct exec_report r;
 	const char *cmd = o->argv[0];
 	const char *where = o->chroot ? " in the sandbox" : "";
 
 	if (read(pipefd, &r, sizeof(r)) == (ssize_t)sizeof(r)) {
 		r.msg[sizeof(r.msg) - 1] = '\0';
-		if (r.kind == JAIL_REPORT_SETUP) {
+		if (r.kind == EXEC_REPORT_SETUP) {
 			/* The jail's message already ends in the cause. */
 			af_error_set(err, 0, "cannot run '%s'%s: %s", cmd, where, r.msg);
 			if (err && *err)
 				(*err)->errnum = r.errnum;
 			return -1;
 		}
-		if (r.kind == JAIL_REPORT_EXEC)
+		if (r.kind == EXEC_REPORT_EXEC)
 			return af_error_set(err, r.errnum, "cannot run '%s'%s", cmd, where);
-		if (r.kind == JAIL_REPORT_SIGNALED)
+		if (r.kind == EXEC_REPORT_SIGNALED)
 			return af_error_set(err, 0, "'%s' killed by signal %d (%s)", cmd, r.errnum,
 					    strsignal(r.errnum));
 	}

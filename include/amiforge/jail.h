@@ -28,41 +28,11 @@ struct spawn_opts;
  * to the build host's resolver. */
 #define JAIL_DNS_ADDR "10.0.2.3"
 
-/* What the jail's child reports over the status pipe (spawn.c reads it). */
-enum jail_report_kind {
-	JAIL_REPORT_SETUP = 1,  /* the jail could not be set up: msg says why */
-	JAIL_REPORT_EXEC,       /* execvp failed: errnum */
-	JAIL_REPORT_SIGNALED,   /* the command was killed by signal errnum */
-};
-struct jail_report {
-	int kind;
-	int errnum;
-	char msg[480];
-};
-
 /* In the forked child of sandbox_spawn(), outside the jail: makes the jail's
  * PID 1, starts pasta for it when O asks for network, waits, and exits with
  * the command's exit status.  Anything that goes wrong is written as a
- * struct jail_report on REPORT_FD. */
+ * struct exec_report (exec.h) on REPORT_FD. */
 _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd);
-
-/* "/proc/self/fd/N": how a mount or bind is aimed at exactly the fd that
- * was checked (chroot.c, jail.c). */
-struct fdpath {
-	char s[32];
-};
-static inline struct fdpath fd_path(int fd)
-{
-	struct fdpath p;
-	snprintf(p.s, sizeof(p.s), "/proc/self/fd/%d", fd);
-	return p;
-}
-
-/* In a forked child (spawn.c, the jail's init): default signal dispositions
- * and an empty mask, every fd above 2 closed on exec (KEEP_FD, the report
- * pipe, too: it is O_CLOEXEC), the command's environment (O->env or the
- * cleared default), execvp.  Returns only if exec failed (errno set). */
-void spawn_exec(const struct spawn_opts *o, int keep_fd);
 
 /* ---- pieces, exported for the unit tests ---- */
 
@@ -84,27 +54,5 @@ int jail_net_wait(struct af_error **err);
 pid_t jail_pasta_start(pid_t host_pid, int log_fd, struct af_error **err);
 /* The resolv.conf a networked jail sees. */
 const char *jail_resolv_conf(void);
-
-/* Mounts what commands in ROOT need, in the caller's (the jail's) mount
- * namespace: /proc (fresh; /proc/sys, sysrq-trigger, irq, bus, fs read-only,
- * kcore, keys, timer_list and the like masked), /dev (a nodev tmpfs with the
- * host's null zero full random urandom tty bound in, a devpts of its own,
- * /dev/shm, and each of DEVICES, absolute /dev/ paths of block devices, bound
- * at the same name), /sys read-only; RESOLV, when not NULL, bound read-only
- * over etc/resolv.conf.  Paths are resolved inside ROOTFD, never following a
- * symlink planted in the image.  WHAT says which (enum chroot_api).
- * 0 or -1 + err. */
-enum chroot_api {
-	CHROOT_API_PROC_SYS = 1 << 0,  /* /proc and /sys (debootstrap extracts over them: not there) */
-	CHROOT_API_FD_LINKS = 1 << 1,  /* /dev/fd, stdin, stdout, stderr (mmdebstrap makes its own) */
-};
-int chroot_mount_api(int rootfd, const char *root, const char *const *devices, const char *resolv,
-		     unsigned what, struct af_error **err);
-
-/* Writes TEXT to a file in TMPDIRFD (a tmpfs of the jail), binds it
- * read-only over TARGETFD (an O_PATH fd of a regular file), and removes the
- * name.  SHOWN names the target in messages.  0 or -1 + err. */
-int chroot_bind_text(int tmpdirfd, int targetfd, const char *text, const char *shown,
-		     struct af_error **err);
 
 #endif

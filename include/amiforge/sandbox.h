@@ -51,16 +51,6 @@ int rootfs_mount(const char *image, uint64_t offset, uint64_t size, const char *
  * release the loop.  0 or -1 + err; always releases what it can. */
 int rootfs_umount(struct rootfs *fs, struct af_error **err);
 
-/* Before a stage's jailed commands run (in the stage child): writes
- * ROOT/usr/sbin/policy-rc.d (exit 101) and makes ROOT/etc/resolv.conf a
- * regular file a networked jail can bind its resolver over (a symlink is
- * moved aside).  The mounts commands need are made per command, inside the
- * jail (jail.h).  chroot_unprepare() puts both back.  0 or -1 + err. */
-int chroot_prepare(const char *root, struct af_error **err);
-/* Removes policy-rc.d and a resolv.conf placeholder created by prepare, if
- * they are still there.  Runs in the runner after the stage.  0 or -1 + err. */
-int chroot_unprepare(const char *root, struct af_error **err);
-
 struct spawn_opts {
 	char *const *argv;     /* argv[0] looked up in PATH of env */
 	/* A jail (jail.h) rooted at this image root, or NULL.  Everything that

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/jail.h"

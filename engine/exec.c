@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One exec path for host commands and jailed ones: what the command
+ * inherits from the engine is decided here and nowhere else. */
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/close_range.h>
+
+#include "amiforge/exec.h"
+#include "amiforge/sandbox.h"
+
+extern char **environ;
+
+/* DESIGN §6: nothing of the engine's environment (credentials, proxies, the
+ * caller's locale) reaches commands in the chroot. */
+static char *const default_env[] = {
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"LANG=C.UTF-8",
+	"DEBIAN_FRONTEND=noninteractive",
+	"HOME=/root",
+	"TERM=dumb",
+	NULL,
+};
+
+void exec_report_send(int fd, int kind, int errnum, const char *msg)
+{
+	struct exec_report r = { .kind = kind, .errnum = errnum };
+	snprintf(r.msg, sizeof(r.msg), "%s", msg ? msg : "");
+	if (write(fd, &r, sizeof(r)) < 0) {
+		/* nobody left to tell */
+	}
+}
+
+/* Signal dispositions set to SIG_IGN and the signal mask survive exec: a
+ * shell pipeline in the chroot must see SIGPIPE as usual. */
+static void exec_reset_signals(void)
+{
+	sigset_t none;
+
+	for (int s = 1; s < NSIG; s++) {
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	}
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void exec_command(const struct spawn_opts *o, int keep_fd)
+{
+	exec_reset_signals();
+	/* Nothing of the engine (journal, lock, image fds) leaks into the
+	 * command; the report pipe closes itself on exec. */
+	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != keep_fd)
+				close(fd);
+	}
+	/* execvpe() would search the engine's PATH; execvp() searches the
+	 * command's once environ is replaced. */
+	environ = (char **)(o->env ? o->env : default_env);
+	execvp(o->argv[0], o->argv);
+}

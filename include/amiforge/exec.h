@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The last steps of every command amiforge runs, in the forked child
+ * (spawn.c on the host, the jail's init inside the jail): a clean slate,
+ * exec, and what went wrong written to the parent over a report pipe. */
+#ifndef AMIFORGE_EXEC_H
+#define AMIFORGE_EXEC_H
+
+struct spawn_opts;
+
+/* What a child reports over the status pipe (spawn.c reads it). */
+enum exec_report_kind {
+	EXEC_REPORT_SETUP = 1, /* the child (or the jail) could not be set up: msg says why */
+	EXEC_REPORT_EXEC,      /* execvp failed: errnum */
+	EXEC_REPORT_SIGNALED,  /* the command was killed by signal errnum */
+};
+struct exec_report {
+	int kind;
+	int errnum;
+	char msg[480];
+};
+
+/* Writes one report to FD (best effort: the reader may be gone). */
+void exec_report_send(int fd, int kind, int errnum, const char *msg);
+
+/* Default signal dispositions and an empty mask, every fd above 2 closed on
+ * exec (KEEP_FD, the report pipe, too: it is O_CLOEXEC), the command's
+ * environment (O->env or the cleared default), execvp.  Returns only if
+ * exec failed (errno set). */
+void exec_command(const struct spawn_opts *o, int keep_fd);
+
+#endif
