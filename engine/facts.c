@@ -105,10 +105,10 @@ static bool param_set(const char *name, const void *params)
 }
 
 /* The stage types that may provide any of "a|b", as "x or y". */
-static void providers_text(struct strbuf *sb, const char *facts)
+static void providers_text(struct strbuf *sb, const struct fact_types *types, const char *facts)
 {
-	size_t n;
-	const struct stage_type *const *all = registry_all(&n);
+	const struct stage_type *const *all = types->all;
+	size_t n = types->n;
 	struct strbuf names = { 0 };
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *copy = xstrdup(facts);
@@ -125,13 +125,14 @@ static void providers_text(struct strbuf *sb, const char *facts)
 
 /* "a|b": "X needs a or b, which no earlier stage provides; put T before it
  * [, or set P]". */
-static char *need_message(const struct fact_stage *s, const char *facts, const char *unless)
+static char *need_message(const struct fact_plan *plan, const char *facts, const char *unless)
 {
+	const struct fact_stage *s = &plan->stages[plan->upto];
 	struct strbuf sb = { 0 };
 	strbuf_addf(&sb, "%s needs ", s->type->name);
 	names_text(&sb, facts);
 	strbuf_addstr(&sb, ", which no earlier stage provides; put ");
-	providers_text(&sb, facts);
+	providers_text(&sb, plan->types, facts);
 	strbuf_addstr(&sb, " before it");
 	if (unless) {
 		strbuf_addstr(&sb, ", or set ");
@@ -143,17 +144,18 @@ static char *need_message(const struct fact_stage *s, const char *facts, const c
 /* Several plain facts "a|b|c" missing at once: "X needs facts no earlier
  * stage provides: a, b (from T or U), c (from V); put those stages before
  * it", facts with the same providers side by side. */
-static char *needs_message(const struct fact_stage *s, const char *facts)
+static char *needs_message(const struct fact_plan *plan, const char *facts)
 {
 	if (!strchr(facts, '|'))
-		return need_message(s, facts, NULL);
+		return need_message(plan, facts, NULL);
+	const struct fact_stage *s = &plan->stages[plan->upto];
 	struct strbuf sb = { 0 };
 	strbuf_addf(&sb, "%s needs facts no earlier stage provides: ", s->type->name);
 	_cleanup_free_ char *copy = xstrdup(facts);
 	char *save = NULL, *prev = NULL;
 	for (char *f = strtok_r(copy, "|", &save); f; f = strtok_r(NULL, "|", &save)) {
 		struct strbuf from = { 0 };
-		providers_text(&from, f);
+		providers_text(&from, plan->types, f);
 		_cleanup_free_ char *text = strbuf_detach(&from);
 		if (prev && strcmp(prev, text))
 			strbuf_addf(&sb, " (from %s), ", prev);
@@ -185,7 +187,7 @@ static size_t check_needs(const struct fact_need *needs, const struct fact_plan 
 			strbuf_addf(plain, "%s%s", plain->len ? "|" : "", need->facts);
 			continue;
 		}
-		_cleanup_free_ char *msg = need_message(s, need->facts, need->unless);
+		_cleanup_free_ char *msg = need_message(plan, need->facts, need->unless);
 		report(data, plan->upto, msg);
 	}
 	return problems;
@@ -199,18 +201,19 @@ static size_t check_stage_needs(const struct fact_plan *plan, fact_report_fn rep
 	problems += check_needs(s->type->needs, plan, &plain, report, data);
 	_cleanup_free_ char *facts = strbuf_detach(&plain);
 	if (*facts) {
-		_cleanup_free_ char *msg = needs_message(s, facts);
+		_cleanup_free_ char *msg = needs_message(plan, facts);
 		report(data, plan->upto, msg);
 	}
 	return problems;
 }
 
-size_t facts_check(const struct fact_stage *stages, size_t n, fact_report_fn report, void *data)
+size_t facts_check(const struct fact_stage *stages, size_t n, const struct fact_types *types, fact_report_fn report,
+		   void *data)
 {
 	size_t problems = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct stage_type *t = stages[i].type;
-		struct fact_plan plan = { stages, i };
+		struct fact_plan plan = { stages, i, types };
 		size_t missing = check_stage_needs(&plan, report, data);
 		_cleanup_error_ struct af_error *err = NULL;
 		/* A missing fact already says what to fix; a combination check

@@ -722,7 +722,9 @@ static void check_facts(struct loader *L, const struct recipe *r)
 	for (size_t i = 0; i < r->n_stages; i++)
 		fs[i] = (struct fact_stage){ r->stages[i].type, r->stages[i].params, r->stages[i].id };
 	struct facts_report f = { L, r };
-	facts_check(fs, r->n_stages, report_fact, &f);
+	struct fact_types types;
+	types.all = registry_all(&types.n);
+	facts_check(fs, r->n_stages, &types, report_fact, &f);
 }
 
 int recipe_load(const char *path, char *const *sets, size_t n_sets, struct recipe **out,

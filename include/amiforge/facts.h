@@ -102,17 +102,26 @@ struct fact_stage {
 	const char *id;
 };
 
+/* Every stage type (the registry's), to name the ones that provide a
+ * missing fact. */
+struct fact_types {
+	const struct stage_type *const *all;
+	size_t n;
+};
+
 /* Reports each stage whose needs no earlier stage provides, and each
  * combination a stage's plan_check refuses: report(data, stage index,
  * message) per problem.  Returns the number of problems. */
 typedef void (*fact_report_fn)(void *data, size_t stage, const char *msg);
-size_t facts_check(const struct fact_stage *stages, size_t n, fact_report_fn report, void *data);
+size_t facts_check(const struct fact_stage *stages, size_t n, const struct fact_types *types, fact_report_fn report,
+		   void *data);
 
 /* What the stages before the checked one will provide, for plan_check:
  * the latest earlier stage that may provide FACT, or NULL. */
 struct fact_plan {
 	const struct fact_stage *stages;
 	size_t upto;
+	const struct fact_types *types;
 };
 const struct fact_stage *fact_plan_provider(const struct fact_plan *p, const char *fact);
 

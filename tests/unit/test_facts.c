@@ -119,7 +119,9 @@ static size_t check_list(struct reports *r, size_t n, const char *const *types, 
 		fs[i] = (struct fact_stage){ registry_find(types[i]), p[i], types[i] };
 		assert_non_null(fs[i].type);
 	}
-	size_t problems = facts_check(fs, n, collect, r);
+	struct fact_types all;
+	all.all = registry_all(&all.n);
+	size_t problems = facts_check(fs, n, &all, collect, r);
 	for (size_t i = 0; i < n; i++)
 		json_decref(p[i]);
 	return problems;
