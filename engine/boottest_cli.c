@@ -13,8 +13,8 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
 #include "amiforge/error.h"
+#include "amiforge/exitcodes.h"
 #include "amiforge/log.h"
-#include "amiforge/runner.h"
 #include "amiforge/util.h"
 #include "boottest_int.h"
 

@@ -19,8 +19,8 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exitcodes.h"
 #include "amiforge/imds_responder.h"
-#include "amiforge/runner.h"
 #include "amiforge/util.h"
 
 /* Requests are a line and a few headers; anything larger is not a client

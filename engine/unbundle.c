@@ -26,8 +26,8 @@
 #include "amiforge/bundle.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exitcodes.h"
 #include "amiforge/log.h"
-#include "amiforge/runner.h"
 #include "amiforge/util.h"
 
 #define UB_BUF (1u << 20)

@@ -8,15 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_STAGE_FAILED = 1,
-	EXIT_USAGE = 2,
-	EXIT_RECIPE_INVALID = 65,
-	EXIT_UNAVAILABLE = 69,
-	EXIT_NOPERM = 77,
-	EXIT_INTERRUPTED = 130,
-};
+#include "amiforge/exitcodes.h"
 
 struct build_opts {
 	const char *recipe;
