@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "amiforge/aws/awscli.h"
-#include "amiforge/blockstore.h"
 #include "amiforge/boottest.h"
 #include "amiforge/bundle.h"
+#include "amiforge/checkpoint.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
 #include "amiforge/facts.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <string.h>
 
-#include "amiforge/blockstore.h"
+#include "amiforge/checkpoint.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/journal.h"
 #include "amiforge/plan.h"

@@ -18,8 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "amiforge/blockstore.h"
 #include "amiforge/channel.h"
+#include "amiforge/checkpoint.h"
 #include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/facts.h"

@@ -313,6 +313,27 @@ int pwrite_all(int fd, const void *buf, size_t n, off_t off)
 	return 0;
 }
 
+/* OR-ing a page at a time vectorises and leaves a mostly-data block early. */
+bool mem_is_zero(const void *p, size_t n)
+{
+	enum { PAGE = 4096 };
+	const unsigned char *c = p;
+	while (n >= PAGE) {
+		const uint64_t *w = (const uint64_t *)(const void *)c;
+		uint64_t acc = 0;
+		for (size_t i = 0; i < PAGE / 8; i++)
+			acc |= w[i];
+		if (acc)
+			return false;
+		c += PAGE;
+		n -= PAGE;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (c[i])
+			return false;
+	return true;
+}
+
 const char hex_digits[] = "0123456789abcdef";
 
 char *hex_encode(const void *in, size_t n, char *out)

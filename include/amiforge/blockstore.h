@@ -1,89 +1,72 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Checkpoints: a content-addressed store of fixed 512 KiB blocks (SHA-256),
- * the shape of an EBS snapshot.  Layout under STATE/checkpoints:
- *   blocks/ab/abcdef...        one file per distinct non-zero block, named by
- *                              the SHA-256 of its 512 KiB of raw content
- *   KEY.ckpt                   JSON: {"version":1,"size":BYTES,"block_size":524288,
- *                               "blocks":[null | "hex", ...]}  (null = all zero)
- * A block file is a 16-byte header and the block compressed with LZ4 (or
- * stored as it is when it does not compress); see engine/blockstore.c.  A
- * file of exactly 512 KiB is the raw block (the first format): still read.
- * Zero blocks are never stored; a block already present is not stored again.
- * Only allocated extents of the image are read (SEEK_DATA/SEEK_HOLE); holes
- * are zero blocks.  A restore is exact: byte-for-byte the image that was
- * checkpointed, and sparse where it was zero.
+/* The block store under the checkpoints (checkpoint.h): 512 KiB blocks of
+ * raw content, each kept once under BLOCKS/ab/abcdef..., named by the
+ * SHA-256 of its raw content (what EBS wants later).  A block file is a
+ * 16-byte header and the block compressed with LZ4, or stored as it is when
+ * it does not compress (see engine/blockstore.c); a file of exactly 512 KiB
+ * is the raw block (the first format): still read.
  *
- * Durability: KEY.ckpt is written atomically and fsync'd; block data is
- * written back by the kernel without waiting for it (waiting cost as much as
- * the checkpoint itself).  After a power loss a checkpoint can therefore
- * name a short or missing block: ckpt_usable() says false and ckpt_restore()
- * (which verifies every block's SHA-256) fails cleanly, and the runner falls
- * back to an earlier checkpoint.  A crash of the engine alone loses nothing. */
+ * The store knows nothing of images or checkpoints: callers hash, decide
+ * which blocks to keep, and give every function the blocks directory open
+ * (BLOCKS_FD).  Functions may be called from several threads at once, each
+ * with its own scratch buffers and digest context. */
 #ifndef AMIFORGE_BLOCKSTORE_H
 #define AMIFORGE_BLOCKSTORE_H
 
+#include <openssl/types.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct af_error;
 
 #define BLOCKSTORE_BLOCK_SIZE (512u * 1024u)
+#define BLOCKSTORE_HASH_LEN 32
+/* The longest block file: a header and a raw block.  Scratch buffers
+ * ("zbuf" below) hold this many bytes. */
+#define BLOCKSTORE_FILE_MAX (16u + BLOCKSTORE_BLOCK_SIZE)
+/* "ab/" + 64 hex digits + NUL */
+#define BLOCKSTORE_NAME_LEN 68
+/* Ends the message of a missing or corrupt block: the checkpoint naming it
+ * is damaged, and this is the way out. */
+#define BLOCKSTORE_DAMAGED_HINT "; run 'amiforge clean' to drop damaged checkpoints"
 
-struct ckpt_stats {
-	uint64_t image_size;     /* bytes */
-	uint64_t blocks_total;   /* image_size / block size, rounded up */
-	uint64_t blocks_data;    /* non-zero blocks */
-	uint64_t blocks_new;     /* blocks written to the store by this call */
-	uint64_t blocks_hashed;  /* data blocks whose SHA-256 was computed (see ckpt_memo) */
-	uint64_t bytes_read;     /* bytes read from the image */
-	uint64_t bytes_new;      /* raw bytes of the new blocks (512 KiB each) */
-	uint64_t bytes_stored;   /* bytes written to the store (compressed, with headers) */
-	double seconds;
-};
+/* The block's file name relative to the blocks directory: "ab/abcdef...". */
+void blockstore_name(const uint8_t hash[BLOCKSTORE_HASH_LEN], char name[BLOCKSTORE_NAME_LEN]);
 
-/* What one build remembers between its checkpoints, in memory only: for
- * each block of the image, the SHA-256 and a keyed fingerprint (Poly1305
- * under a random key of this memo) of its content at the last checkpoint.  A block
- * whose fingerprint is unchanged is not hashed again, which makes the
- * checkpoint after a small stage a read of the image instead of a SHA-256
- * of all of it.  Entries are pairs of values of one content, so a memo stays
- * correct whatever happens to the image in between (restores included).
- * ckpt_memo_new() returns NULL only if no random key could be made; a NULL
- * memo means "hash everything". */
-struct ckpt_memo;
-struct ckpt_memo *ckpt_memo_new(void);
-void ckpt_memo_free(struct ckpt_memo *memo);
+/* SHA-256 of one raw block (BLOCKSTORE_BLOCK_SIZE bytes) with MD, a digest
+ * context set up for SHA-256 (EVP_DigestInit_ex(md, EVP_sha256(), NULL)).
+ * 0, or -1 if OpenSSL failed (its error queue says why). */
+int blockstore_sha256(EVP_MD_CTX *md, const void *block, uint8_t out[BLOCKSTORE_HASH_LEN]);
 
-/* Reads the image (a regular file or a block device; nothing may be mounted
- * from it, or the filesystem must be frozen) and records checkpoint KEY
- * under DIR.  The .ckpt file is written atomically and fsync'd; new blocks
- * are not waited for (see above).  stats may be NULL.  0 or -1 + err. */
-int ckpt_take(const char *dir, const char *key, const char *image, struct ckpt_stats *stats,
-	      struct af_error **err);
-/* The same, remembering blocks in MEMO (may be NULL) for the next call. */
-int ckpt_take_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
-		   struct ckpt_stats *stats, struct af_error **err);
+/* True if block HASH is in the store as a whole file: its header and its
+ * length agree (a power loss can leave one short or empty). */
+bool blockstore_present(int blocks_fd, const uint8_t hash[BLOCKSTORE_HASH_LEN]);
 
-/* Restores checkpoint KEY to IMAGE.  A regular file is rebuilt as a new
- * sparse file (IMAGE.restore, then renamed over IMAGE); a block device is
- * written in place, zero blocks zeroed.  Every block's hash is verified as it
- * is read; a missing or corrupt block is an error naming it and the image is
- * left untouched (regular file case).  0 or -1 + err. */
-int ckpt_restore(const char *dir, const char *key, const char *image, struct af_error **err);
-/* The same, remembering the restored blocks in MEMO (may be NULL), so that
- * the next ckpt_take_memo() does not hash them again. */
-int ckpt_restore_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
-		      struct af_error **err);
+/* Stores BLOCK (raw content whose SHA-256 is HASH), compressed when that
+ * makes it smaller, under a temporary name renamed into place, so that a
+ * crash never leaves a partial block under its hash.  Writeback is started
+ * and not waited for.  ZBUF: BLOCKSTORE_FILE_MAX bytes of scratch.  TAG
+ * makes the temporary name unique among this process's concurrent callers.
+ * *STORED gets the bytes written (header included).  0 or -1 + err. */
+int blockstore_put(int blocks_fd, const uint8_t hash[BLOCKSTORE_HASH_LEN], const void *block,
+		   unsigned char *zbuf, unsigned tag, size_t *stored, struct af_error **err);
 
-/* True if DIR/KEY.ckpt exists and every block it names is present (a whole
- * block file: its header and its length agree). */
-bool ckpt_usable(const char *dir, const char *key);
+/* Reads block HASH into BLOCK (BLOCKSTORE_BLOCK_SIZE bytes) and checks with
+ * MD (as for blockstore_sha256) that its content is what its name says.
+ * ZBUF: BLOCKSTORE_FILE_MAX bytes of scratch.  BLOCKS_DIR names the
+ * directory in messages.  A missing or corrupt block is an error naming it,
+ * with BLOCKSTORE_DAMAGED_HINT.  0 or -1 + err. */
+int blockstore_read(int blocks_fd, const char *blocks_dir, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+		    unsigned char *block, unsigned char *zbuf, EVP_MD_CTX *md, struct af_error **err);
 
-/* Removes every checkpoint and block under DIR.  0 or -1 + err. */
-int ckpt_clean(const char *dir, struct af_error **err);
+/* Removes every block file (and temporary file) under BLOCKS_DIR and the
+ * directory itself; only names this module makes are touched.  A missing
+ * directory is not an error.  0 or -1 + err. */
+int blockstore_clean(const char *blocks_dir, struct af_error **err);
 
-/* Bytes the stored blocks under DIR take on disk (allocated blocks, for
- * status and bench). */
-uint64_t ckpt_store_bytes(const char *dir);
+/* Bytes the block files under BLOCKS_DIR take on disk (allocated blocks);
+ * 0 if it cannot be read. */
+uint64_t blockstore_bytes(const char *blocks_dir);
 
 #endif

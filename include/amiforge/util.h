@@ -58,6 +58,10 @@ ssize_t read_all(int fd, void *buf, size_t n);
 ssize_t pread_all(int fd, void *buf, size_t n, off_t off);
 int pwrite_all(int fd, const void *buf, size_t n, off_t off);
 
+/* True if the N bytes at P are all zero.  P must be 8-byte aligned when N
+ * is at least a page (it reads whole words a page at a time). */
+bool mem_is_zero(const void *p, size_t n);
+
 /* Hex of bytes: the one encoder and decoder.  hex_digits is the lower-case
  * digit table, for encoders of other shapes (UUIDs, escapes).  hex_encode
  * writes 2 * N lower-case digits and a NUL to OUT (2 * N + 1 bytes) and

@@ -5,7 +5,7 @@
 
 #include <fcntl.h>
 
-#include "amiforge/blockstore.h"
+#include "amiforge/checkpoint.h"
 #include "amiforge/journal.h"
 #include "amiforge/plan.h"
 #include "amiforge/recipe.h"
