@@ -4,7 +4,7 @@
 # leave in the image; later builds change only late stages with --set
 # (resumed from a checkpoint): sanitize finds planted secrets and honours
 # allow:, files refuses destinations escaping the image; prep-instance runs
-# in the image's chroot against a local metadata service (tests/integration/imds.py).
+# in the image's chroot against a local metadata service (tests/servers/imds.py).
 . "$(dirname "$0")/lib.sh"
 TESTS="sys-build interfaces hostname-hosts sudoers user-locked sshd-dropin no-host-keys prep-installed
 files-copied files-template sanitized sanitize-finds-both sanitize-no-secret-in-output sanitize-allow
@@ -85,9 +85,13 @@ in_image() {
 	return $rc
 }
 IMDS_PID=
-start_imds() { # MODE KEY
+start_imds() { # MODE KEY: v2 (tokens only), v1 (the token PUT answers 405), nokey (v2, no key pair)
 	rm -f "$WORK/port"
-	python3 "$TOP/tests/integration/imds.py" "$1" "$WORK/port" "$2" 2>"$WORK/imds.log" &
+	local mode=$1 key=(--public-key "$WORK/imds.key")
+	printf '%s\n' "$2" >"$WORK/imds.key"
+	[ "$mode" = nokey ] && mode=v2 key=()
+	python3 "$TOP/tests/servers/imds.py" --mode "$mode" --v1-token-status 405 "${key[@]}" --log-requests \
+		--port-file "$WORK/port" >/dev/null 2>"$WORK/imds.log" &
 	IMDS_PID=$!
 	for _ in $(seq 50); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 	PORT=$(cat "$WORK/port")

@@ -10,7 +10,10 @@ Usage:
   imds.py [--port N] [--port-file FILE] [--mode v1v2|v2|v1] [--region R]
           [--instance-id I] [--role NAME | --no-role] [--cred-ttl SECS]
           [--secret-seed S] [--register URL] [--public-key FILE] [--user-data FILE]
-  --mode v2: GETs without a valid token get 401; v1: the token PUT answers 404 (old IMDS).
+          [--v1-token-status CODE] [--log-requests]
+  --mode v2: GETs without a valid token get 401; v1: the token PUT answers
+  --v1-token-status (default 404; old IMDS).
+  --log-requests: each request on stderr as "METHOD PATH token=yes|no" (a valid token).
   Role credentials number n are AccessKeyId ASIAIMDS<n, 12 digits>, SecretAccessKey
   "imds-secret-<seed>-<n>", Token "imds-token-<seed>-<n>", valid --cred-ttl seconds
   (default 3600), replaced when they expire within --rotate-before.
@@ -21,18 +24,16 @@ issued; POST /__control {"op": "set", "mode": ..., "cred_ttl": ...} changes them
 
 import argparse
 import json
-import os
 import secrets
+import sys
 import threading
 import time
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the servers
+from common import Handler as BaseHandler, Server as BaseServer, post_control, serve
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class Server(BaseServer):
     def __init__(self, addr, args):
         super().__init__(addr, Handler)
         self.a = args
@@ -55,12 +56,9 @@ class Server(ThreadingHTTPServer):
                              "Token": f"imds-token-{seed}-{n}",
                              "expires": now + self.a.cred_ttl}
                 if self.a.register:
-                    body = json.dumps({"op": "creds", "access_key": self.cred["AccessKeyId"],
-                                       "secret_key": self.cred["SecretAccessKey"],
-                                       "token": self.cred["Token"]}).encode()
-                    urllib.request.urlopen(urllib.request.Request(
-                        self.a.register.rstrip("/") + "/__control", data=body, method="POST"),
-                        timeout=5).read()
+                    post_control(self.a.register, {"op": "creds", "access_key": self.cred["AccessKeyId"],
+                                                   "secret_key": self.cred["SecretAccessKey"],
+                                                   "token": self.cred["Token"]})
             c = self.cred
         iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
         return json.dumps({"Code": "Success", "LastUpdated": iso(c["expires"] - self.a.cred_ttl),
@@ -69,33 +67,49 @@ class Server(ThreadingHTTPServer):
                            "Expiration": iso(c["expires"])}, indent=2)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(BaseHandler):
     server_version = "EC2ws"
+    content_type = "text/plain"
 
-    def log_message(self, fmt, *args):
-        pass
+    def valid_token(self, token):
+        with self.server.lock:
+            return token is not None and self.server.tokens.get(token, 0) >= time.monotonic()
 
-    def send(self, status, body, ctype="text/plain"):
-        body = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def handle_request(self, body):
+        token = self.headers.get("X-aws-ec2-metadata-token")
+        self.note(" token=" + ("yes" if self.valid_token(token) else "no"))
+        if self.command == "PUT":
+            return self.put_token()
+        if self.command == "GET":
+            return self.get(token)
+        if self.command == "POST":
+            return self.send(405, "")
+        return super().handle_request(body)
 
-    def body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(n) if n else b""
+    def control(self, path, body):
+        srv = self.server
+        if self.command == "GET" and path == "/__control/state":
+            with srv.lock:
+                return self.send_json(200, srv.counts)
+        if self.command != "POST" or path != "/__control":
+            return self.send(404, "Not Found")
+        req = json.loads(body or b"{}")
+        if req.get("op") == "set":
+            for k in ("mode", "cred_ttl", "region"):
+                if k in req:
+                    setattr(srv.a, k, req[k])
+            if req.get("expire_now"):
+                with srv.lock:
+                    if srv.cred:
+                        srv.cred["expires"] = 0
+        return self.send_json(200, '{"ok": true}')
 
-    def do_PUT(self):
+    def put_token(self):
         srv, a = self.server, self.server.a
-        self.body()
         if self.path != "/latest/api/token":
             return self.send(403 if self.path.endswith("/api/token") else 404, "")
         if a.mode == "v1":
-            return self.send(404, "Not Found")
+            return self.send(a.v1_token_status, "Not Found" if a.v1_token_status == 404 else "")
         if self.headers.get("X-Forwarded-For"):
             return self.send(403, "Forbidden")
         ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
@@ -107,26 +121,8 @@ class Handler(BaseHTTPRequestHandler):
             srv.counts["token_puts"] += 1
         self.send(200, token)
 
-    def do_POST(self):
-        if self.path != "/__control":
-            return self.send(405, "")
-        req = json.loads(self.body() or b"{}")
-        if req.get("op") == "set":
-            for k in ("mode", "cred_ttl", "region"):
-                if k in req:
-                    setattr(self.server.a, k, req[k])
-            if req.get("expire_now"):
-                with self.server.lock:
-                    if self.server.cred:
-                        self.server.cred["expires"] = 0
-        return self.send(200, '{"ok": true}', "application/json")
-
-    def do_GET(self):
+    def get(self, token):
         srv, a = self.server, self.server.a
-        if self.path == "/__control/state":
-            with srv.lock:
-                return self.send(200, json.dumps(srv.counts), "application/json")
-        token = self.headers.get("X-aws-ec2-metadata-token")
         with srv.lock:
             if token is not None:
                 if srv.tokens.get(token, 0) < time.monotonic():
@@ -142,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
         if body is None:
             return self.send(404, "Not Found")
         ctype = "application/json" if body.lstrip().startswith("{") else "text/plain"
-        self.send(200, body, ctype)
+        self.send(200, body, ctype=ctype)
 
     def lookup(self, path):
         a = self.server.a
@@ -210,18 +206,13 @@ def main():
     ap.add_argument("--register", help="fakeaws base URL to tell about new credentials")
     ap.add_argument("--public-key")
     ap.add_argument("--user-data")
+    ap.add_argument("--v1-token-status", type=int, default=404,
+                    help="the token PUT's answer in --mode v1 (404 or 405)")
+    ap.add_argument("--log-requests", action="store_true",
+                    help='log each request on stderr: "METHOD PATH token=yes|no"')
     a = ap.parse_args()
-    srv = Server((a.address, a.port), a)
-    port = srv.server_address[1]
-    if a.port_file:
-        with open(a.port_file + ".tmp", "w") as f:
-            f.write(f"{port}\n")
-        os.rename(a.port_file + ".tmp", a.port_file)
-    print(f"imds listening on {a.address}:{port}", flush=True)
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    Handler.log_requests = a.log_requests
+    serve(Server((a.address, a.port), a), "imds", a.port_file)
 
 
 if __name__ == "__main__":
