@@ -7,7 +7,9 @@
  * until `completed`.  Only the image's allocated extents are read
  * (SEEK_DATA/SEEK_HOLE) and all-zero blocks are skipped: an absent block of
  * an unencrypted snapshot reads as zeros.  Encrypted snapshots get every
- * block, because their absent blocks read back as random data.
+ * block, because their absent blocks read back as random data.  The upload
+ * itself is engine/aws/ebs_upload.c; the stage starts, resumes, abandons
+ * and waits for snapshots.
  *
  * Resuming.  What a resumed build needs is journaled as a resource of this
  * stage the moment it exists (stage_journal_resource):
@@ -38,8 +40,8 @@
 #include <unistd.h>
 
 #include "amiforge/aws/ebs.h"
+#include "amiforge/aws/ebs_upload.h"
 #include "amiforge/aws/ec2.h"
-#include "amiforge/aws/http.h"
 #include "amiforge/aws/request.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
@@ -49,11 +51,6 @@
 #include "amiforge/util.h"
 
 #define SNAP_GIB (1LL << 30)
-/* Journal acknowledged blocks in batches: a resume re-sends at most this
- * much, and the journal stays small (DESIGN §5). */
-#define SNAP_BATCH_BLOCKS 64
-#define SNAP_BATCH_SECONDS 1.0
-#define SNAP_PROGRESS_SECONDS 5.0
 #define SNAP_MAX_PARALLEL 256
 /* Waiting for `completed`: capped exponential backoff. */
 #define SNAP_POLL_FIRST 1.0
@@ -140,132 +137,7 @@ static void snap_client_token(const char *key, int gen, char out[37])
 	uuid_derive(key, purpose, out);
 }
 
-/* ---- the image's blocks -------------------------------------------------------------- */
-
-/* Block ranges [first, end) worth reading, sorted and disjoint. */
-struct snap_extents {
-	struct snap_extent {
-		int64_t first, end;
-	} *v;
-	size_t n, alloc;
-	uint64_t blocks; /* blocks covered */
-};
-
-static void snap_extents_add(struct snap_extents *e, int64_t first, int64_t end)
-{
-	if (first >= end)
-		return;
-	/* In order: merge with the last range when they touch. */
-	if (e->n && first >= e->v[e->n - 1].first && first <= e->v[e->n - 1].end) {
-		if (end > e->v[e->n - 1].end)
-			e->v[e->n - 1].end = end;
-		return;
-	}
-	if (e->n == e->alloc) {
-		e->alloc = e->alloc ? 2 * e->alloc : 64;
-		e->v = xreallocarray(e->v, e->alloc, sizeof(*e->v));
-	}
-	e->v[e->n++] = (struct snap_extent){ first, end };
-}
-
-static int snap_extent_cmp(const void *a, const void *b)
-{
-	const struct snap_extent *x = a, *y = b;
-	return x->first < y->first ? -1 : x->first > y->first;
-}
-
-/* Sorts and merges (after snap_extents_add calls out of order) and counts
- * the blocks. */
-static void snap_extents_finish(struct snap_extents *e)
-{
-	qsort(e->v, e->n, sizeof(*e->v), snap_extent_cmp);
-	size_t n = e->n;
-	e->n = 0;
-	for (size_t i = 0; i < n; i++)
-		snap_extents_add(e, e->v[i].first, e->v[i].end);
-	e->blocks = 0;
-	for (size_t i = 0; i < e->n; i++)
-		e->blocks += (uint64_t)(e->v[i].end - e->v[i].first);
-}
-
-static void snap_extents_release(struct snap_extents *e)
-{
-	free(e->v);
-	memset(e, 0, sizeof(*e));
-}
-
-/* The blocks of FD (SIZE bytes) that hold allocated data, from SEEK_DATA and
- * SEEK_HOLE; everything when ALL or when the file system cannot say.  0 or
- * -1 + err. */
-static int snap_scan(int fd, uint64_t size, bool all, struct snap_extents *e, struct af_error **err)
-{
-	int64_t n_blocks = (int64_t)((size + EBS_BLOCK_SIZE - 1) / EBS_BLOCK_SIZE);
-	off_t off = 0;
-	while (!all && (uint64_t)off < size) {
-		off_t d = lseek(fd, off, SEEK_DATA);
-		if (d < 0 && errno == ENXIO)
-			break;
-		if (d < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
-			all = true;
-			break;
-		}
-		if (d < 0)
-			return af_error_set(err, errno, "find the data in the image (SEEK_DATA at %lld)", (long long)off);
-		off_t h = lseek(fd, d, SEEK_HOLE);
-		if (h < 0)
-			return af_error_set(err, errno, "find the holes in the image (SEEK_HOLE at %lld)", (long long)d);
-		snap_extents_add(e, d / EBS_BLOCK_SIZE, (h + EBS_BLOCK_SIZE - 1) / EBS_BLOCK_SIZE);
-		off = h;
-	}
-	if (all) {
-		e->n = 0;
-		snap_extents_add(e, 0, n_blocks);
-	}
-	snap_extents_finish(e);
-	return 0;
-}
-
-/* Reads block INDEX into BUF (EBS_BLOCK_SIZE bytes), zero-padded past the
- * end of the image as coldsnap pads the last block. */
-static int snap_read_block(int fd, int64_t index, unsigned char *buf, struct af_error **err)
-{
-	ssize_t n = pread_all(fd, buf, EBS_BLOCK_SIZE, (off_t)index * EBS_BLOCK_SIZE);
-	if (n < 0)
-		return af_error_set(err, errno, "read block %" PRId64 " of the image", index);
-	memset(buf + n, 0, EBS_BLOCK_SIZE - (size_t)n);
-	return 0;
-}
-
-static bool snap_all_zero(const unsigned char *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-static bool bit_get(const uint8_t *b, int64_t i)
-{
-	return (b[i >> 3] >> (i & 7)) & 1;
-}
-
-static void bit_set(uint8_t *b, int64_t i)
-{
-	b[i >> 3] |= (uint8_t)(1u << (i & 7));
-}
-
 /* ---- journal records ------------------------------------------------------------------ */
-
-/* [[first, last], ...] of the sorted, distinct indexes in D. */
-static json_t *snap_ranges(const struct ebs_digests *d)
-{
-	json_t *out = json_array();
-	for (size_t i = 0; i < d->n;) {
-		size_t j = i;
-		while (j + 1 < d->n && d->v[j + 1].index == d->v[j].index + 1)
-			j++;
-		json_array_append_new(out, json_pack("[I, I]", (json_int_t)d->v[i].index, (json_int_t)d->v[j].index));
-		i = j + 1;
-	}
-	return out;
-}
 
 /* What earlier attempts journaled, for the live (not abandoned) snapshot. */
 struct snap_resume {
@@ -342,27 +214,13 @@ struct snap_job {
 	struct ec2_client ec2;
 	int fd;
 	uint64_t size;
-	int64_t n_blocks, volume_gib;
+	int64_t volume_gib;
 	bool encrypted;
 	int parallel;
 	char *snapshot_id;
 	int generation;
-	uint8_t *done;  /* blocks the snapshot has (acknowledged and still the same) */
-	uint8_t *force; /* blocks to send even if zero (a changed journaled batch) */
-	int64_t n_before; /* blocks done by earlier attempts */
-	struct ebs_digests digests; /* of every block the snapshot has */
+	struct ebs_upload *up; /* the blocks the snapshot has */
 };
-
-static void snap_job_reset_blocks(struct snap_job *j)
-{
-	size_t bytes = (size_t)(j->n_blocks + 7) / 8 + 1;
-	free(j->done);
-	free(j->force);
-	j->done = xcalloc(1, bytes);
-	j->force = xcalloc(1, bytes);
-	j->n_before = 0;
-	ebs_digests_release(&j->digests);
-}
 
 static void snap_job_release(struct snap_job *j)
 {
@@ -372,9 +230,7 @@ static void snap_job_release(struct snap_job *j)
 	ec2_client_release(&j->ec2);
 	aws_session_close(&j->aws);
 	free(j->snapshot_id);
-	free(j->done);
-	free(j->force);
-	ebs_digests_release(&j->digests);
+	ebs_upload_free(j->up);
 }
 
 static int snap_journal(struct snap_job *j, json_t *res, struct af_error **err)
@@ -382,6 +238,15 @@ static int snap_journal(struct snap_job *j, json_t *res, struct af_error **err)
 	int r = res ? stage_journal_resource(j->ctx, res, err) : af_error_set(err, 0, "cannot encode a journal record");
 	json_decref(res);
 	return r;
+}
+
+/* ebs_upload's journal callback: a batch of acknowledged blocks. */
+static int snap_journal_batch(void *arg, json_t *blocks, const char *digest, struct af_error **err)
+{
+	struct snap_job *j = arg;
+	return snap_journal(j, json_pack("{s:s, s:o, s:s}", "snapshot", j->snapshot_id, "blocks", blocks,
+					 "digest", digest),
+			    err);
 }
 
 /* The snapshot's state (NULL and 0 when it does not exist), and its
@@ -425,7 +290,7 @@ static int snap_abandon(struct snap_job *j, const char *id, bool exists, struct 
 	j->generation++;
 	free(j->snapshot_id);
 	j->snapshot_id = NULL;
-	snap_job_reset_blocks(j);
+	ebs_upload_reset(j->up);
 	return snap_journal(j, json_pack("{s:s, s:b}", "snapshot", id, "abandoned", 1), err);
 }
 
@@ -487,233 +352,6 @@ static int snap_start(struct snap_job *j, struct af_error **err)
 			    err);
 }
 
-/* Checks the journaled batches against the image (see the top of the
- * file): a batch that still hashes to its digest is done, any other is
- * forced to be sent again. */
-static int snap_verify_batches(struct snap_job *j, const json_t *batches, struct af_error **err)
-{
-	_cleanup_free_ unsigned char *buf = xmalloc(EBS_BLOCK_SIZE);
-	size_t i;
-	const json_t *b;
-	json_array_foreach(batches, i, b) {
-		struct ebs_digests d = EBS_DIGESTS_INIT;
-		const json_t *ranges = json_object_get(b, "blocks");
-		bool valid = json_is_array(ranges);
-		size_t k;
-		const json_t *rg;
-		json_array_foreach(ranges, k, rg) {
-			int64_t first = json_integer_value(json_array_get(rg, 0));
-			int64_t last = json_integer_value(json_array_get(rg, 1));
-			if (first < 0 || last < first || last >= j->n_blocks) {
-				valid = false;
-				break;
-			}
-			for (int64_t x = first; x <= last; x++) {
-				unsigned char digest[32];
-				char b64[45];
-				if (snap_read_block(j->fd, x, buf, err) < 0) {
-					ebs_digests_release(&d);
-					return -1;
-				}
-				ebs_block_checksum(buf, EBS_BLOCK_SIZE, digest, b64);
-				ebs_digests_add(&d, x, digest);
-			}
-		}
-		char agg[45];
-		ebs_digests_aggregate(&d, agg);
-		const char *want = json_string_value(json_object_get(b, "digest"));
-		bool same = valid && want && !strcmp(agg, want);
-		for (size_t x = 0; x < d.n; x++) {
-			if (same && !bit_get(j->done, d.v[x].index)) {
-				bit_set(j->done, d.v[x].index);
-				ebs_digests_add(&j->digests, d.v[x].index, d.v[x].digest);
-				j->n_before++;
-			} else if (!same) {
-				bit_set(j->force, d.v[x].index);
-			}
-		}
-		if (!valid)
-			log_warn("snapshot %s: a journaled batch of blocks is malformed; its blocks are sent again",
-				 j->snapshot_id);
-		else if (!same)
-			log_warn("snapshot %s: %zu journaled blocks differ from the image now; sending them again",
-				 j->snapshot_id, d.n);
-		ebs_digests_release(&d);
-	}
-	return 0;
-}
-
-/* ---- the upload ----------------------------------------------------------------------- */
-
-struct snap_item {
-	struct http_batch_item item;
-	struct ebs_block_put put;
-	unsigned char *data;
-	bool busy;
-};
-
-struct snap_upload {
-	struct snap_job *j;
-	struct snap_extents ext;
-	size_t ext_i;
-	int64_t next;             /* next block of ext.v[ext_i] */
-	struct snap_item *pool;   /* j->parallel items: next() runs only with a free one */
-	struct ebs_digests batch; /* acknowledged, not yet journaled */
-	double t0, last_flush, last_progress;
-	uint64_t scanned;         /* blocks of the extents looked at */
-	int64_t sent, zero_skipped;
-};
-
-static struct snap_item *snap_free_item(struct snap_upload *u)
-{
-	for (int i = 0; i < u->j->parallel; i++)
-		if (!u->pool[i].busy) {
-			if (!u->pool[i].data)
-				u->pool[i].data = xmalloc(EBS_BLOCK_SIZE);
-			return &u->pool[i];
-		}
-	BUG("snapshot upload: more requests in flight than items");
-}
-
-static int snap_flush(struct snap_upload *u, struct af_error **err)
-{
-	u->last_flush = now_monotonic();
-	if (!u->batch.n)
-		return 0;
-	char agg[45];
-	ebs_digests_aggregate(&u->batch, agg);
-	json_t *res = json_pack("{s:s, s:o, s:s}", "snapshot", u->j->snapshot_id, "blocks", snap_ranges(&u->batch),
-				"digest", agg);
-	ebs_digests_release(&u->batch);
-	return snap_journal(u->j, res, err);
-}
-
-static void snap_progress(struct snap_upload *u, bool last)
-{
-	double now = now_monotonic();
-	if (!last && now - u->last_progress < SNAP_PROGRESS_SECONDS)
-		return;
-	u->last_progress = now;
-	double secs = now - u->t0 > 1e-3 ? now - u->t0 : 1e-3;
-	double rate = (double)u->sent * EBS_BLOCK_SIZE / secs;
-	double scan_rate = (double)u->scanned / secs;
-	double eta = scan_rate > 0 ? (double)(u->ext.blocks - u->scanned) / scan_rate : 0;
-	char done_s[32], total_s[32], rate_s[32];
-	format_size(u->scanned * EBS_BLOCK_SIZE, done_s, sizeof(done_s));
-	format_size(u->ext.blocks * EBS_BLOCK_SIZE, total_s, sizeof(total_s));
-	format_size((uint64_t)rate, rate_s, sizeof(rate_s));
-	log_info("snapshot %s: %s of %s read, %" PRId64 " blocks sent, %" PRId64 " zero blocks skipped, %s/s, ETA %.0fs",
-		 u->j->snapshot_id, done_s, total_s, u->sent, u->zero_skipped, rate_s, last ? 0.0 : eta);
-}
-
-/* The batch's producer: the next block worth sending, read into a free
- * item.  Blocks the snapshot already has are skipped, and so are zero
- * blocks unless the snapshot is encrypted or the block is forced. */
-static int snap_next(void *data, struct http_batch_item **item, struct af_error **err)
-{
-	struct snap_upload *u = data;
-	struct snap_job *j = u->j;
-	struct snap_item *it = snap_free_item(u);
-	while (u->ext_i < u->ext.n) {
-		if (u->next < u->ext.v[u->ext_i].first)
-			u->next = u->ext.v[u->ext_i].first;
-		if (u->next >= u->ext.v[u->ext_i].end) {
-			u->ext_i++;
-			continue;
-		}
-		int64_t idx = u->next++;
-		u->scanned++;
-		if (bit_get(j->done, idx))
-			continue;
-		if (snap_read_block(j->fd, idx, it->data, err) < 0)
-			return -1;
-		if (!j->encrypted && !bit_get(j->force, idx) && snap_all_zero(it->data, EBS_BLOCK_SIZE)) {
-			u->zero_skipped++;
-			continue;
-		}
-		int pct = (int)(100 * u->scanned / (u->ext.blocks ? u->ext.blocks : 1));
-		ebs_block_put_init(&it->put, &j->ebs, j->snapshot_id, idx, it->data, EBS_BLOCK_SIZE, pct);
-		it->item.req = it->put.req;
-		it->item.user = it;
-		it->busy = true;
-		*item = &it->item;
-		return 1;
-	}
-	return 0;
-}
-
-static int snap_done(void *data, struct http_batch_item *item, struct af_error **err)
-{
-	struct snap_upload *u = data;
-	struct snap_item *it = item->user;
-	int r = 0;
-	if (item->err) {
-		*err = steal_pointer(&item->err);
-		r = -1;
-	} else {
-		ebs_digests_add(&u->j->digests, it->put.index, it->put.digest);
-		ebs_digests_add(&u->batch, it->put.index, it->put.digest);
-		bit_set(u->j->done, it->put.index);
-		u->sent++;
-	}
-	http_response_release(&item->resp);
-	ebs_block_put_release(&it->put);
-	it->busy = false;
-	if (r == 0 && (u->batch.n >= SNAP_BATCH_BLOCKS || now_monotonic() - u->last_flush >= SNAP_BATCH_SECONDS))
-		r = snap_flush(u, err);
-	snap_progress(u, false);
-	return r;
-}
-
-/* Sends every block the snapshot lacks.  Acknowledged blocks are journaled
- * even when the upload fails. */
-static int snap_upload(struct snap_job *j, struct af_error **err)
-{
-	struct snap_upload u = { .j = j, .pool = xcalloc((size_t)j->parallel, sizeof(*u.pool)) };
-	int r = snap_scan(j->fd, j->size, j->encrypted, &u.ext, err);
-	/* Forced blocks may lie in what is a hole now. */
-	for (int64_t x = 0; r == 0 && x < j->n_blocks; x++)
-		if (bit_get(j->force, x))
-			snap_extents_add(&u.ext, x, x + 1);
-	snap_extents_finish(&u.ext);
-	u.t0 = u.last_flush = u.last_progress = now_monotonic();
-	if (r == 0) {
-		char sz[32];
-		log_info("snapshot %s: %s of allocated data in %zu extents to read, %" PRId64
-			 " blocks already sent by an earlier attempt, %d connections",
-			 j->snapshot_id, format_size(u.ext.blocks * EBS_BLOCK_SIZE, sz, sizeof(sz)), u.ext.n,
-			 j->n_before, j->parallel);
-		const struct http_batch b = { .max_parallel = j->parallel, .next = snap_next, .done = snap_done,
-					      .data = &u };
-		r = http_batch_run(&b, err);
-	}
-	_cleanup_error_ struct af_error *ferr = NULL;
-	if (snap_flush(&u, &ferr) < 0 && r == 0) {
-		*err = steal_pointer(&ferr);
-		r = -1;
-	}
-	if (r == 0) {
-		snap_progress(&u, true);
-		log_info("snapshot %s: sent %" PRId64 " blocks in %.1fs, %" PRId64 " zero blocks skipped, %" PRId64
-			 " blocks from earlier attempts, peak RSS %ld KiB",
-			 j->snapshot_id, u.sent, now_monotonic() - u.t0, u.zero_skipped, j->n_before,
-			 proc_peak_rss_kib());
-	}
-	for (int i = 0; i < j->parallel; i++) {
-		/* Abandoned in flight when the batch stopped. */
-		if (u.pool[i].busy) {
-			http_response_release(&u.pool[i].item.resp);
-			af_error_free(u.pool[i].item.err);
-			ebs_block_put_release(&u.pool[i].put);
-		}
-		free(u.pool[i].data);
-	}
-	free(u.pool);
-	ebs_digests_release(&u.batch);
-	snap_extents_release(&u.ext);
-	return r;
-}
-
 /* ---- completion ----------------------------------------------------------------------- */
 
 /* Polls DescribeSnapshots until `completed`, bounded by wait_timeout and
@@ -751,11 +389,8 @@ static int snap_wait(struct snap_job *j, struct af_error **err)
 
 static int snap_complete(struct snap_job *j, struct af_error **err)
 {
-	char agg[45];
-	ebs_digests_aggregate(&j->digests, agg);
-	int64_t count = (int64_t)ebs_digests_count(&j->digests);
 	_cleanup_free_ char *status = NULL;
-	if (ebs_complete_snapshot(&j->ebs, j->snapshot_id, count, agg, &status, err) < 0) {
+	if (ebs_upload_complete(j->up, j->snapshot_id, &status, err) < 0) {
 		/* An earlier attempt may have completed it and died before
 		 * journaling that: then it is no longer pending. */
 		_cleanup_error_ struct af_error *e2 = NULL;
@@ -766,8 +401,6 @@ static int snap_complete(struct snap_job *j, struct af_error **err)
 		}
 		return -1;
 	}
-	log_info("snapshot %s: CompleteSnapshot with %" PRId64 " blocks (aggregate %s): %s", j->snapshot_id, count,
-		 agg, status ? status : "?");
 	if (snap_journal(j, json_pack("{s:s, s:b}", "snapshot", j->snapshot_id, "completing", 1), err) < 0)
 		return -1;
 	return snap_wait(j, err);
@@ -793,7 +426,7 @@ static int snap_send(struct snap_job *j, struct af_error **err)
 	for (int attempt = 0;; attempt++) {
 		if (!j->snapshot_id && snap_start(j, err) < 0)
 			return -1;
-		if (snap_upload(j, err) == 0)
+		if (ebs_upload_send(j->up, j->snapshot_id, err) == 0)
 			return snap_complete(j, err);
 		bool exists;
 		if (attempt > 0 || !snap_is_dead(j, &exists))
@@ -841,7 +474,7 @@ static int snap_resume(struct snap_job *j, const struct snap_resume *rs, bool *f
 		*finished = true;
 		return snap_wait(j, err);
 	}
-	return snap_verify_batches(j, rs->batches, err);
+	return ebs_upload_resume(j->up, j->snapshot_id, rs->batches, err);
 }
 
 static int snap_setup(struct snap_job *j, struct af_error **err)
@@ -854,7 +487,6 @@ static int snap_setup(struct snap_job *j, struct af_error **err)
 		return af_error_set(err, end < 0 ? errno : 0, "the image '%s' is empty or unreadable; run allocate first",
 				    j->ctx->image);
 	j->size = (uint64_t)end;
-	j->n_blocks = (int64_t)((j->size + EBS_BLOCK_SIZE - 1) / EBS_BLOCK_SIZE);
 	j->volume_gib = snap_volume_gib(j->size, params_int(j->ctx->params, "volume_size", 0), err);
 	if (j->volume_gib < 0)
 		return -1;
@@ -866,7 +498,16 @@ static int snap_setup(struct snap_job *j, struct af_error **err)
 	j->region = j->aws.region;
 	ebs_client_init(&j->ebs, j->region, j->aws.creds, &j->aws.opts);
 	ec2_client_init(&j->ec2, j->region, j->aws.creds, &j->aws.opts);
-	snap_job_reset_blocks(j);
+	const struct ebs_upload_opts uo = {
+		.ebs = &j->ebs,
+		.fd = j->fd,
+		.size = j->size,
+		.encrypted = j->encrypted,
+		.parallel = j->parallel,
+		.journal = snap_journal_batch,
+		.arg = j,
+	};
+	j->up = ebs_upload_new(&uo);
 	return 0;
 }
 
