@@ -2,12 +2,12 @@
 # The libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, `make fuzz`) for a few
 # seconds each: `make fuzz-build` (clang-14, ASan + UBSan, into build-fuzz/),
 # then every harness from its seeds (tests/fuzz/corpus/NAME/) for FUZZ_S
-# seconds (default 5).  A crash, leak or sanitizer report fails its test;
+# seconds (default 4).  A crash, leak or sanitizer report fails its test;
 # the input is kept as build-fuzz/crash-NAME-* and printed in base64.
 # Skipped without clang-14 or its libFuzzer runtime (libclang-rt-14-dev).
 . "$(dirname "$0")/lib.sh"
 FUZZ_CC=${FUZZ_CC:-clang-14}
-FUZZ_S=${FUZZ_S:-5}
+FUZZ_S=${FUZZ_S:-4}
 NAMES=()
 for f in "$TOP"/tests/fuzz/fuzz_*.c; do n=${f##*/fuzz_}; NAMES+=("fuzz-${n%.c}"); done
 command -v "$FUZZ_CC" >/dev/null || skip_all "needs $FUZZ_CC (make check installs it)" fuzz-build "${NAMES[@]}"
