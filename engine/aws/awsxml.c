@@ -20,8 +20,9 @@ xmlDoc *awsxml_parse(const char *body, size_t len, const char *what, struct af_e
 	if (!doc || !xmlDocGetRootElement(doc)) {
 		if (doc)
 			xmlFreeDoc(doc);
-		af_error_set(err, 0, "%s: the response is not XML (%zu bytes: %.40s)", what, len,
-			     len ? body : "empty");
+		/* BODY need not end in a NUL: print at most LEN bytes of it. */
+		af_error_set(err, 0, "%s: the response is not XML (%zu bytes: %.*s)", what, len,
+			     len ? (int)(len < 40 ? len : 40) : 5, len ? body : "empty");
 		return NULL;
 	}
 	return doc;

@@ -3,6 +3,8 @@
  * DescribeSnapshots and DescribeInstances results (ec2_parse_*), and the
  * error shape (ec2_parse_error).  Seeds: tests/fuzz/corpus/ec2xml/ (answers
  * of tests/servers/fakeaws.py). */
+#include <string.h>
+
 #include "fuzz.h"
 
 #include "amiforge/aws/awsxml.h"
@@ -10,10 +12,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	/* NUL-terminated as the HTTP client's bodies are: awsxml_parse's error
-	 * message quotes the body with "%.40s", which reads past LEN when the
-	 * body is shorter than 40 bytes and has no NUL (not fixed here). */
-	char *body = fuzz_string(data, size);
+	/* Exactly SIZE bytes, no NUL after them: the parsers take (body, len)
+	 * and must not read past len (the "not XML" message once did). */
+	char *body = malloc(size ? size : 1);
+	if (!body)
+		abort();
+	memcpy(body, data, size);
 	char *code = NULL, *message = NULL, *rid = NULL;
 	if (ec2_parse_error(body, size, &code, &message, &rid) == 0) {
 		free(code);
