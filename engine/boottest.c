@@ -931,6 +931,8 @@ void bt_release(struct bt *b)
 	boottest_report_release(&b->rep);
 }
 
+/* ============================== the run =============================== */
+
 static int bt_make_dir(struct bt *b, struct af_error **err)
 {
 	const char *tmp = getenv("TMPDIR");
