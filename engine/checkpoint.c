@@ -442,13 +442,13 @@ static int block_hash(struct take *t, struct worker *w, uint64_t b, const unsign
 	struct ckpt_memo *m = t->memo;
 	uint8_t tag[TAG_LEN];
 	if (m && worker_tag(w, m, data, tag) < 0)
-		return af_error_set(err, 0, "Poly1305 failed (OpenSSL)");
+		return af_error_openssl(err, "Poly1305 failed (OpenSSL)");
 	if (m && m->known[b] && !memcmp(m->tag[b], tag, TAG_LEN)) {
 		memcpy(t->c.hash[b], m->hash[b], HASH_LEN);
 		return 0;
 	}
 	if (blockstore_sha256(w->md, data, t->c.hash[b]) < 0)
-		return af_error_set(err, 0, "SHA-256 failed (OpenSSL)");
+		return af_error_openssl(err, "SHA-256 failed (OpenSSL)");
 	w->blocks_hashed++;
 	if (m)
 		memo_set(m, b, tag, t->c.hash[b]);
@@ -629,7 +629,7 @@ static int restore_one(struct worker *w, size_t item, struct af_error **err)
 	    0)
 		return -1;
 	if (r->memo && memo_record(r->memo, w, b, w->buf, r->c.hash[b]) < 0)
-		return af_error_set(err, 0, "Poly1305 failed (OpenSSL)");
+		return af_error_openssl(err, "Poly1305 failed (OpenSSL)");
 	if (!r->is_blk)
 		return write_sparse(r, w->buf, len, off, err);
 	if (pwrite_all(r->out_fd, w->buf, len, (off_t)off) < 0)
