@@ -7,7 +7,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
-#include "amiforge/util.h"
+#include "amiforge/mem.h"
 
 static char *vformat(const char *fmt, va_list ap)
 {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Allocation that aborts on failure, small string and file helpers. */
+/* Small helpers every layer uses: paths, files, hashing, hex, strings
+ * (allocation and strbuf: mem.h, included here). */
 #ifndef AMIFORGE_UTIL_H
 #define AMIFORGE_UTIL_H
 
@@ -10,32 +11,7 @@
 
 struct af_error;
 
-#define BUG(...) util_bug(__FILE__, __LINE__, __VA_ARGS__)
-_Noreturn void util_bug(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-/* All abort with a message on allocation failure or size overflow. */
-void *xmalloc(size_t n);
-void *xcalloc(size_t nmemb, size_t size);
-void *xrealloc(void *p, size_t n);
-void *xreallocarray(void *p, size_t nmemb, size_t size);
-char *xstrdup(const char *s);
-char *xstrndup(const char *s, size_t n);
-char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* A growable string. */
-struct strbuf {
-	char *buf;  /* always NUL-terminated once anything was added */
-	size_t len, alloc;
-};
-#define STRBUF_INIT { NULL, 0, 0 }
-void strbuf_add(struct strbuf *sb, const void *data, size_t n);
-void strbuf_addstr(struct strbuf *sb, const char *s);
-void strbuf_addf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-char *strbuf_detach(struct strbuf *sb);  /* returns "" (allocated) when empty */
-void strbuf_release(struct strbuf *sb);
+#include "amiforge/mem.h"
 
 /* "a" + "/" + "b", without doubling slashes.  Caller frees. */
 char *path_join(const char *a, const char *b);
@@ -57,10 +33,6 @@ ssize_t read_all(int fd, void *buf, size_t n);
 /* pread/pwrite loops with the same conventions. */
 ssize_t pread_all(int fd, void *buf, size_t n, off_t off);
 int pwrite_all(int fd, const void *buf, size_t n, off_t off);
-
-/* True if the N bytes at P are all zero.  P must be 8-byte aligned when N
- * is at least a page (it reads whole words a page at a time). */
-bool mem_is_zero(const void *p, size_t n);
 
 /* Hex of bytes: the one encoder and decoder.  hex_digits is the lower-case
  * digit table, for encoders of other shapes (UUIDs, escapes).  hex_encode
