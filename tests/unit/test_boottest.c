@@ -14,6 +14,8 @@
 #include "amiforge/imds_responder.h"
 #include "amiforge/menulst.h"
 #include "amiforge/util.h"
+/* The image reader is internal to boot-test. */
+#include "../../engine/boottest_int.h"
 
 /* ---- menu.lst ---- */
 
@@ -650,6 +652,90 @@ static void test_imds_serve_and_config(void **state)
 	free(dir);
 }
 
+/* ---- the image reader: menu.lst and the files it names, read out of an
+ * ext4 with nothing mounted ---- */
+
+static void put(const char *root, const char *rel, const char *text)
+{
+	_cleanup_free_ char *path = path_join(root, rel);
+	_cleanup_free_ char *cmd = xasprintf("mkdir -p \"$(dirname '%s')\"", path);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(write_file_atomic(path, text, strlen(text), 0644, NULL), 0);
+}
+
+/* An unpartitioned ext4 (PV-GRUB's (hd0)) holding TREE; NULL when mke2fs
+ * is missing. */
+static char *make_image(const char *dir, const char *tree)
+{
+	char *img = path_join(dir, "disk.img");
+	_cleanup_free_ char *cmd =
+		xasprintf("mke2fs -q -F -t ext4 -L rootfs -d '%s' '%s' 16M >/dev/null 2>&1", tree, img);
+	if (system(cmd) != 0) {
+		free(img);
+		return NULL;
+	}
+	return img;
+}
+
+static void test_image_pvgrub(void **state)
+{
+	_cleanup_free_ char *dir = test_mkdtemp();
+	_cleanup_free_ char *tree = path_join(dir, "tree");
+	put(tree, "boot/grub/menu.lst", "default 0\ntitle Debian\nroot (hd0)\n"
+					    "kernel /boot/vmlinuz root=LABEL=rootfs console=hvc0\n"
+					    "initrd /boot/initrd.img\n");
+	put(tree, "boot/vmlinuz", "the kernel");
+	put(tree, "boot/initrd.img", "the initrd");
+	put(tree, "etc/ssh/ssh_host_ed25519_key", "secret");
+	_cleanup_free_ char *img = make_image(dir, tree);
+	if (!img) {
+		test_rmdir_r(dir);
+		test_skip_because("mke2fs (e2fsprogs) is not installed");
+	}
+	struct af_error *err = NULL;
+	struct bt_disk d;
+	assert_int_equal(bt_probe_disk(img, &d, &err), 0);
+	assert_string_equal(d.table, "none");
+	_cleanup_free_ char *keys = bt_image_host_keys(img, &d);
+	assert_string_equal(keys, "ssh_host_ed25519_key");
+
+	struct bt_pvboot pv = { 0 };
+	assert_int_equal(bt_read_pvgrub(img, &d, dir, &pv, &err), 0);
+	assert_null(err);
+	assert_string_equal(pv.cmdline, "root=LABEL=rootfs console=ttyS0");
+	_cleanup_free_ char *kernel = read_file(pv.kernel, NULL, NULL);
+	_cleanup_free_ char *initrd = read_file(pv.initrd, NULL, NULL);
+	assert_string_equal(kernel, "the kernel");
+	assert_string_equal(initrd, "the initrd");
+	assert_non_null(strstr(pv.where, "'Debian' on (hd0)"));
+	bt_pvboot_release(&pv);
+	test_rmdir_r(dir);
+}
+
+static void test_image_no_menulst(void **state)
+{
+	_cleanup_free_ char *dir = test_mkdtemp();
+	_cleanup_free_ char *tree = path_join(dir, "tree");
+	put(tree, "etc/hostname", "empty\n");
+	_cleanup_free_ char *img = make_image(dir, tree);
+	if (!img) {
+		test_rmdir_r(dir);
+		test_skip_because("mke2fs (e2fsprogs) is not installed");
+	}
+	struct af_error *err = NULL;
+	struct bt_disk d;
+	assert_int_equal(bt_probe_disk(img, &d, &err), 0);
+	_cleanup_free_ char *keys = bt_image_host_keys(img, &d);
+	assert_null(keys);  /* no /etc/ssh */
+	struct bt_pvboot pv = { 0 };
+	assert_int_equal(bt_read_pvgrub(img, &d, dir, &pv, &err), -1);
+	_cleanup_free_ char *want = xasprintf("no menu.lst in '%s' where PV-GRUB looks", img);
+	assert_non_null(strstr(af_error_msg(err), want));
+	af_error_free(err);
+	bt_pvboot_release(&pv);
+	test_rmdir_r(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -672,6 +758,8 @@ int main(void)
 		cmocka_unit_test(test_imds_listings),
 		cmocka_unit_test(test_imds_framing),
 		cmocka_unit_test(test_imds_serve_and_config),
+		cmocka_unit_test(test_image_pvgrub),
+		cmocka_unit_test(test_image_no_menulst),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
