@@ -118,7 +118,9 @@ bool params_bool(const json_t *params, const char *name, bool def)
 
 /* ---- typed conversion of recipe values (see params_conv.h) ---- */
 
-void param_conv_report(struct param_conv *c, const yaml_node_t *n, const char *fmt, ...)
+/* A formatted problem at n, through the loader's report. */
+__attribute__((format(printf, 3, 4)))
+static void param_conv_report(struct param_conv *c, const yaml_node_t *n, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg = NULL;
@@ -175,7 +177,8 @@ void param_suggest_try(struct param_suggest *s, const char *word, const char *ca
 	}
 }
 
-const char *param_suggest_best(const struct param_suggest *s)
+/* The one closest candidate (borrowed), or NULL. */
+static const char *param_suggest_best(const struct param_suggest *s)
 {
 	return s->tie ? NULL : s->best;
 }

@@ -62,8 +62,6 @@ struct param_suggest {
 
 /* Considers candidate as a correction of word. */
 void param_suggest_try(struct param_suggest *s, const char *word, const char *candidate);
-/* The one closest candidate (borrowed), or NULL. */
-const char *param_suggest_best(const struct param_suggest *s);
 /* "; did you mean 'X'?" or "".  Caller frees. */
 char *param_suggest_text(const struct param_suggest *s);
 
@@ -94,10 +92,6 @@ struct param_conv {
 	void *data;
 	size_t problems;               /* reports and failed expansions so far */
 };
-
-/* Reports a formatted problem at n through c->report. */
-__attribute__((format(printf, 3, 4)))
-void param_conv_report(struct param_conv *c, const yaml_node_t *n, const char *fmt, ...);
 
 /* What the recipe holds, for "got ...": "a list", "nothing", a quoted
  * (redacted, shortened) value...  text: the expanded scalar, or NULL for the

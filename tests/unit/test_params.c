@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Sizes, durations, type names and the params_* accessors. */
+/* Sizes, durations, type names, the params_* accessors, and the typed
+ * conversion of YAML values (params_conv.h) with no recipe loader behind it. */
 #include "testutil.h"
 
 #include <stdint.h>
 
 #include "amiforge/params.h"
+#include "amiforge/params_conv.h"
 
 struct unit_case {
 	const char *text;
@@ -130,6 +132,113 @@ static void test_accessors(void **state)
 	json_decref(p);
 }
 
+/* ---- conversion, with the loader's side played by the test ---- */
+
+struct fake_loader {
+	char msgs[8][200];
+	size_t n_msgs;
+	char extra[32];
+};
+
+static void fake_report(void *data, const yaml_node_t *n, const char *msg)
+{
+	struct fake_loader *f = data;
+	assert_true(f->n_msgs < ARRAY_SIZE(f->msgs));
+	snprintf(f->msgs[f->n_msgs++], sizeof(f->msgs[0]), "%zu:%zu: %s", n->start_mark.line + 1,
+		 n->start_mark.column + 1, msg);
+}
+
+/* No variables: "$" marks a value the loader could not expand. */
+static char *fake_expand(void *data, const yaml_node_t *n)
+{
+	const char *text = param_node_text(n);
+	if (strchr(text, '$')) {
+		fake_report(data, n, "cannot expand");
+		return NULL;
+	}
+	return xstrdup(text);
+}
+
+static void fake_extra(struct param_conv *c, void *extra_data, const char *key, const yaml_node_t *v)
+{
+	struct fake_loader *f = extra_data;
+	snprintf(f->extra, sizeof(f->extra), "%s=%s", key, param_node_text(v));
+}
+
+static const char *const fruit_choices[] = { "apple", "pear", NULL };
+static const struct param_spec item_table[] = {
+	{ .name = "name", .type = PT_STRING, .flags = PARAM_REQUIRED, .help = "x" },
+	{ 0 },
+};
+static const struct param_spec test_table[] = {
+	{ .name = "size", .type = PT_SIZE, .help = "x" },
+	{ .name = "fruit", .type = PT_ENUM, .choices = fruit_choices, .help = "x" },
+	{ .name = "on", .type = PT_BOOL, .help = "x" },
+	{ .name = "tags", .type = PT_STRINGS, .help = "x" },
+	{ .name = "items", .type = PT_LIST, .sub = item_table, .help = "x" },
+	{ .name = "need", .type = PT_INT, .flags = PARAM_REQUIRED, .help = "x" },
+	{ 0 },
+};
+
+/* Converts the YAML mapping text against test_table. */
+static json_t *conv_text(const char *yaml, struct fake_loader *f, size_t *problems)
+{
+	static const char *const extra[] = { "id", NULL };
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	assert_true(yaml_parser_initialize(&parser));
+	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
+	assert_true(yaml_parser_load(&parser, &doc));
+	struct param_conv c = {
+		.doc = &doc, .recipe_dir = "/nonexistent", .stage = "test", .extra_keys = extra,
+		.take_extra = fake_extra, .extra_data = f, .report = fake_report, .expand = fake_expand,
+		.data = f,
+	};
+	const yaml_node_t *root = yaml_document_get_root_node(&doc);
+	json_t *obj = param_conv_object(&c, test_table, root, root);
+	*problems = c.problems;
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	return obj;
+}
+
+static void test_conversion(void **state)
+{
+	(void)state;
+	struct fake_loader f = { 0 };
+	size_t problems = 0;
+	json_t *o = conv_text("size: 2GiB\nfruit: pear\non: yes\ntags: one\nid: first\nneed: 3\n"
+			      "items: [{name: a}, {name: b}]\n", &f, &problems);
+	assert_int_equal(problems, 0);
+	assert_int_equal(f.n_msgs, 0);
+	assert_int_equal(params_int(o, "size", 0), INT64_C(2) << 30);
+	assert_string_equal(params_str(o, "fruit", NULL), "pear");
+	assert_true(params_bool(o, "on", false));
+	assert_string_equal(json_string_value(json_array_get(params_get(o, "tags"), 0)), "one");
+	assert_int_equal(json_array_size(params_get(o, "items")), 2);
+	/* A common key goes back to the loader, not into the object. */
+	assert_string_equal(f.extra, "id=first");
+	assert_null(params_get(o, "id"));
+	json_decref(o);
+
+	f = (struct fake_loader){ 0 };
+	o = conv_text("fruit: paer\nsize: 99999999999999999999\nitems: [{name: $X}]\nsizee: 1\n", &f,
+		      &problems);
+	assert_int_equal(f.n_msgs, 5);
+	/* In the order found: the loader sorts them by position. */
+	assert_string_equal(f.msgs[0], "1:8: parameter 'fruit' of stage 'test' must be one of apple|pear, "
+				       "got 'paer'; did you mean 'pear'?");
+	assert_string_equal(f.msgs[1], "2:7: parameter 'size' of stage 'test' is out of range: "
+				       "'99999999999999999999' is too large");
+	assert_string_equal(f.msgs[2], "3:16: cannot expand");
+	assert_string_equal(f.msgs[3], "4:1: unknown parameter 'sizee' for stage 'test'; did you mean 'size'?");
+	assert_string_equal(f.msgs[4], "1:1: missing required parameter 'need' for stage 'test'");
+	/* Reports and the failed expansion; the list around it is dropped. */
+	assert_int_equal(problems, 5);
+	assert_null(params_get(o, "items"));
+	json_decref(o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -137,6 +246,7 @@ int main(void)
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_type_names),
 		cmocka_unit_test(test_accessors),
+		cmocka_unit_test(test_conversion),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
