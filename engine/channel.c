@@ -7,6 +7,7 @@
 #include "amiforge/channel.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/stage.h"
 #include "amiforge/util.h"
 
 #define ACK_OK 'k'
@@ -160,4 +161,12 @@ int channel_pump(struct stage_channel *ch,
 		ch->pending.buf[rest] = '\0';
 	}
 	return r;
+}
+
+/* The stage side of the channel, as stages see it (stage.h). */
+int stage_journal_resource(struct stage_ctx *ctx, const json_t *resource, struct af_error **err)
+{
+	if (!ctx->channel)
+		BUG("stage_journal_resource outside a stage child");
+	return channel_send_resource(ctx->channel, resource, err);
 }

@@ -9,14 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "amiforge/aws/awscli.h"
-#include "amiforge/boottest.h"
-#include "amiforge/bundle.h"
 #include "amiforge/checkpoint.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
 #include "amiforge/facts.h"
-#include "amiforge/imds_responder.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
@@ -505,18 +501,7 @@ static const struct command {
 	{ "version", cmd_version, "" },
 };
 
-/* Commands with options of their own: they parse argv themselves. */
-static const struct raw_command {
-	const char *name;
-	int (*fn)(int argc, char **argv);
-} raw_commands[] = {
-	{ "__imds-responder", imds_responder_main },  /* hidden: QEMU's guestfwd runs it */
-	{ "aws", awscli_main },
-	{ "boot-test", boottest_main },
-	{ "unbundle", unbundle_main },
-};
-
-int cli_main(int argc, char **argv)
+int cli_main(int argc, char **argv, const struct cli_tool *tools, size_t n_tools)
 {
 	enum log_level level = LOG_LEVEL_INFO;
 	int i = 1;
@@ -537,9 +522,9 @@ int cli_main(int argc, char **argv)
 	if (i >= argc)
 		return usage_error("%s", "no command given");
 	log_init(level, false);
-	for (size_t c = 0; c < ARRAY_SIZE(raw_commands); c++)
-		if (!strcmp(raw_commands[c].name, argv[i]))
-			return raw_commands[c].fn(argc - i, argv + i);
+	for (size_t c = 0; c < n_tools; c++)
+		if (!strcmp(tools[c].name, argv[i]))
+			return tools[c].main(argc - i, argv + i);
 	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
 		if (strcmp(commands[c].name, argv[i]))
 			continue;

@@ -1,7 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* The program: the build commands (cli.c) and the tools, which are not
+ * builds and parse their own options.  The only file that knows both. */
+#include "amiforge/aws/awscli.h"
+#include "amiforge/boottest.h"
 #include "amiforge/cli.h"
+#include "amiforge/imds_responder.h"
+#include "amiforge/mem.h"
+#include "amiforge/unbundle.h"
+
+static const struct cli_tool tools[] = {
+	{ "__imds-responder", imds_responder_main }, /* hidden: QEMU's guestfwd runs it */
+	{ "aws", awscli_main },
+	{ "boot-test", boottest_main },
+	{ "unbundle", unbundle_main },
+};
 
 int main(int argc, char **argv)
 {
-	return cli_main(argc, argv);
+	return cli_main(argc, argv, tools, ARRAY_SIZE(tools));
 }

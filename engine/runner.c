@@ -166,13 +166,6 @@ struct child_args {
 	struct stage_ctx *ctx;
 };
 
-int stage_journal_resource(struct stage_ctx *ctx, const json_t *resource, struct af_error **err)
-{
-	if (!ctx->channel)
-		BUG("stage_journal_resource outside a stage child");
-	return channel_send_resource(ctx->channel, resource, err);
-}
-
 static int stage_child(void *arg)
 {
 	struct child_args *a = arg;

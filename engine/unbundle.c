@@ -28,6 +28,7 @@
 #include "amiforge/error.h"
 #include "amiforge/exitcodes.h"
 #include "amiforge/log.h"
+#include "amiforge/unbundle.h"
 #include "amiforge/util.h"
 
 #define UB_BUF (1u << 20)
@@ -499,7 +500,7 @@ static int ub_run(const struct ub_manifest *m, const unsigned char key[16], cons
 	return r;
 }
 
-int bundle_unbundle(const char *manifest, const char *key_pem, const char *parts_dir, const char *output,
+int unbundle_image(const char *manifest, const char *key_pem, const char *parts_dir, const char *output,
 		    struct af_error **err)
 {
 	struct ub_manifest m = { 0 };
@@ -565,7 +566,7 @@ int unbundle_main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	_cleanup_error_ struct af_error *err = NULL;
-	if (bundle_unbundle(argv[optind], key, parts, out, &err) < 0) {
+	if (unbundle_image(argv[optind], key, parts, out, &err) < 0) {
 		log_error("unbundle '%s': %s", argv[optind], af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}

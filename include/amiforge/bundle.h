@@ -130,26 +130,9 @@ void bundle_result_release(struct bundle_result *r);
  * under the final names). */
 int bundle_create(const struct bundle_opts *opts, struct bundle_result *out, struct af_error **err);
 
-/* Restores the image a manifest describes: decrypts the key with the user's
- * private key, checks every part's SHA-1 and the tar stream's SHA-1, writes a
- * sparse raw image at OUTPUT (atomically: OUTPUT.tmp then rename).  parts_dir
- * NULL: the manifest's directory.  0, or -1 + err. */
-int bundle_unbundle(const char *manifest, const char *key_pem, const char *parts_dir,
-		    const char *output, struct af_error **err);
-
 /* A self-signed RSA 2048 certificate and key for bundling, made once:
  * DIR/cert.pem and DIR/key.pem (both 0600), reused when both exist.
  * *created tells whether they were made now.  0, or -1 + err. */
 int bundle_x509_generate(const char *dir, bool *created, struct af_error **err);
-
-/* ---- helpers shared by bundle_create.c and unbundle.c ---- */
-
-/* Lowercase hex of N bytes.  Caller frees. */
-char *bundle_hex(const unsigned char *data, size_t n);
-/* Appends the newest OpenSSL error (if any) to a new error.  -1 always. */
-int bundle_ssl_error(struct af_error **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* `amiforge unbundle MANIFEST --key PK.pem [--parts DIR] -o IMAGE`. */
-int unbundle_main(int argc, char **argv);
 
 #endif

@@ -8,6 +8,7 @@
 #include "fuzz.h"
 
 #include "amiforge/bundle.h"
+#include "amiforge/unbundle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -15,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(bundle_signed_data(text));
 	free(text);
 	struct af_error *err = NULL;
-	if (bundle_unbundle(fuzz_file(data, size), "/nonexistent/amiforge-fuzz/key.pem", "/nonexistent",
+	if (unbundle_image(fuzz_file(data, size), "/nonexistent/amiforge-fuzz/key.pem", "/nonexistent",
 			    "/nonexistent/amiforge-fuzz/image", &err) == 0)
 		abort(); /* cannot succeed without the key */
 	af_error_free(err);

@@ -11,6 +11,7 @@
 
 #include "amiforge/bundle.h"
 #include "amiforge/error.h"
+#include "amiforge/unbundle.h"
 #include "amiforge/util.h"
 
 static void test_part_names(void **state)
@@ -234,7 +235,7 @@ static void test_round_trip(void **state)
 		free(n);
 		free(p);
 	}
-	assert_int_equal(bundle_unbundle(r.manifest_path, key, NULL, back, &err), 0);
+	assert_int_equal(unbundle_image(r.manifest_path, key, NULL, back, &err), 0);
 	assert_true(files_equal(img, back));
 	assert_int_equal(stat(back, &st), 0);
 	assert_true((uint64_t)st.st_blocks * 512 < (32u << 20));  /* holes stayed holes */
@@ -243,7 +244,7 @@ static void test_round_trip(void **state)
 	char *other = path_join(dir, "other");
 	assert_int_equal(bundle_x509_generate(other, &created, &err), 0);
 	char *other_key = path_join(other, "key.pem");
-	assert_int_equal(bundle_unbundle(r.manifest_path, other_key, NULL, back, &err), -1);
+	assert_int_equal(unbundle_image(r.manifest_path, other_key, NULL, back, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "cannot decrypt"));
 	af_error_clear(&err);
 
@@ -252,7 +253,7 @@ static void test_round_trip(void **state)
 	int fd = open(p0, O_WRONLY);
 	assert_int_equal(pwrite(fd, "X", 1, 1000), 1);
 	close(fd);
-	assert_int_equal(bundle_unbundle(r.manifest_path, key, NULL, back, &err), -1);
+	assert_int_equal(unbundle_image(r.manifest_path, key, NULL, back, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "damaged"));
 	assert_non_null(strstr(af_error_msg(err), n0));
 	af_error_clear(&err);
