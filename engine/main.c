@@ -8,7 +8,7 @@
 #include "amiforge/mem.h"
 #include "amiforge/unbundle.h"
 
-static const struct cli_tool tools[] = {
+static const struct cli_tool all_tools[] = {
 	{ "__imds-responder", imds_responder_main }, /* hidden: QEMU's guestfwd runs it */
 	{ "aws", awscli_main },
 	{ "boot-test", boottest_main },
@@ -17,5 +17,5 @@ static const struct cli_tool tools[] = {
 
 int main(int argc, char **argv)
 {
-	return cli_main(argc, argv, tools, ARRAY_SIZE(tools));
+	return cli_main(argc, argv, all_tools, ARRAY_SIZE(all_tools));
 }
