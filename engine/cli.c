@@ -524,7 +524,7 @@ int cli_main(int argc, char **argv, const struct cli_tool *tools, size_t n_tools
 	log_init(level, false);
 	for (size_t c = 0; c < n_tools; c++)
 		if (!strcmp(tools[c].name, argv[i]))
-			return tools[c].main(argc - i, argv + i);
+			return tools[c].run(argc - i, argv + i);
 	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
 		if (strcmp(commands[c].name, argv[i]))
 			continue;

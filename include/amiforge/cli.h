@@ -10,7 +10,7 @@
  * being its name. */
 struct cli_tool {
 	const char *name;
-	int (*main)(int argc, char **argv);
+	int (*run)(int argc, char **argv);
 };
 
 /* The global options, then a build command of the table in cli.c or one
