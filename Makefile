@@ -60,7 +60,7 @@ $(BUILD)/.pkgs-ok: Makefile
 
 -include $(LIB_OBJS:.o=.d) $(BUILD)/engine/main.d
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a tests/unit/testutil.h $(HEADERS)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libamiforge.a $(wildcard tests/unit/*.h) $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libamiforge.a $(LIBS) -lcmocka
 
