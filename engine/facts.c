@@ -18,10 +18,22 @@ const struct fact_def *fact_catalogue(size_t *count)
 	return catalogue;
 }
 
+/* NAME is PATTERN, or PATTERN is a family "p.*" and NAME "p.<something>". */
+static bool fact_matches(const char *pattern, const char *name)
+{
+	size_t n = strlen(pattern);
+	if (n >= 2 && !strcmp(pattern + n - 2, ".*"))
+		return !strncmp(name, pattern, n - 1) && name[n - 1] != '\0';
+	return !strcmp(pattern, name);
+}
+
 const struct fact_def *fact_find(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(catalogue); i++)
 		if (!strcmp(catalogue[i].name, name))
+			return &catalogue[i];
+	for (size_t i = 0; i < ARRAY_SIZE(catalogue); i++)
+		if (fact_matches(catalogue[i].name, name))
 			return &catalogue[i];
 	return NULL;
 }
@@ -79,7 +91,7 @@ static void names_text(struct strbuf *sb, const char *list)
 static bool provides_fact(const struct stage_type *t, const char *fact)
 {
 	for (const char *const *p = t->provides; p && *p; p++)
-		if (!strcmp(*p, fact))
+		if (fact_matches(*p, fact))
 			return true;
 	return false;
 }

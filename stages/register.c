@@ -812,7 +812,7 @@ static int reg_plan_check(const json_t *params, const struct fact_plan *plan, st
 static const struct fact_need register_needs[] = {
 	{ "snapshot.id|bundle.manifest_location", "snapshot_id|image_location" }, { NULL, NULL }
 };
-static const char *const register_provides[] = { "ami.id", "ami.name", NULL };
+static const char *const register_provides[] = { "ami.id", "ami.name", "ami.*", NULL };
 
 const struct stage_type stage_register = {
 	.name = "register",

@@ -20,7 +20,8 @@ struct af_error;
 
 enum fact_type { FACT_STRING, FACT_INT, FACT_BOOL };
 
-/* X(name, type, meaning) */
+/* X(name, type, meaning).  A name ending in ".*" is a family: any name
+ * with that prefix and a non-empty rest. */
 #define AMIFORGE_FACTS(X)                                                                                   \
 	X("disk.path", FACT_STRING, "the image: STATE/disk.img or the block device")                      \
 	X("disk.size", FACT_INT, "the image's size in bytes")                                               \
@@ -48,7 +49,7 @@ enum fact_type { FACT_STRING, FACT_INT, FACT_BOOL };
 	X("user.name", FACT_STRING, "the login user the image was given")                                   \
 	X("user.home", FACT_STRING, "that user's home directory")                                           \
 	X("ssh.user", FACT_STRING, "the user that receives the instance's SSH key")                        \
-	X("ssh.prep_instance", FACT_STRING, "path of the first-boot script in the image")                  \
+	X("ssh.prep_instance", FACT_BOOL, "/etc/prep-instance and its unit are installed")                  \
 	X("kernel.package", FACT_STRING, "the kernel package installed")                                    \
 	X("kernel.version", FACT_STRING, "its version (uname -r)")                                          \
 	X("kernel.image", FACT_STRING, "/boot path of the kernel")                                          \
@@ -78,7 +79,8 @@ enum fact_type { FACT_STRING, FACT_INT, FACT_BOOL };
 	X("snapshot.region", FACT_STRING, "the snapshot's region")                                          \
 	X("snapshot.volume_size", FACT_INT, "the snapshot's volume size in GiB")                           \
 	X("ami.id", FACT_STRING, "the registered AMI")                                                      \
-	X("ami.name", FACT_STRING, "its name")
+	X("ami.name", FACT_STRING, "its name")                                                              \
+	X("ami.*", FACT_STRING, "the AMI in region * (ami.eu-west-1): the registered one and each copy")
 
 struct fact_def {
 	const char *name;

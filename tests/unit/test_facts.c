@@ -214,6 +214,16 @@ static void test_outputs(void **state)
 	assert_int_equal(facts_check_outputs(mkfs, wrong, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "that is not a string"));
 	af_error_clear(&err);
+	/* A family: ami.REGION. */
+	json_t *copies = P("{\"ami.id\":\"ami-1\",\"ami.eu-west-1\":\"ami-1\",\"ami.us-east-1\":\"ami-2\"}");
+	assert_int_equal(facts_check_outputs(registry_find("register"), copies, &err), 0);
+	assert_int_equal(facts_check_outputs(mkfs, copies, &err), -1);
+	af_error_clear(&err);
+	json_t *bare = P("{\"ami.\":\"ami-1\"}");
+	assert_int_equal(facts_check_outputs(registry_find("register"), bare, &err), -1);
+	af_error_clear(&err);
+	json_decref(copies);
+	json_decref(bare);
 	json_decref(ok);
 	json_decref(undeclared);
 	json_decref(wrong);
