@@ -345,8 +345,13 @@ void uuid_derive(const char *seed, const char *purpose, char out[37])
 		BUG("EVP_Digest(sha256) failed");
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+	uuid_format(b, out);
+}
+
+void uuid_format(const unsigned char u[16], char out[37])
+{
 	char h[33];
-	hex_encode(b, 16, h);
+	hex_encode(u, 16, h);
 	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 

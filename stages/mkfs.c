@@ -250,9 +250,7 @@ static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, stru
 	char label[MKFS_LABEL_MAX + 1] = { 0 };
 	memcpy(label, sb->s_volume_name, MKFS_LABEL_MAX);
 	char uuid[37];
-	const unsigned char *u = sb->s_uuid;
-	snprintf(uuid, sizeof(uuid), "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
-		 u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+	uuid_format(sb->s_uuid, uuid);
 	if (strcmp(label, o->label) != 0)
 		return af_error_set(err, 0, "the new filesystem has label '%s', not '%s'", label, o->label);
 	if (strcmp(uuid, o->uuid) != 0)

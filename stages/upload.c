@@ -262,12 +262,10 @@ static int upload_obj_load(struct upload_obj *o, struct af_error **err)
 	    EVP_Digest(o->map, o->size, sha1, &n1, EVP_sha1(), NULL) != 1)
 		BUG("openssl: digest failed");
 	EVP_EncodeBlock((unsigned char *)o->md5_b64, md5, 16);
-	for (unsigned i = 0; i < 16; i++)
-		snprintf(o->md5_hex + 2 * i, 3, "%02x", md5[i]);
+	hex_encode(md5, 16, o->md5_hex);
 	if (o->sha1) {
 		char hex[41];
-		for (unsigned i = 0; i < 20; i++)
-			snprintf(hex + 2 * i, 3, "%02x", sha1[i]);
+		hex_encode(sha1, 20, hex);
 		if (strcmp(hex, o->sha1) != 0) {
 			upload_obj_unmap(o);
 			return af_error_set(err, 0,

@@ -59,6 +59,8 @@ int sha256_path_hex(const char *path, char hex[65], struct af_error **err);
  * with the version-4/variant bits set: random-looking, but the same for the
  * same stage key, so rebuilds are identical. */
 void uuid_derive(const char *seed, const char *purpose, char out[37]);
+/* The 16 bytes U as a lower-case UUID string. */
+void uuid_format(const unsigned char u[16], char out[37]);
 
 /* This process's peak resident set (VmHWM) in KiB, or -1. */
 long proc_peak_rss_kib(void);
