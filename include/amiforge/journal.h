@@ -70,7 +70,7 @@ struct journal_stage {
 	const char *key; /* its stage key */
 };
 
-/* What a checkpoint cost (blockstore.h's ckpt_stats, the part journaled). */
+/* What a checkpoint cost (checkpoint.h's ckpt_stats, the part journaled). */
 struct journal_ckpt {
 	double seconds;
 	uint64_t bytes_new;
