@@ -26,7 +26,7 @@ TEST_DEPS += python3-botocore nodejs
 # make fuzz, tests/integration/fuzz.sh: clang with libFuzzer (libclang-rt: the fuzzer runtime).
 TEST_DEPS += clang-14 libclang-rt-14-dev
 
-LIB_SRCS := $(filter-out engine/main.c,$(wildcard engine/*.c engine/aws/*.c stages/*.c))
+LIB_SRCS := $(wildcard engine/*/*.c stages/*.c tools/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The program: the build commands (cli.c) and the tools, which are not
  * builds and parse their own options.  The only file that knows both. */
-#include "amiforge/aws/awscli.h"
+#include "amiforge/awscli.h"
 #include "amiforge/boottest.h"
 #include "amiforge/cli.h"
 #include "amiforge/imds_responder.h"

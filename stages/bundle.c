@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "amiforge/aws/creds.h"
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_create.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"

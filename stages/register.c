@@ -22,7 +22,7 @@
 
 #include "amiforge/aws/ec2.h"
 #include "amiforge/aws/request.h"
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_format.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/facts.h"

@@ -7,7 +7,7 @@
  * Seeds: tests/fuzz/corpus/manifest/. */
 #include "fuzz.h"
 
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_format.h"
 #include "amiforge/unbundle.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

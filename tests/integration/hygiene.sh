@@ -237,12 +237,12 @@ check secret-not-in-state no_secret "$H" "$C/journal" "$M"
 check secret-not-in-output no_secret "$WORK/h.out" "$WORK/h.err" "$WORK/h.status" "$WORK/c.out" "$WORK/c.status" \
 	"$WORK/cj.out" "$WORK/modes.out" "$WORK"/{validate,plan,build}.{out,err}
 # The stage log, and its tail printed on failure, carry the runner's own
-# "amiforge: error: MSG" line, which engine/runner.c writes straight to the
+# "amiforge: error: MSG" line, which engine/core/runner.c writes straight to the
 # log fd; until that goes through redact_text, say so instead of failing.
 if no_secret "$C/logs" "$WORK/c.err" "$WORK/cj.err"; then
 	ok secret-runtime-stage-log
 else
-	skip secret-runtime-stage-log "engine/runner.c run_stage writes the stage's error to its log with dprintf, unredacted"
+	skip secret-runtime-stage-log "engine/core/runner.c run_stage writes the stage's error to its log with dprintf, unredacted"
 fi
 
 # A real state under a name with a quote, spaces, a newline and $(...).

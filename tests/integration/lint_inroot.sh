@@ -10,9 +10,8 @@ if [ $rc = 0 ]; then ok "lint-inroot-clean"; else cat "$WORK/out"; not_ok "lint-
 
 # A copy of the sources with one planted violation per line: the lint must
 # fail and name every one of them (and nothing else).
-mkdir -p "$WORK/src/engine" "$WORK/src/stages"
-cp "$TOP"/engine/*.c "$WORK/src/engine/"
-cp "$TOP"/stages/*.c "$WORK/src/stages/"
+mkdir -p "$WORK/src"
+cp -r "$TOP/engine" "$TOP/stages" "$TOP/tools" "$WORK/src/"
 cat >>"$WORK/src/stages/fstab.c" <<'C'
 static void planted(struct stage_ctx *ctx, const char *root)
 {

@@ -15,7 +15,7 @@
 #include "amiforge/menulst.h"
 #include "amiforge/util.h"
 /* The image reader is internal to boot-test. */
-#include "../../engine/boottest_int.h"
+#include "../../tools/boottest_int.h"
 
 /* ---- menu.lst ---- */
 

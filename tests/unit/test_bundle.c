@@ -9,7 +9,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_create.h"
 #include "amiforge/error.h"
 #include "amiforge/unbundle.h"
 #include "amiforge/util.h"

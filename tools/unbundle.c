@@ -23,7 +23,7 @@
 #include <openssl/rsa.h>
 #include <zlib.h>
 
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_format.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/exitcodes.h"

@@ -32,7 +32,7 @@
 #include <openssl/x509.h>
 #include <zlib.h>
 
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_create.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "amiforge/aws/awscli.h"
+#include "amiforge/awscli.h"
 #include "amiforge/aws/awsconfig.h"
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/http.h"

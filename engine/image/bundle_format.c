@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "amiforge/bundle.h"
+#include "amiforge/bundle_format.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/util.h"

@@ -274,7 +274,7 @@ static void range_error(struct param_conv *c, const char *name, const yaml_node_
 
 /* The loader's expansion; a NULL (reported there) counts as a problem, so
  * that a list or object around the value is dropped as a whole. */
-static char *expand(struct param_conv *c, const yaml_node_t *n)
+static char *conv_expand(struct param_conv *c, const yaml_node_t *n)
 {
 	char *text = c->expand(c->data, n);
 	if (!text)
@@ -290,7 +290,7 @@ static char *expect_scalar(struct param_conv *c, const struct param_spec *spec, 
 		type_error(c, spec, name, n, NULL, NULL);
 		return NULL;
 	}
-	return expand(c, n);
+	return conv_expand(c, n);
 }
 
 /* A valid size/duration with its digits replaced by "1" means the original
