@@ -171,7 +171,7 @@ static char *boot_cmdline(const char *root_spec, const char *console, const char
 static int boot_pvgrub_check_super(struct ext2_super_block *sb, struct af_error **err)
 {
 	struct strbuf why = STRBUF_INIT;
-	if (grub_legacy_can_read(sb, &why))
+	if (grublegacy_can_read(sb, &why))
 		return 0;
 	af_error_set(err, 0, "GRUB legacy (PV-GRUB) cannot read the root filesystem: %s; make it with mkfs {pvgrub_compatible: true} (128-byte inodes, mke2fs -I 128 -O ^64bit,^metadata_csum,^inline_data)",
 		     why.buf);

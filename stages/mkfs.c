@@ -262,7 +262,7 @@ static int mkfs_verify_ext2fs(const char *image, const struct mkfs_opts *o, stru
 				    o->inode_size);
 	if (o->pvgrub) {
 		struct strbuf why = STRBUF_INIT;
-		if (!grub_legacy_can_read(sb, &why)) {
+		if (!grublegacy_can_read(sb, &why)) {
 			af_error_set(err, 0, "the new filesystem has %s, which GRUB legacy cannot read",
 				     why.buf);
 			strbuf_release(&why);

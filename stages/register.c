@@ -779,9 +779,9 @@ static int reg_run(struct stage_ctx *ctx, struct af_error **err)
 static const char *reg_planned_aki(const json_t *params, const struct fact_plan *plan)
 {
 	if (params_get(params, "snapshot_id") || params_get(params, "image_location") ||
-	    fact_plan_provider(plan, "snapshot.id"))
+	    facts_plan_provider(plan, "snapshot.id"))
 		return NULL;
-	const struct fact_stage *b = fact_plan_provider(plan, "bundle.kernel_id");
+	const struct fact_stage *b = facts_plan_provider(plan, "bundle.kernel_id");
 	const char *k = b ? params_str(b->params, "kernel_id", NULL) : NULL;
 	return k && strcmp(k, "none") ? k : NULL;
 }
@@ -789,14 +789,14 @@ static const char *reg_planned_aki(const json_t *params, const struct fact_plan 
 static int reg_plan_check(const json_t *params, const struct fact_plan *plan, struct af_error **err)
 {
 	const char *virt = params_str(params, "virtualization", NULL);
-	const struct fact_stage *boot = fact_plan_provider(plan, "bootloader.type");
+	const struct fact_stage *boot = facts_plan_provider(plan, "bootloader.type");
 	const char *type = boot ? params_str(boot->params, "type", NULL) : NULL;
 	if (virt && !strcmp(virt, "hvm")) {
 		const char *aki = reg_planned_aki(params, plan);
 		if (aki)
 			return af_error_set(err, 0, "virtualization: hvm, but the bundle stage '%s' names kernel_id %s, "
 						    "a paravirtual kernel; set kernel_id: none there, or virtualization: paravirtual",
-					    fact_plan_provider(plan, "bundle.kernel_id")->id, aki);
+					    facts_plan_provider(plan, "bundle.kernel_id")->id, aki);
 		if (type && !strcmp(type, "pvgrub"))
 			return af_error_set(err, 0, "virtualization: hvm, but the bootloader stage '%s' writes menu.lst "
 						    "for PV-GRUB (type: pvgrub), which HVM instances never read; use type: grub there, "

@@ -148,7 +148,7 @@ static int print_diags(struct diag_list *d)
 	/* recipe_load redacted them. */
 	for (size_t i = 0; i < d->n; i++)
 		fprintf(stderr, "%s\n", d->lines[i]);
-	diag_list_release(d);
+	recipe_diags_release(d);
 	return EXIT_RECIPE_INVALID;
 }
 

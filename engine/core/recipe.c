@@ -129,7 +129,7 @@ static void diags_flush(struct loader *L, struct diag_list *out)
 	L->n_diags = L->alloc_diags = 0;
 }
 
-void diag_list_release(struct diag_list *d)
+void recipe_diags_release(struct diag_list *d)
 {
 	for (size_t i = 0; i < d->n; i++)
 		free(d->lines[i]);

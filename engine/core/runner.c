@@ -686,7 +686,7 @@ int runner_build(const struct build_opts *o)
 	if (recipe_load(o->recipe, o->sets, o->n_sets, &b.recipe, &diags) < 0) {
 		for (size_t i = 0; i < diags.n; i++)
 			fprintf(stderr, "%s\n", diags.lines[i]);
-		diag_list_release(&diags);
+		recipe_diags_release(&diags);
 		return EXIT_RECIPE_INVALID;
 	}
 	int rc;

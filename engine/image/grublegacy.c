@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "amiforge/grublegacy.h"
 
-bool grub_legacy_can_read(struct ext2_super_block *sb, struct strbuf *why)
+bool grublegacy_can_read(struct ext2_super_block *sb, struct strbuf *why)
 {
 	const struct { const char *name; int on; } bad[] = {
 		{ "64bit", ext2fs_has_feature_64bit(sb) },

@@ -391,7 +391,7 @@ static _Noreturn void jail_init(const struct spawn_opts *o, int report_fd, int s
 	}
 	if (sethostname(JAIL_HOSTNAME, strlen(JAIL_HOSTNAME)) < 0)
 		af_error_set(&err, errno, "cannot set the jail's hostname");
-	if (err || jail_net(o, sync_fd, &err) < 0 || jail_mounts(o, &err) < 0 || jail_restrict(&err) < 0)
+	if (err || jail_net(o, sync_fd, &err) < 0 || jail_mounts(o, &err) < 0 || jail_policy_restrict(&err) < 0)
 		jail_fail(report_fd, err);
 	close(sync_fd);
 	cmd = fork();
@@ -414,7 +414,7 @@ static void jail_keeper_pasta(int sync_fd, int report_fd, pid_t *pasta)
 
 	if (read(sync_fd, &host_pid, sizeof(host_pid)) != (ssize_t)sizeof(host_pid))
 		return; /* the init failed first and said why */
-	*pasta = jail_pasta_start(host_pid, -1, &err);
+	*pasta = jail_net_pasta_start(host_pid, -1, &err);
 	if (*pasta < 0) {
 		exec_report_send(report_fd, EXEC_REPORT_SETUP, af_error_errno(err), af_error_msg(err));
 		af_error_free(err);

@@ -180,7 +180,7 @@ static int jail_netns_file(pid_t host_pid, char *path, size_t len, struct af_err
 	return 0;
 }
 
-pid_t jail_pasta_start(pid_t host_pid, int log_fd, struct af_error **err)
+pid_t jail_net_pasta_start(pid_t host_pid, int log_fd, struct af_error **err)
 {
 	char nspath[64];
 	pid_t pid;

@@ -24,7 +24,7 @@ static const cap_value_t jail_caps_kept[] = {
 	CAP_SETFCAP, CAP_KILL, CAP_SYS_CHROOT, CAP_AUDIT_WRITE, CAP_MKNOD,
 };
 
-const cap_value_t *jail_kept_caps(size_t *n)
+const cap_value_t *jail_policy_kept_caps(size_t *n)
 {
 	*n = ARRAY_SIZE(jail_caps_kept);
 	return jail_caps_kept;
@@ -80,7 +80,7 @@ static const char *const jail_denied[] = {
 	"fanotify_init", "lsm_set_self_attr",
 };
 
-const char *const *jail_denied_syscalls(size_t *n)
+const char *const *jail_policy_denied_syscalls(size_t *n)
 {
 	*n = ARRAY_SIZE(jail_denied);
 	return jail_denied;
@@ -156,7 +156,7 @@ static int jail_seccomp(struct af_error **err)
 	return 0;
 }
 
-int jail_restrict(struct af_error **err)
+int jail_policy_restrict(struct af_error **err)
 {
 	if (jail_drop_caps(err) < 0)
 		return -1;

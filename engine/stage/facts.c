@@ -12,7 +12,7 @@
 #define FACT_ENTRY(n, t, m) { n, t, m },
 static const struct fact_def catalogue[] = { AMIFORGE_FACTS(FACT_ENTRY) };
 
-const struct fact_def *fact_catalogue(size_t *count)
+const struct fact_def *facts_catalogue(size_t *count)
 {
 	*count = ARRAY_SIZE(catalogue);
 	return catalogue;
@@ -27,7 +27,7 @@ static bool fact_matches(const char *pattern, const char *name)
 	return !strcmp(pattern, name);
 }
 
-const struct fact_def *fact_find(const char *name)
+const struct fact_def *facts_find(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(catalogue); i++)
 		if (!strcmp(catalogue[i].name, name))
@@ -38,7 +38,7 @@ const struct fact_def *fact_find(const char *name)
 	return NULL;
 }
 
-const char *fact_type_name(enum fact_type t)
+const char *facts_type_name(enum fact_type t)
 {
 	switch (t) {
 	case FACT_STRING:
@@ -98,7 +98,7 @@ static bool provides_fact(const struct stage_type *t, const char *fact)
 
 /* ---- the plan ------------------------------------------------------------- */
 
-const struct fact_stage *fact_plan_provider(const struct fact_plan *p, const char *fact)
+const struct fact_stage *facts_plan_provider(const struct fact_plan *p, const char *fact)
 {
 	for (size_t i = p->upto; i-- > 0;)
 		if (provides_fact(p->stages[i].type, fact))
@@ -108,7 +108,7 @@ const struct fact_stage *fact_plan_provider(const struct fact_plan *p, const cha
 
 static bool plan_has(const char *fact, const void *plan)
 {
-	return fact_plan_provider(plan, fact) != NULL;
+	return facts_plan_provider(plan, fact) != NULL;
 }
 
 static bool param_set(const char *name, const void *params)
@@ -259,7 +259,7 @@ int facts_check_outputs(const struct stage_type *type, const json_t *outputs, st
 	const char *k;
 	json_t *v;
 	json_object_foreach((json_t *)outputs, k, v) {
-		const struct fact_def *d = fact_find(k);
+		const struct fact_def *d = facts_find(k);
 		if (!d || !provides_fact(type, k))
 			return af_error_set(err, 0, "internal error: the %s stage output '%s', which its provides "
 						    "list (or facts.h) does not declare; please report this",
@@ -267,7 +267,7 @@ int facts_check_outputs(const struct stage_type *type, const json_t *outputs, st
 		if (!type_matches(d->type, v))
 			return af_error_set(err, 0, "internal error: the %s stage output '%s' that is not a %s "
 						    "(facts.h); please report this",
-					    type->name, k, fact_type_name(d->type));
+					    type->name, k, facts_type_name(d->type));
 	}
 	return 0;
 }

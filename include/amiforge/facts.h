@@ -89,9 +89,9 @@ struct fact_def {
 };
 
 /* NULL if the catalogue has no such fact. */
-const struct fact_def *fact_find(const char *name);
-const struct fact_def *fact_catalogue(size_t *count);
-const char *fact_type_name(enum fact_type t);
+const struct fact_def *facts_find(const char *name);
+const struct fact_def *facts_catalogue(size_t *count);
+const char *facts_type_name(enum fact_type t);
 
 /* The needs a stage type's flags imply (the runner mounts the root with
  * root.*): NULL-terminated, static. */
@@ -125,7 +125,7 @@ struct fact_plan {
 	size_t upto;
 	const struct fact_types *types;
 };
-const struct fact_stage *fact_plan_provider(const struct fact_plan *p, const char *fact);
+const struct fact_stage *facts_plan_provider(const struct fact_plan *p, const char *fact);
 
 /* A finished stage's outputs against its declaration and the catalogue:
  * 0, or -1 + err naming the stage and the fact (a bug in the stage). */

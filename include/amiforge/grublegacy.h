@@ -15,6 +15,6 @@
 
 /* True if GRUB legacy can read a filesystem with this superblock; otherwise
  * appends every reason ("feature 64bit, 256-byte inodes") to why. */
-bool grub_legacy_can_read(struct ext2_super_block *sb, struct strbuf *why);
+bool grublegacy_can_read(struct ext2_super_block *sb, struct strbuf *why);
 
 #endif

@@ -36,12 +36,12 @@ _Noreturn void jail_keeper(const struct spawn_opts *o, int report_fd);
 
 /* ---- pieces, exported for the unit tests ---- */
 
-/* Drops every capability not in jail_kept_caps() from the bounding, permitted,
+/* Drops every capability not in jail_policy_kept_caps() from the bounding, permitted,
  * effective and inheritable sets, clears the ambient set, sets no_new_privs
  * and loads the seccomp filter.  0 or -1 + err. */
-int jail_restrict(struct af_error **err);
-const cap_value_t *jail_kept_caps(size_t *n);
-const char *const *jail_denied_syscalls(size_t *n);
+int jail_policy_restrict(struct af_error **err);
+const cap_value_t *jail_policy_kept_caps(size_t *n);
+const char *const *jail_policy_denied_syscalls(size_t *n);
 
 /* In the jail's new network namespace: loopback up, unreachable routes for
  * the metadata networks.  0 or -1 + err. */
@@ -51,7 +51,7 @@ int jail_net_wait(struct af_error **err);
 /* In the keeper: starts pasta (foreground, our child) for the network
  * namespace of HOST_PID (a pid as the host's /proc names it).  Returns its
  * pid or -1 + err. */
-pid_t jail_pasta_start(pid_t host_pid, int log_fd, struct af_error **err);
+pid_t jail_net_pasta_start(pid_t host_pid, int log_fd, struct af_error **err);
 /* The resolv.conf a networked jail sees. */
 const char *jail_resolv_conf(void);
 

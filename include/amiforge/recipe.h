@@ -55,7 +55,7 @@ struct diag_list {
 	char **lines;  /* "FILE:LINE:COLUMN: message" */
 	size_t n;
 };
-void diag_list_release(struct diag_list *d);
+void recipe_diags_release(struct diag_list *d);
 
 /* A recipe is refused (before parsing) when larger than this, and while
  * parsing, before any node is built, when mappings and lists nest deeper

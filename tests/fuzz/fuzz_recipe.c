@@ -11,6 +11,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct diag_list d = { 0 };
 	if (recipe_load(fuzz_file(data, size), NULL, 0, &r, &d) == 0)
 		recipe_free(r);
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 	return 0;
 }

@@ -33,7 +33,7 @@ static void each_name(const struct stage_type *t, const char *list, bool (*check
 static bool is_fact(const struct stage_type *t, const char *n)
 {
 	(void)t;
-	return fact_find(n) != NULL;
+	return facts_find(n) != NULL;
 }
 
 static void test_declarations_in_catalogue(void **state)
@@ -67,15 +67,15 @@ static void test_catalogue_unique_and_provided(void **state)
 {
 	(void)state;
 	size_t n;
-	const struct fact_def *c = fact_catalogue(&n);
+	const struct fact_def *c = facts_catalogue(&n);
 	assert_true(n > 40);
 	for (size_t i = 0; i < n; i++) {
 		assert_non_null(c[i].meaning);
-		assert_ptr_equal(fact_find(c[i].name), &c[i]);
+		assert_ptr_equal(facts_find(c[i].name), &c[i]);
 		if (!provided_by_some_stage(c[i].name))
 			fail_msg("fact %s: no stage provides it", c[i].name);
 	}
-	assert_null(fact_find("root.nonsense"));
+	assert_null(facts_find("root.nonsense"));
 }
 
 /* ---- the order check ---- */

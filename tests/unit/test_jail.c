@@ -30,7 +30,7 @@
 static void test_kept_caps_are_the_listed_ones(void **state)
 {
 	size_t n = 0;
-	const cap_value_t *caps = jail_kept_caps(&n);
+	const cap_value_t *caps = jail_policy_kept_caps(&n);
 	unsigned long long mask = 0;
 	static const cap_value_t never[] = { CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_PTRACE,
 					     CAP_NET_ADMIN, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_MAC_ADMIN };
@@ -45,7 +45,7 @@ static void test_kept_caps_are_the_listed_ones(void **state)
 static void test_denied_syscalls_named(void **state)
 {
 	size_t n = 0;
-	const char *const *names = jail_denied_syscalls(&n);
+	const char *const *names = jail_policy_denied_syscalls(&n);
 	static const char *const must[] = { "mount", "umount2", "pivot_root", "kexec_load", "init_module",
 					    "finit_module", "bpf", "perf_event_open", "keyctl", "add_key",
 					    "open_by_handle_at", "reboot", "swapon", "ptrace", "unshare", "setns" };
@@ -81,8 +81,8 @@ static int probe_restricted(void)
 	int fds[2];
 	int n = 0;
 
-	if (jail_restrict(&err) < 0) {
-		printf("jail_restrict: %s\n", af_error_msg(err));
+	if (jail_policy_restrict(&err) < 0) {
+		printf("jail_policy_restrict: %s\n", af_error_msg(err));
 		return 100;
 	}
 	n++;

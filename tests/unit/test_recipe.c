@@ -50,7 +50,7 @@ static struct recipe *load_ok(const char *dir, const char *name, char *const *se
 	struct recipe *r = load(dir, name, sets, n_sets, &d);
 	for (size_t i = 0; i < d.n; i++)
 		fprintf(stderr, "unexpected: %s\n", d.lines[i]);
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 	assert_non_null(r);
 	return r;
 }
@@ -68,7 +68,7 @@ static char *load_one_error(const char *dir, const char *name, char *const *sets
 	assert_true(str_has_prefix(d.lines[0], p));
 	char *msg = xstrdup(d.lines[0] + strlen(p) + 1);
 	free(p);
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 	return msg;
 }
 
@@ -294,7 +294,7 @@ static void test_bad_sets(void **state)
 	/* A second load appends. */
 	assert_null(load(tmpdir, "s.yaml", NULL, 0, &d));
 	assert_int_equal(d.n, 4);
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 	assert_int_equal(d.n, 0);
 	free(p);
 }
@@ -308,7 +308,7 @@ static void test_unreadable_and_stem(void **state)
 	assert_null(r);
 	assert_int_equal(d.n, 1);
 	assert_string_equal(d.lines[0], "/nonexistent/dir/x.yaml: cannot read: No such file or directory");
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 
 	write_text(tmpdir, "plain", "name: p\nstages: [{allocate: {size: 1G}}]\n");
 	r = load_ok(tmpdir, "plain", NULL, 0);
@@ -399,7 +399,7 @@ static void test_credentials(void **state)
 	}
 	assert_non_null(strstr(d.lines[0], ": --set AWS_SECRET_ACCESS_KEY: the name looks like a credential "
 					   "(it contains SECRET)"));
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 
 	/* Set in the environment, declared nowhere, with a default: still refused. */
 	setenv("AWS_SECRET_ACCESS_KEY", "envValueNeverRepeated", 1);
@@ -475,7 +475,7 @@ static void test_too_large(void **state)
 	assert_int_equal(d.n, 1);
 	assert_string_equal(d.lines[0], "/dev/zero: the recipe is more than the 1 MiB a recipe may hold; "
 					"keep large content in files next to it (a run script, files sources)");
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 }
 
 static void test_too_deep(void **state)
@@ -624,7 +624,7 @@ static bool check_bad(const char *name)
 			fprintf(stderr, "  got:  %s\n", d.lines[i]);
 	}
 	recipe_free(r);
-	diag_list_release(&d);
+	recipe_diags_release(&d);
 	free_lines(want, n_want);
 	free_lines(env, n_env);
 	free(yaml);
