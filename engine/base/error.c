@@ -9,6 +9,9 @@
 #include "amiforge/error.h"
 #include "amiforge/mem.h"
 
+/* The callers are printf-like: the attribute lets -Wformat check them and
+ * not this forwarding. */
+static char *vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static char *vformat(const char *fmt, va_list ap)
 {
 	char *s = NULL;
