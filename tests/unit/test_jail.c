@@ -143,6 +143,7 @@ static void test_restrict_refuses_escapes(void **state)
 
 	if (geteuid() != 0)
 		test_skip_because("needs root (the bounding set can only be cut with CAP_SETPCAP)");
+	REQUIRE_NO_VALGRIND();
 	fflush(NULL);
 	pid = fork();
 	assert_true(pid >= 0);

@@ -50,6 +50,7 @@ static void test_run_helpers(void **state)
 static void test_run(void **state)
 {
 	REQUIRE_ROOT();
+	REQUIRE_NO_VALGRIND();
 	struct fixture *f = *state;
 	/* A minimal image: sh and true with their libraries (the jail pivots
 	 * into it, so it cannot be the host's own root). */

@@ -43,4 +43,22 @@ static inline void test_rmdir_r(const char *dir)
 		skip();                                             \
 	} while (0)
 
+/* Valgrind does not emulate seccomp, pidfd_open or mount_setattr, which the
+ * jail is made of: under `make valgrind` a test that jails a command is
+ * skipped (make check runs it natively). */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TEST_UNDER_VALGRIND() (RUNNING_ON_VALGRIND != 0)
+#endif
+#endif
+#ifndef TEST_UNDER_VALGRIND
+#define TEST_UNDER_VALGRIND() 0
+#endif
+#define REQUIRE_NO_VALGRIND()                                                                          \
+	do {                                                                                           \
+		if (TEST_UNDER_VALGRIND())                                                             \
+			test_skip_because("the jail under valgrind (no seccomp, pidfd_open or mount_setattr)"); \
+	} while (0)
+
 #endif
