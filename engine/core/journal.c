@@ -484,7 +484,9 @@ static int journal_cut_torn_tail(struct journal *j, struct af_error **err)
 	return 0;
 }
 
-int journal_append(struct journal *j, const json_t *event, struct af_error **err)
+/* The path under the appenders: EVENT (borrowed) is written with "v" and
+ * "time" added to a redacted copy. */
+static int journal_append(struct journal *j, const json_t *event, struct af_error **err)
 {
 	if (!json_is_object(event) || line_format(event) == 0)
 		BUG("journal event is not an object with a format version");

@@ -158,12 +158,6 @@ int journal_append_checkpoint(struct journal *j, const struct journal_stage *s,
 int journal_append_resource(struct journal *j, const struct journal_stage *s,
 			    const json_t *resource, struct af_error **err);
 
-/* The path under the appenders: EVENT (borrowed; an object) is written as
- * it is, with "v" and "time" added to a copy.  Nothing checks that it is an
- * event of the list above, so only tests call it (the redaction of any
- * line); everything else uses an appender. */
-int journal_append(struct journal *j, const json_t *event, struct af_error **err);
-
 /* ---- queries ----------------------------------------------------------------- */
 
 /* "Since the last reset" below means after the newest JOURNAL_RESET line

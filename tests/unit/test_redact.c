@@ -135,12 +135,13 @@ static void test_journal(void **state)
 	_cleanup_error_ struct af_error *err = NULL;
 	struct journal *j = journal_open(dir, &err);
 	assert_non_null(j);
-	json_t *ev = json_pack("{s:s, s:s, s:{s:s}}", "event", "stage_fail", "error",
-			       "bad key " ENV_SECRET, "outputs", "x", ENV_TOKEN);
-	assert_int_equal(journal_append(j, ev, &err), 0);
-	/* The caller's event is left as it was. */
-	assert_string_equal(json_string_value(json_object_get(ev, "error")), "bad key " ENV_SECRET);
-	json_decref(ev);
+	struct journal_stage js = { 1, "s", "0123456789abcdef" };
+	json_t *outs = json_pack("{s:s}", "x", ENV_TOKEN);
+	assert_int_equal(journal_append_stage_fail(j, &js, 1.0, "bad key " ENV_SECRET, &err), 0);
+	assert_int_equal(journal_append_stage_done(j, &js, 1.0, outs, &err), 0);
+	/* The caller's outputs are left as they were. */
+	assert_string_equal(json_string_value(json_object_get(outs, "x")), ENV_TOKEN);
+	json_decref(outs);
 	journal_close(j);
 	_cleanup_free_ char *path = path_join(dir, "journal");
 	_cleanup_free_ char *text = slurp(path);
