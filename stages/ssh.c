@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <string.h>
-#include <dirent.h>
 #include <unistd.h>
 
 #include "amiforge/apt.h"
@@ -397,27 +396,12 @@ static int ssh_test_config(const struct stage_ctx *ctx, struct af_error **err)
 
 /* Every instance must make its own host keys: copies would let one
  * instance impersonate all the others. */
-static int ssh_remove_host_keys(int rootfd, const char *root, struct af_error **err)
+static int ssh_remove_host_keys(int rootfd, struct af_error **err)
 {
-	_cleanup_fd_ int dfd = inroot_open(rootfd, "/etc/ssh", O_RDONLY | O_DIRECTORY, 0);
-	if (dfd < 0)
-		return af_error_set(err, errno, "cannot open '%s/etc/ssh'", root);
-	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-	_cleanup_dir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return af_error_set(err, errno, "cannot read '%s/etc/ssh'", root);
-	}
-	int n = 0;
-	for (struct dirent *de; (de = readdir(d));) {
-		if (!str_has_prefix(de->d_name, "ssh_host_"))
-			continue;
-		if (unlinkat(dfd, de->d_name, 0) < 0)
-			return af_error_set(err, errno, "cannot remove '%s/etc/ssh/%s'", root, de->d_name);
-		n++;
-	}
-	log_info("removed %d host key file(s) from /etc/ssh", n);
+	size_t n = 0;
+	if (inroot_unlink_glob(rootfd, "/etc/ssh", "ssh_host_*", &n, err) < 0)
+		return -1;
+	log_info("removed %zu host key file(s) from /etc/ssh", n);
 	return 0;
 }
 
@@ -450,9 +434,9 @@ static int ssh_write_prep(const struct stage_ctx *ctx, int rootfd, struct af_err
 static int ssh_run(struct stage_ctx *ctx, struct af_error **err)
 {
 	bool prep = params_bool(ctx->params, "prep_instance", false);
-	_cleanup_fd_ int rootfd = open(ctx->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_fd_ int rootfd = inroot_root_open(ctx->root, err);
 	if (rootfd < 0)
-		return af_error_set(err, errno, "cannot open the image root '%s'", ctx->root);
+		return -1;
 	if (ssh_install_packages(ctx, prep, err) < 0)
 		return -1;
 	_cleanup_free_ char *main_cfg = inroot_read(rootfd, ctx->root, "/etc/ssh/sshd_config", 1u << 20, NULL, err);
@@ -462,7 +446,7 @@ static int ssh_run(struct stage_ctx *ctx, struct af_error **err)
 		log_warn("/etc/ssh/sshd_config does not include sshd_config.d: " SSH_DROPIN " has no effect");
 	_cleanup_free_ char *dropin = ssh_render_dropin(ctx->params);
 	if (inroot_write(rootfd, ctx->root, SSH_DROPIN, dropin, strlen(dropin), 0644, 0, 0, err) < 0 ||
-	    ssh_test_config(ctx, err) < 0 || ssh_remove_host_keys(rootfd, ctx->root, err) < 0)
+	    ssh_test_config(ctx, err) < 0 || ssh_remove_host_keys(rootfd, err) < 0)
 		return -1;
 	if (prep && ssh_write_prep(ctx, rootfd, err) < 0)
 		return -1;

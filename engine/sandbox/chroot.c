@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
-#include <linux/openat2.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -23,6 +22,7 @@
 #include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/sandbox.h"
 #include "amiforge/util.h"
@@ -35,42 +35,12 @@ static const char resolv_placeholder[] = "# amiforge: a jailed command with netw
 #define RESOLV_SAVED "resolv.conf.amiforge-saved"
 
 
-/* Without openat2 (Linux before 5.6, valgrind before 3.22): one component
- * at a time, refusing every symlink and "..". */
-static int open_walk(int rootfd, const char *rel, int flags)
-{
-	_cleanup_free_ char *copy = xstrdup(rel);
-	char *save = NULL;
-	char *comp = strtok_r(copy, "/", &save);
-	int cur = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
-
-	while (cur >= 0 && comp) {
-		char *next = strtok_r(NULL, "/", &save);
-		int fl = next ? O_PATH | O_DIRECTORY : flags;
-		int fd = strcmp(comp, "..") ? openat(cur, comp, fl | O_NOFOLLOW | O_CLOEXEC) : -1;
-		int errsv = strcmp(comp, "..") ? errno : EXDEV;
-		close(cur);
-		errno = errsv;
-		cur = fd;
-		comp = next;
-	}
-	return cur;
-}
-
 /* REL below ROOTFD, symlinks resolved as if ROOTFD were "/" (they cannot
  * leave it); with NOLINKS no symlink at all is accepted on the way.  FLAGS
  * include O_DIRECTORY, so a final symlink fails rather than opens. */
 static int open_in_root(int rootfd, const char *rel, int flags, bool nolinks)
 {
-	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC),
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | (nolinks ? RESOLVE_NO_SYMLINKS : 0),
-	};
-	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-
-	if (fd < 0 && errno == ENOSYS)
-		return open_walk(rootfd, rel, flags);
-	return fd;
+	return nolinks ? inroot_open_nolinks(rootfd, rel, flags) : inroot_open(rootfd, rel, flags, 0);
 }
 
 static int error_in_root(struct af_error **err, int errnum, const char *root, const char *rel,

@@ -143,6 +143,19 @@ int inroot_open(int rootfd, const char *path, int flags, mode_t mode)
 	return fd;
 }
 
+int inroot_open_nolinks(int rootfd, const char *path, int flags)
+{
+	const char *rel = inroot_rel(path);
+	struct open_how how = {
+		.flags = (uint64_t)(flags | O_CLOEXEC),
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
+	};
+	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS)
+		return inroot_walk(rootfd, rel, flags, 0);  /* refuses every symlink */
+	return fd;
+}
+
 int inroot_root_open(const char *root, struct af_error **err)
 {
 	/* The mount point itself is the engine's own directory, not the

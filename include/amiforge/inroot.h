@@ -51,6 +51,9 @@ int inroot_root_open(const char *root, struct af_error **err);
  * an fd or -1 with errno set (EXDEV: the path tries to leave the root on a
  * kernel without openat2).  No type check: prefer the calls below. */
 int inroot_open(int rootfd, const char *path, int flags, mode_t mode);
+/* inroot_open() that accepts no symlink anywhere on the path (ELOOP): for
+ * the places the engine mounts over (/dev, /proc, /sys, resolv.conf). */
+int inroot_open_nolinks(int rootfd, const char *path, int flags);
 
 /* True if PATH exists in the image (symlinks resolved inside it). */
 bool inroot_exists(int rootfd, const char *path);
