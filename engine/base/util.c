@@ -95,8 +95,10 @@ int fsync_parent_dir(const char *path, struct af_error **err)
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
 		      struct af_error **err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* A new name of our own (O_EXCL): a file or link planted at a
+	 * predictable PATH.tmp.PID is never opened, let alone truncated. */
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp.XXXXXX", path);
+	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return af_error_set(err, errno, "cannot write '%s'", tmp);
 	if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 || fsync(fd) < 0) {
