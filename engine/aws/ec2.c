@@ -53,10 +53,8 @@ void ec2_params_addf(struct ec2_params *p, const char *value, const char *name_f
 	if (!value)
 		return;
 	va_list ap;
-	char *name = NULL;
 	va_start(ap, name_fmt);
-	if (vasprintf(&name, name_fmt, ap) < 0)
-		BUG("out of memory");
+	char *name = xvasprintf(name_fmt, ap);
 	va_end(ap);
 	ec2_params_add(p, name, value);
 	free(name);

@@ -9,24 +9,13 @@
 #include "amiforge/error.h"
 #include "amiforge/mem.h"
 
-/* The callers are printf-like: the attribute lets -Wformat check them and
- * not this forwarding. */
-static char *vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
-static char *vformat(const char *fmt, va_list ap)
-{
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0)
-		BUG("out of memory");
-	return s;
-}
-
 int af_error_set(struct af_error **err, int errnum, const char *fmt, ...)
 {
 	if (!err || *err)
 		return -1;
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = vformat(fmt, ap);
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	struct af_error *e = xmalloc(sizeof(*e));
 	e->errnum = errnum;
@@ -46,7 +35,7 @@ int af_error_wrap(struct af_error **err, const char *fmt, ...)
 		return -1;
 	va_list ap;
 	va_start(ap, fmt);
-	char *ctx = vformat(fmt, ap);
+	char *ctx = xvasprintf(fmt, ap);
 	va_end(ap);
 	char *msg = xasprintf("%s: %s", ctx, (*err)->msg);
 	free(ctx);
@@ -61,7 +50,7 @@ int af_error_hint(struct af_error **err, const char *fmt, ...)
 		return -1;
 	va_list ap;
 	va_start(ap, fmt);
-	char *hint = vformat(fmt, ap);
+	char *hint = xvasprintf(fmt, ap);
 	va_end(ap);
 	char *msg = xasprintf("%s (%s)", (*err)->msg, hint);
 	free(hint);
@@ -74,7 +63,7 @@ int af_error_openssl(struct af_error **err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	_cleanup_free_ char *msg = vformat(fmt, ap);
+	_cleanup_free_ char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	/* The last entry is the outermost failure; the earlier ones are
 	 * OpenSSL's own call chain. */

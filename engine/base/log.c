@@ -46,9 +46,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	/* Redacted once, here, for every sink (redact.h owns the rule). */
 	char *safe = redact_text(msg, NULL, 0);
@@ -74,9 +72,7 @@ void log_progress(const char *fmt, ...)
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	char *safe = redact_text(msg, NULL, 0);
 	fputs(safe, stdout);

@@ -49,10 +49,8 @@ static const char usage_text[] =
 int cli_usage_error(const char *who, const char *usage, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	/* It may quote an argument, and an argument may hold a credential. */
 	_cleanup_free_ char *safe = redact_text(msg, NULL, 0);

@@ -87,10 +87,8 @@ __attribute__((format(printf, 3, 4)))
 static void diag_node(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	diag_mark(L, n->start_mark, msg);
 }

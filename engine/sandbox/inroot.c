@@ -58,9 +58,7 @@ static int inroot_fail_quiet(struct af_error **err, int errnum, const char *fmt,
 	bool fresh = err && !*err;
 	va_list ap;
 	va_start(ap, fmt);
-	_cleanup_free_ char *msg = NULL;
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	_cleanup_free_ char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	af_error_set(err, 0, "%s", msg);
 	if (fresh)

@@ -123,10 +123,8 @@ __attribute__((format(printf, 3, 4)))
 static void param_conv_report(struct param_conv *c, const yaml_node_t *n, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg = NULL;
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		BUG("out of memory");
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	c->report(c->data, n, msg);
 	c->problems++;
