@@ -75,3 +75,17 @@ else
 	echo "not ok validate-set: exit $rc (want 0)"
 	sed 's/^/    /' "$tmp/err"
 fi
+
+# The stage order is checked by plan and build too, before any state exists.
+for name in order-fstab-before-mkfs combo-pvgrub-hvm; do
+	for cmd in plan build; do
+		"$AMIFORGE" $cmd "tests/recipes/bad/$name.yaml" --state "$tmp/state-$cmd" >"$tmp/out" 2>"$tmp/err"
+		rc=$?
+		if [ $rc = 65 ] && diff -u "tests/recipes/bad/$name.expected" "$tmp/err" >/dev/null && [ ! -e "$tmp/state-$cmd" ]; then
+			echo "ok order-$cmd/$name"
+		else
+			echo "not ok order-$cmd/$name: exit $rc (want 65, the .expected lines, no state)"
+			diff -u "tests/recipes/bad/$name.expected" "$tmp/err" | sed 's/^/    /'
+		fi
+	done
+done
