@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One exec path for host commands and jailed ones: what the command
  * inherits from the engine is decided here and nowhere else. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -46,16 +47,33 @@ static void exec_reset_signals(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-void exec_command(const struct spawn_opts *o, int keep_fd)
+int exec_kept_fd(const struct spawn_opts *o)
 {
-	exec_reset_signals();
-	/* Nothing of the engine (journal, lock, image fds) leaks into the
-	 * command; the report pipe closes itself on exec. */
+	if (!o->keep_fd)
+		return -1;
+	return o->keep_fd_as ? o->keep_fd_as : o->keep_fd;
+}
+
+/* Nothing of the engine (journal, lock, image fds) leaks into the command
+ * but the one fd it is given to keep; the report pipe closes itself on
+ * exec. */
+static int exec_close_fds(const struct spawn_opts *o, int report_fd)
+{
+	int kept = exec_kept_fd(o);
+
 	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
 		for (int fd = 3; fd < 1024; fd++)
-			if (fd != keep_fd)
+			if (fd != report_fd && fd != kept)
 				close(fd);
 	}
+	return kept < 0 ? 0 : fcntl(kept, F_SETFD, 0);
+}
+
+void exec_command(const struct spawn_opts *o, int report_fd)
+{
+	exec_reset_signals();
+	if (exec_close_fds(o, report_fd) < 0)
+		return;
 	/* execvpe() would search the engine's PATH; execvp() searches the
 	 * command's once environ is replaced. */
 	environ = (char **)(o->env ? o->env : default_env);

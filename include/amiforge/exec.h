@@ -22,10 +22,14 @@ struct exec_report {
 /* Writes one report to FD (best effort: the reader may be gone). */
 void exec_report_send(int fd, int kind, int errnum, const char *msg);
 
+/* The fd number a command keeps across exec (O->keep_fd as
+ * O->keep_fd_as, sandbox.h), or -1. */
+int exec_kept_fd(const struct spawn_opts *o);
+
 /* Default signal dispositions and an empty mask, every fd above 2 closed on
- * exec (KEEP_FD, the report pipe, too: it is O_CLOEXEC), the command's
+ * exec but exec_kept_fd(O) (REPORT_FD too: it is O_CLOEXEC), the command's
  * environment (O->env or the cleared default), execvp.  Returns only if
  * exec failed (errno set). */
-void exec_command(const struct spawn_opts *o, int keep_fd);
+void exec_command(const struct spawn_opts *o, int report_fd);
 
 #endif

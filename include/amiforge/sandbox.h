@@ -9,6 +9,7 @@
 #ifndef AMIFORGE_SANDBOX_H
 #define AMIFORGE_SANDBOX_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -77,11 +78,35 @@ struct spawn_opts {
 	int in_fd;             /* stdin; -1: /dev/null */
 	double deadline;       /* monotonic seconds, 0 = none: the child and its
 				  process group are killed when it passes */
+	/* Host commands only (no .chroot, no .host_view: a jailed command gets
+	 * nothing of the host but what the jail gives it): one more fd the
+	 * command keeps across exec, as fd number keep_fd_as (0: the same
+	 * number; else > 2).  Every other fd above 2 is closed.  0: none. */
+	int keep_fd;
+	int keep_fd_as;
+	/* When *cancel becomes non-zero (a signal handler sets it) the wait
+	 * stops within 100ms: the command's process group is killed and the
+	 * spawn fails with errnum ECANCELED.  NULL: never. */
+	volatile sig_atomic_t *cancel;
 };
 /* Runs a command and waits.  0 if it exited 0; otherwise -1 + err naming the
  * command and "exited with status N" / "killed by signal S" / "timed out
- * after Ns" (errnum ETIMEDOUT). */
+ * after Ns" (errnum ETIMEDOUT) / "interrupted" (errnum ECANCELED). */
 int sandbox_spawn(const struct spawn_opts *o, struct af_error **err);
+/* The same, with the command's end as data for callers that judge it:
+ * 0 with *status = its exit status, or 128 + the signal that killed it;
+ * -1 + err (status untouched) when it could not run, timed out or was
+ * cancelled, as sandbox_spawn. */
+int sandbox_spawn_status(const struct spawn_opts *o, int *status, struct af_error **err);
+/* Starts a host command in the background (.deadline and .cancel do not
+ * apply; .chroot and .host_view are refused) and returns once it has
+ * exec'd: its pid, in its own process group and killed when we die, for
+ * the caller to wait for (waitpid) or end (sandbox_spawn_kill); -1 + err
+ * naming the command when it could not be started. */
+pid_t sandbox_spawn_start(const struct spawn_opts *o, struct af_error **err);
+/* SIGKILL to the process group of PID (from sandbox_spawn_start) and to
+ * PID, then reaps it; *status (if not NULL) gets its wait status. */
+void sandbox_spawn_kill(pid_t pid, int *status);
 
 /* Forks FN(arg) in a new PID + mount namespace as its PID 1, with
  * PR_SET_PDEATHSIG(SIGKILL), stdout/stderr on log_fd.  Returns the child's

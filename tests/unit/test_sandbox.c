@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -676,6 +677,188 @@ static void test_spawn_env_and_stdio(void **state)
 	free(text);
 }
 
+/* ---- sandbox_spawn: status as data, a kept fd, the background, cancel ------ */
+
+static int spawn_status(char *const *argv, int *status, struct af_error **err)
+{
+	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1 };
+	return sandbox_spawn_status(&o, status, err);
+}
+
+static void test_spawn_status_as_data(void **state)
+{
+	struct af_error *err = NULL;
+	char *three[] = { "sh", "-c", "exit 3", NULL };
+	char *sig[] = { "sh", "-c", "kill -TERM $$", NULL };
+	char *missing[] = { "amiforge-no-such-command", NULL };
+	char *slow[] = { "sleep", "10", NULL };
+	int status = -1;
+
+	assert_int_equal(spawn_status(three, &status, &err), 0);
+	assert_null(err);
+	assert_int_equal(status, 3);
+	assert_int_equal(spawn_status(sig, &status, &err), 0);
+	assert_int_equal(status, 128 + SIGTERM);
+
+	/* Not running at all, or not ending in time, is still an error. */
+	status = -1;
+	assert_int_equal(spawn_status(missing, &status, &err), -1);
+	assert_int_equal(af_error_errno(err), ENOENT);
+	assert_int_equal(status, -1);
+	af_error_clear(&err);
+	{
+		struct spawn_opts o = { .argv = slow, .out_fd = -1, .in_fd = -1,
+					.deadline = now_monotonic() + 0.2 };
+		assert_int_equal(sandbox_spawn_status(&o, &status, &err), -1);
+		assert_int_equal(af_error_errno(err), ETIMEDOUT);
+		assert_int_equal(status, -1);
+		af_error_clear(&err);
+	}
+}
+
+/* What SCRIPT wrote on the write end of a pipe it keeps as fd AS. */
+static char *spawn_keep_read(const char *script, int as)
+{
+	int p[2];
+	char buf[64] = "";
+	char *argv[] = { "sh", "-c", (char *)script, NULL };
+	struct af_error *err = NULL;
+	ssize_t n;
+
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1, .keep_fd = p[1],
+				.keep_fd_as = as };
+	assert_int_equal(sandbox_spawn(&o, &err), 0);
+	close(p[1]);
+	n = read(p[0], buf, sizeof(buf) - 1);
+	close(p[0]);
+	return n >= 0 ? strdup(buf) : NULL;
+}
+
+static void test_spawn_keep_fd(void **state)
+{
+	struct af_error *err = NULL;
+	char *text;
+	int probe[2], as;
+
+	text = spawn_keep_read("echo hi >&5", 5);
+	assert_string_equal(text, "hi\n");
+	free(text);
+
+	/* AS: the number the child's end of spawn's report pipe gets (the
+	 * next pipe after the test's own).  The report pipe moves out of the
+	 * way, and still reports a failed exec. */
+	assert_int_equal(pipe2(probe, O_CLOEXEC), 0);
+	as = probe[1] + 2;
+	close(probe[0]);
+	close(probe[1]);
+	{
+		char *script = NULL;
+		assert_true(asprintf(&script, "echo collide >&%d", as) > 0);
+		text = spawn_keep_read(script, as);
+		assert_string_equal(text, "collide\n");
+		free(text);
+		free(script);
+	}
+	{
+		int p[2];
+		char *missing[] = { "amiforge-no-such-command", NULL };
+		assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+		struct spawn_opts o = { .argv = missing, .out_fd = -1, .in_fd = -1, .keep_fd = p[1],
+					.keep_fd_as = as };
+		assert_int_equal(sandbox_spawn(&o, &err), -1);
+		assert_int_equal(af_error_errno(err), ENOENT);
+		af_error_clear(&err);
+		close(p[0]);
+		close(p[1]);
+	}
+}
+
+static void test_spawn_start(void **state)
+{
+	struct af_error *err = NULL;
+	_cleanup_free_ char *script = NULL;
+	char *missing[] = { "amiforge-no-such-command", NULL };
+	char buf[32] = "";
+	int p[2], status = 0;
+	pid_t pid;
+
+	/* The pipe's write end, kept under its own number. */
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_true(asprintf(&script, "echo $$ >&%d; exec sleep 30", p[1]) > 0);
+	char *argv[] = { "sh", "-c", script, NULL };
+	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1, .keep_fd = p[1] };
+	pid = sandbox_spawn_start(&o, &err);
+	assert_true(pid > 0);
+	close(p[1]);
+	assert_true(read(p[0], buf, sizeof(buf) - 1) > 0);
+	close(p[0]);
+	assert_int_equal(atoi(buf), pid);
+	assert_int_equal(getpgid(pid), pid);  /* its own process group */
+	assert_int_equal(waitpid(pid, &status, WNOHANG), 0);  /* still running */
+	sandbox_spawn_kill(pid, &status);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	struct spawn_opts bad = { .argv = missing, .out_fd = -1, .in_fd = -1 };
+	assert_int_equal(sandbox_spawn_start(&bad, &err), -1);
+	assert_int_equal(af_error_errno(err), ENOENT);
+	assert_non_null(strstr(af_error_msg(err), "cannot run 'amiforge-no-such-command'"));
+	af_error_clear(&err);
+}
+
+static volatile sig_atomic_t cancel_flag;
+
+static void on_alarm(int sig)
+{
+	cancel_flag = sig;
+}
+
+static void test_spawn_cancel(void **state)
+{
+	const char *dir = *state;
+	char out[PATH_MAX];
+	char *argv[] = { "sh", "-c", "echo $$; sleep 30 & exec sleep 30", NULL };
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	struct itimerval it = { .it_value = { 0, 300000 } };
+	struct af_error *err = NULL;
+	_cleanup_free_ char *pgid_s = NULL;
+	int fd, status = -1;
+	double t0, took;
+
+	PATHF(out, "%s/out", dir);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	cancel_flag = 0;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	struct spawn_opts o = { .argv = argv, .out_fd = fd, .in_fd = -1, .cancel = &cancel_flag };
+	t0 = now_monotonic();
+	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+	assert_int_equal(sandbox_spawn_status(&o, &status, &err), -1);
+	took = now_monotonic() - t0;
+	close(fd);
+	sigaction(SIGALRM, &old, NULL);
+	assert_int_equal(cancel_flag, SIGALRM);
+	assert_int_equal(af_error_errno(err), ECANCELED);
+	assert_string_equal(af_error_msg(err), "'sh' stopped: interrupted");
+	af_error_clear(&err);
+	assert_int_equal(status, -1);
+	assert_true(took >= 0.25 && took < 2.0);
+
+	/* The whole process group is gone, the background sleep too. */
+	pgid_s = read_text(out);
+	assert_non_null(pgid_s);
+	assert_true(atoi(pgid_s) > 1);
+	assert_true(POLL_5S((waitpid(-1, NULL, WNOHANG), kill(-atoi(pgid_s), 0) < 0 && errno == ESRCH)));
+	prctl(PR_SET_CHILD_SUBREAPER, 0);
+
+	/* Already cancelled: not even started. */
+	assert_int_equal(sandbox_spawn(&o, &err), -1);
+	assert_int_equal(af_error_errno(err), ECANCELED);
+	af_error_clear(&err);
+}
+
 /* ---- the chroot ------------------------------------------------------------ */
 
 static void make_min_root(const char *root)
@@ -945,6 +1128,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spawn_status, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_spawn_timeout, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_spawn_env_and_stdio, setup_dir, teardown_dir),
+		cmocka_unit_test(test_spawn_status_as_data),
+		cmocka_unit_test(test_spawn_keep_fd),
+		cmocka_unit_test(test_spawn_start),
+		cmocka_unit_test_setup_teardown(test_spawn_cancel, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_chroot, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_chroot_keeps_own_files, setup_dir, teardown_dir),
 	};
