@@ -23,42 +23,18 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/imds_responder.h"
 #include "amiforge/log.h"
+#include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 #include "boottest_int.h"
 
-/* ================== the kernel command line for QEMU ================== */
-
-/* A console the PV guest has that the QEMU guest does not. */
-static bool bt_is_pv_console(const char *tok)
-{
-	static const char *const moved[] = { "console=hvc", "console=xvc", "console=ttyS" };
-	for (size_t i = 0; i < ARRAY_SIZE(moved); i++)
-		if (str_has_prefix(tok, moved[i]))
-			return true;
-	return false;
-}
-
-char *boottest_serial_cmdline(const char *args)
-{
-	struct strbuf sb = STRBUF_INIT;
-	_cleanup_free_ char *copy = xstrdup(args);
-	char *save = NULL;
-
-	for (char *tok = strtok_r(copy, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-		if (bt_is_pv_console(tok))
-			continue;
-		strbuf_addf(&sb, "%s%s", sb.len ? " " : "", tok);
-	}
-	/* Last, so that it is /dev/console: where systemd and the kernel log. */
-	strbuf_addf(&sb, "%sconsole=ttyS0", sb.len ? " " : "");
-	return strbuf_detach(&sb);
-}
+extern char **environ;
 
 /* ================ the port QEMU bound (info usernet) ================= */
 
@@ -80,6 +56,76 @@ int boottest_usernet_port(const char *usernet, int guest_port, int *port, struct
 	}
 	return af_error_set(err, 0, "QEMU's 'info usernet' shows no host forward to guest port %d",
 			    guest_port);
+}
+
+/* ========================== child processes =========================== */
+
+volatile sig_atomic_t bt_interrupted;
+
+void bt_on_signal(int sig)
+{
+	bt_interrupted = sig;
+}
+
+void bt_sleep(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+	nanosleep(&ts, NULL);  /* a signal cuts it short, which is what we want */
+}
+
+struct bt_result {
+	int status;      /* exit status, or 128 + signal */
+	bool timed_out;
+	char *output;    /* stdout and stderr, owned */
+};
+
+/* The end of a command as bt_run reports it: a timeout is a result the
+ * checks judge, a signal to us stops the test.  0 or -1 + err. */
+static int bt_run_end(struct af_error *e, struct bt_result *res, struct af_error **err)
+{
+	if (!e)
+		return 0;
+	if (af_error_errno(e) == ETIMEDOUT) {
+		af_error_free(e);
+		res->timed_out = true;
+		res->status = 128 + SIGKILL;
+		return 0;
+	}
+	if (af_error_errno(e) == ECANCELED) {
+		af_error_free(e);
+		return af_error_set(err, 0, "interrupted by signal %d", (int)bt_interrupted);
+	}
+	if (err && !*err)
+		*err = e;
+	else
+		af_error_free(e);
+	return -1;
+}
+
+/* Runs a command with our environment to completion, until TIMEOUT seconds
+ * or a signal to us, its output in a file in DIR meanwhile (a pipe would
+ * need reading while we wait).  0 (res filled) or -1 + err when it could
+ * not run or we were interrupted. */
+static int bt_run(const char *dir, char *const argv[], double timeout, struct bt_result *res,
+		  struct af_error **err)
+{
+	_cleanup_free_ char *out = path_join(dir, "cmd.out");
+	_cleanup_fd_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return af_error_set(err, errno, "cannot create '%s'", out);
+	struct spawn_opts o = { .argv = argv, .env = environ, .out_fd = fd, .in_fd = -1,
+				.deadline = now_monotonic() + timeout, .cancel = &bt_interrupted };
+	struct af_error *e = NULL;
+	*res = (struct bt_result){ 0 };
+	sandbox_spawn_status(&o, &res->status, &e);
+	int rc = bt_run_end(e, res, err);
+	if (rc == 0) {
+		res->output = read_file(out, NULL, NULL);
+		if (!res->output)
+			res->output = xstrdup("");
+	}
+	unlink(out);
+	return rc;
 }
 
 /* ============================ the boot test =========================== */
@@ -243,6 +289,48 @@ static char **bt_qemu_argv(struct bt *b, const char *self, int qmp_fd)
 	return v;
 }
 
+/* QEMU's environment: ours, with TMPDIR for the snapshot overlay.  The
+ * array is the caller's to free, not its strings (TMPDIR's is *tmpdir). */
+static char **bt_qemu_env(const struct bt *b, char **tmpdir)
+{
+	size_t ne = 0, k = 0;
+	while (environ[ne])
+		ne++;
+	char **env = xcalloc(ne + 2, sizeof(*env));
+	for (size_t i = 0; i < ne; i++)
+		if (!str_has_prefix(environ[i], "TMPDIR="))
+			env[k++] = environ[i];
+	env[k] = *tmpdir = xasprintf("TMPDIR=%s", b->dir);
+	return env;
+}
+
+static void bt_log_argv(char *const *argv)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	for (char *const *a = argv; *a; a++)
+		strbuf_addf(&cmd, "%s%s", cmd.len ? " " : "", *a);
+	log_debug("%s", cmd.buf);
+	strbuf_release(&cmd);
+}
+
+/* QEMU in the background, keeping its end of the monitor socket under the
+ * number its command line names. */
+static int bt_spawn_qemu(struct bt *b, char *const *argv, int qemu_end, struct af_error **err)
+{
+	_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
+	_cleanup_fd_ int fd = open(qlog, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return af_error_set(err, errno, "cannot create '%s'", qlog);
+	_cleanup_free_ char *tmpdir = NULL;
+	_cleanup_free_ char **env = bt_qemu_env(b, &tmpdir);
+	struct spawn_opts o = { .argv = argv, .env = env, .out_fd = fd, .in_fd = -1,
+				.keep_fd = qemu_end };
+	bt_log_argv(argv);
+	b->qemu_start = now_monotonic();
+	b->qemu = sandbox_spawn_start(&o, err);
+	return b->qemu < 0 ? -1 : 0;
+}
+
 static int bt_start_qemu(struct bt *b, struct af_error **err)
 {
 	char self[4096];
@@ -258,27 +346,7 @@ static int bt_start_qemu(struct bt *b, struct af_error **err)
 	b->qmp = sv[0];
 	_cleanup_fd_ int qemu_end = sv[1];
 	_cleanup_strv_ char **argv = bt_qemu_argv(b, self, qemu_end);
-	_cleanup_free_ char *qlog = path_join(b->dir, "qemu.log");
-	/* QEMU's own environment, with TMPDIR for the snapshot overlay. */
-	extern char **environ;
-	size_t ne = 0;
-	while (environ[ne])
-		ne++;
-	_cleanup_free_ char **env = xcalloc(ne + 2, sizeof(*env));
-	_cleanup_free_ char *tmpdir = xasprintf("TMPDIR=%s", b->dir);
-	size_t k = 0;
-	for (size_t i = 0; i < ne; i++)
-		if (!str_has_prefix(environ[i], "TMPDIR="))
-			env[k++] = environ[i];
-	env[k++] = tmpdir;
-	struct strbuf cmd = STRBUF_INIT;
-	for (char **a = argv; *a; a++)
-		strbuf_addf(&cmd, "%s%s", cmd.len ? " " : "", *a);
-	log_debug("%s", cmd.buf);
-	strbuf_release(&cmd);
-	b->qemu_start = now_monotonic();
-	b->qemu = bt_start(argv, qlog, env, qemu_end, err);
-	return b->qemu < 0 ? -1 : 0;
+	return bt_spawn_qemu(b, argv, qemu_end, err);
 }
 
 void bt_stop_qemu(struct bt *b)
@@ -286,10 +354,14 @@ void bt_stop_qemu(struct bt *b)
 	if (b->qemu <= 0)
 		return;
 	int st;
+	pid_t r = 0;
 	kill(b->qemu, SIGTERM);
-	for (int i = 0; i < 60 && waitpid(b->qemu, &st, WNOHANG) == 0; i++)
+	for (int i = 0; i < 60 && (r = waitpid(b->qemu, &st, WNOHANG)) == 0; i++)
 		bt_sleep(0.05);
-	bt_kill_wait(b->qemu, &st);
+	if (r == b->qemu)
+		kill(-b->qemu, SIGKILL);  /* what is left of its process group */
+	else
+		sandbox_spawn_kill(b->qemu, NULL);
 	b->qemu = 0;
 }
 

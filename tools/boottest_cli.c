@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `amiforge boot-test`: its options, the tools it needs, its signals and
  * exit codes (boottest.h); the test itself is boottest.c's. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "amiforge/cleanup.h"
@@ -112,6 +114,32 @@ static int bt_require_tools(void)
 		}
 	}
 	return 0;
+}
+
+/* Kills and reaps every child left: QEMU's metadata responders, which
+ * libslirp detaches and which come back to us as the subreaper. */
+static void bt_reap_all(void)
+{
+	for (int round = 0; round < 3; round++) {
+		_cleanup_dir_ DIR *d = opendir("/proc");
+		struct dirent *de;
+		pid_t self = getpid();
+		while (d && (de = readdir(d))) {
+			pid_t pid = (pid_t)atoi(de->d_name);
+			if (pid <= 0)
+				continue;
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+			_cleanup_free_ char *stat = read_file(path, NULL, NULL);
+			const char *rp = stat ? strrchr(stat, ')') : NULL;
+			int ppid = 0;
+			if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == self)
+				kill(pid, SIGKILL);
+		}
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		bt_sleep(0.05);
+	}
 }
 
 static void bt_signals(void (*handler)(int))

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What boot-test reads from the image before it boots, with nothing
  * mounted: the partition table (libblkid), and from the ext2/3/4
- * filesystems in it (libext2fs at an offset, extfs.h) menu.lst and the
- * files it names, and the ssh host keys the image ships. */
+ * filesystems in it (libext2fs at an offset, extfs.h) menu.lst, the files
+ * it names and its kernel command line (moved to QEMU's serial console),
+ * and the ssh host keys the image ships. */
 #include <blkid/blkid.h>
 #include <errno.h>
 #include <et/com_err.h>
@@ -19,6 +20,36 @@
 #include "amiforge/menulst.h"
 #include "amiforge/util.h"
 #include "boottest_int.h"
+
+/* ================== the kernel command line for QEMU ================== */
+
+/* A console the PV guest has that the QEMU guest does not. */
+static bool bt_is_pv_console(const char *tok)
+{
+	static const char *const moved[] = { "console=hvc", "console=xvc", "console=ttyS" };
+	for (size_t i = 0; i < ARRAY_SIZE(moved); i++)
+		if (str_has_prefix(tok, moved[i]))
+			return true;
+	return false;
+}
+
+char *boottest_serial_cmdline(const char *args)
+{
+	struct strbuf sb = STRBUF_INIT;
+	_cleanup_free_ char *copy = xstrdup(args);
+	char *save = NULL;
+
+	for (char *tok = strtok_r(copy, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+		if (bt_is_pv_console(tok))
+			continue;
+		strbuf_addf(&sb, "%s%s", sb.len ? " " : "", tok);
+	}
+	/* Last, so that it is /dev/console: where systemd and the kernel log. */
+	strbuf_addf(&sb, "%sconsole=ttyS0", sb.len ? " " : "");
+	return strbuf_detach(&sb);
+}
+
+/* ================== the partition table and menu.lst ================== */
 
 #define BT_ESP_GUID "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 

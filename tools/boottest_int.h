@@ -3,11 +3,14 @@
  * what its files share.
  *
  *   boottest_cli.c       options, required tools, signals, exit codes
- *   boottest.c           QEMU, its monitor, ssh into the guest, the checks
- *   boottest_image.c     what the image holds, read with libblkid/libext2fs
- *   boottest_proc.c      child processes: start, run with a timeout, reap
+ *   boottest.c           QEMU, its monitor, ssh into the guest (all through
+ *                        sandbox_spawn, sandbox.h), the checks
+ *   boottest_image.c     what the image holds, read with libblkid/libext2fs,
+ *                        and its kernel command line for QEMU
  *   boottest_hostkeys.c  the host keys the guest prints on its console
- *   boottest_report.c    the report */
+ *   boottest_report.c    the report
+ *
+ * Each uses only those below it: cli -> boottest.c -> image, hostkeys, report. */
 #ifndef AMIFORGE_BOOTTEST_INT_H
 #define AMIFORGE_BOOTTEST_INT_H
 
@@ -68,39 +71,15 @@ int bt_read_pvgrub(const char *image, const struct bt_disk *d, const char *dir, 
  * be read.  Caller frees. */
 char *bt_image_host_keys(const char *image, const struct bt_disk *d);
 
-/* ---- child processes (boottest_proc.c) ---- */
+/* ---- the test (boottest.c) ---- */
 
 /* The signal that interrupted the test, 0 if none: set by bt_on_signal,
- * polled by everything that waits. */
+ * polled by everything that waits, and what makes sandbox_spawn stop
+ * waiting for ssh. */
 extern volatile sig_atomic_t bt_interrupted;
 void bt_on_signal(int sig);
 /* Sleeps S seconds; a signal cuts it short, which is what we want. */
 void bt_sleep(double s);
-
-/* fork + exec with stdout/stderr into OUT (a file, truncated), stdin from
- * /dev/null, in its own process group, dying with us; INHERIT (or -1) is
- * one more fd the program keeps, under the same number; ENV NULL: ours.
- * pid or -1 + err. */
-pid_t bt_start(char *const argv[], const char *out, char *const *env, int inherit, struct af_error **err);
-/* SIGKILL to PID's process group and PID, then reaps it. */
-void bt_kill_wait(pid_t pid, int *status);
-
-struct bt_result {
-	int status;      /* exit status, or 128 + signal */
-	bool timed_out;
-	char *output;    /* stdout and stderr, owned */
-};
-
-/* Runs a command to completion or until TIMEOUT seconds or a signal to us,
- * its output in a file in DIR meanwhile.  0 (res filled) or -1 + err when
- * it could not run or we were interrupted. */
-int bt_run(const char *dir, char *const argv[], double timeout, struct bt_result *res, struct af_error **err);
-
-/* Kills and reaps every child left: QEMU's metadata responders, which
- * libslirp detaches and which come back to us as the subreaper. */
-void bt_reap_all(void);
-
-/* ---- the test (boottest.c) ---- */
 
 enum bt_firmware { BT_FW_AUTO, BT_FW_BIOS, BT_FW_UEFI };
 
