@@ -260,9 +260,9 @@ fi
 # pasta, outside the jail, reads what the jail sends: the engine's
 # credentials have no business in its environment.
 # The sampler polls; a short networked probe can end between two looks.
-if [ -s "$LISTEN.pasta" ]; then ok probes-pasta-seen; else skip probes-pasta-seen "the sampler saw no pasta during the short networked probes"; fi
+if [ -s "$LISTEN.pasta" ]; then ok probes-pasta-seen; else not_ok "probes-pasta-seen: the sampler saw no pasta, not even during net-hold's 2 s"; fi
 if [ ! -s "$LISTEN.pasta" ]; then
-	skip probes-pasta-env-without-secret "no pasta sampled (see probes-pasta-seen)"
+	not_ok "probes-pasta-env-without-secret: no pasta sampled (see probes-pasta-seen)"
 elif awk '$2 != 0 { bad = 1 } END { exit bad }' "$LISTEN.pasta"; then
 	ok probes-pasta-env-without-secret
 else
