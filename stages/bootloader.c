@@ -29,14 +29,15 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "amiforge/grublegacy.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/extfs.h"
+#include "amiforge/grublegacy.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
+#include "amiforge/loopdev.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -333,7 +334,7 @@ static int boot_chroot_run(const struct stage_ctx *ctx, const char *const *argv,
 		.in_fd = -1,
 		.deadline = ctx->deadline,
 	};
-	return sandbox_spawn(&so, err);
+	return spawn_run(&so, err);
 }
 
 static int boot_chroot_sh(const struct stage_ctx *ctx, const char *script, bool network, struct af_error **err)
@@ -388,7 +389,7 @@ static int boot_disk_loop(const struct stage_ctx *ctx, struct loopdev *disk, str
 		disk->path = xstrdup(ctx->image);
 		return 0;
 	}
-	if (loop_attach(ctx->image, 0, 0, false, disk, err) < 0)
+	if (loopdev_attach(ctx->image, 0, 0, false, disk, err) < 0)
 		return af_error_wrap(err, "attach the whole disk for GRUB");
 	return 0;
 }
@@ -501,7 +502,7 @@ static int boot_mtools(const struct stage_ctx *ctx, const char *const *argv, boo
 	struct spawn_opts so = { .argv = (char *const *)argv, .env = env, .out_fd = ctx->log_fd, .in_fd = -1,
 				 .deadline = ctx->deadline };
 	_cleanup_error_ struct af_error *e = NULL;
-	if (sandbox_spawn(&so, may_fail ? &e : err) < 0 && !may_fail)
+	if (spawn_run(&so, may_fail ? &e : err) < 0 && !may_fail)
 		return af_error_wrap(err, "%s (mtools)", argv[0]);
 	return 0;
 }
@@ -596,7 +597,7 @@ static int boot_grub_run(struct stage_ctx *ctx, int rootfd, struct af_error **er
 			r = boot_grub_bios(ctx, disk.path, &devs, err);
 		if (disk.fd >= 0 && fsync(disk.fd) < 0 && r == 0)
 			r = af_error_set(err, errno, "sync %s", disk.path);
-		loop_release(&disk);
+		loopdev_release(&disk);
 		devs.v[1] = NULL;
 	}
 	if (r == 0 && g.uefi)

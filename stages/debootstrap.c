@@ -24,7 +24,7 @@
 #include "amiforge/jail.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -543,7 +543,7 @@ static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, stru
 		.in_fd = -1,
 		.deadline = ctx->deadline,
 	};
-	int r = sandbox_spawn(&so, err);
+	int r = spawn_run(&so, err);
 	for (size_t i = 0; i < n; i++)
 		free(env[i]);
 	return r;

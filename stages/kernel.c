@@ -15,7 +15,7 @@
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -82,7 +82,7 @@ static int kernel_make_initrd(const struct stage_ctx *ctx, const char *version, 
 	struct spawn_opts so = { .argv = argv, .chroot = ctx->root, .out_fd = ctx->log_fd, .in_fd = -1,
 				 .deadline = ctx->deadline };
 	log_info("no initrd for %s: running update-initramfs", version);
-	return sandbox_spawn(&so, err);
+	return spawn_run(&so, err);
 }
 
 static int kernel_run(struct stage_ctx *ctx, struct af_error **err)

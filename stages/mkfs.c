@@ -25,7 +25,7 @@
 #include "amiforge/grublegacy.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -235,7 +235,7 @@ static int mkfs_run_mke2fs(const struct stage_ctx *ctx, const struct mkfs_opts *
 	};
 	log_info("mke2fs -t %s -L %s -U %s%s%s -E %s %s %s", o->type, o->label, o->uuid, features ? " -O " : "",
 		 features ? features : "", ext, ctx->image, blocks);
-	if (sandbox_spawn(&so, err) < 0)
+	if (spawn_run(&so, err) < 0)
 		return af_error_wrap(err, "make %s filesystem on '%s' at offset %" PRIu64, o->type, ctx->image, o->offset);
 	return 0;
 }
@@ -321,7 +321,7 @@ static int mkfs_esp(const struct stage_ctx *ctx, struct af_error **err)
 	struct spawn_opts so = { .argv = (char *const *)argv, .out_fd = ctx->log_fd, .in_fd = -1, .deadline = ctx->deadline };
 	log_info("mkfs.vfat%s%s -n ESP -i %s %s %s %s", fat32 ? " -F 32 -s " : "", fat32 ? spc_arg : "", volid, offset,
 		 ctx->image, kib);
-	if (sandbox_spawn(&so, err) < 0)
+	if (spawn_run(&so, err) < 0)
 		return af_error_wrap(err, "make the FAT filesystem of the EFI system partition (mkfs.vfat is in dosfstools)");
 	json_object_set_new(ctx->outputs, "esp.fstype", json_string("vfat"));
 	return 0;

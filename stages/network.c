@@ -17,7 +17,7 @@
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -171,7 +171,7 @@ static int net_enable_networkd(const struct stage_ctx *ctx, struct af_error **er
 	char *argv[] = { "systemctl", "enable", "systemd-networkd.service", NULL };
 	struct spawn_opts so = { .argv = argv, .chroot = ctx->root, .out_fd = ctx->log_fd, .in_fd = -1,
 				 .deadline = ctx->deadline };
-	if (sandbox_spawn(&so, err) < 0)
+	if (spawn_run(&so, err) < 0)
 		return af_error_hint(err, "is systemd installed? add systemd-sysv to debootstrap include:");
 	return 0;
 }

@@ -13,7 +13,7 @@
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -31,7 +31,7 @@ static const struct param_spec run_params[] = {
 	{ .name = NULL },
 };
 
-/* The sandbox's cleared default environment (sandbox.h); `env` adds to it. */
+/* The sandbox's cleared default environment (spawn.h); `env` adds to it. */
 static const char *const run_default_env[] = {
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"LANG=C.UTF-8",
@@ -173,7 +173,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 		.deadline = ctx->deadline,
 	};
 	log_info("run: %s", shortcmd);
-	int r = sandbox_spawn(&so, err);
+	int r = spawn_run(&so, err);
 	if (r < 0)
 		af_error_wrap(err, "command '%s'", shortcmd);
 	_cleanup_error_ struct af_error *ignore = NULL;

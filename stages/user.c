@@ -16,7 +16,7 @@
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -115,7 +115,7 @@ static int user_spawn(const struct stage_ctx *ctx, char **argv, struct af_error 
 {
 	struct spawn_opts so = { .argv = argv, .chroot = ctx->root, .out_fd = ctx->log_fd, .in_fd = -1,
 				 .deadline = ctx->deadline };
-	return sandbox_spawn(&so, err);
+	return spawn_run(&so, err);
 }
 
 static char *user_read_db(int rootfd, const char *root, const char *path, struct af_error **err)

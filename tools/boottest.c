@@ -30,7 +30,7 @@
 #include "amiforge/error.h"
 #include "amiforge/imds_responder.h"
 #include "amiforge/log.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/util.h"
 #include "boottest_int.h"
 
@@ -117,7 +117,7 @@ static int bt_run(const char *dir, char *const argv[], double timeout, struct bt
 				.deadline = now_monotonic() + timeout, .cancel = &bt_interrupted };
 	struct af_error *e = NULL;
 	*res = (struct bt_result){ 0 };
-	sandbox_spawn_status(&o, &res->status, &e);
+	spawn_status(&o, &res->status, &e);
 	int rc = bt_run_end(e, res, err);
 	if (rc == 0) {
 		res->output = read_file(out, NULL, NULL);
@@ -327,7 +327,7 @@ static int bt_spawn_qemu(struct bt *b, char *const *argv, int qemu_end, struct a
 				.keep_fd = qemu_end };
 	bt_log_argv(argv);
 	b->qemu_start = now_monotonic();
-	b->qemu = sandbox_spawn_start(&o, err);
+	b->qemu = spawn_start(&o, err);
 	return b->qemu < 0 ? -1 : 0;
 }
 
@@ -361,7 +361,7 @@ void bt_stop_qemu(struct bt *b)
 	if (r == b->qemu)
 		kill(-b->qemu, SIGKILL);  /* what is left of its process group */
 	else
-		sandbox_spawn_kill(b->qemu, NULL);
+		spawn_kill(b->qemu, NULL);
 	b->qemu = 0;
 }
 

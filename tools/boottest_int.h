@@ -4,7 +4,7 @@
  *
  *   boottest_cli.c       options, required tools, signals, exit codes
  *   boottest.c           QEMU, its monitor, ssh into the guest (all through
- *                        sandbox_spawn, sandbox.h), the checks
+ *                        spawn_run, spawn.h), the checks
  *   boottest_image.c     what the image holds, read with libblkid/libext2fs,
  *                        and its kernel command line for QEMU
  *   boottest_hostkeys.c  the host keys the guest prints on its console
@@ -74,7 +74,7 @@ char *bt_image_host_keys(const char *image, const struct bt_disk *d);
 /* ---- the test (boottest.c) ---- */
 
 /* The signal that interrupted the test, 0 if none: set by bt_on_signal,
- * polled by everything that waits, and what makes sandbox_spawn stop
+ * polled by everything that waits, and what makes spawn_run stop
  * waiting for ssh. */
 extern volatile sig_atomic_t bt_interrupted;
 void bt_on_signal(int sig);

@@ -25,11 +25,12 @@
 #include "amiforge/facts.h"
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
+#include "amiforge/namespace.h"
 #include "amiforge/plan.h"
 #include "amiforge/recipe.h"
 #include "amiforge/redact.h"
+#include "amiforge/rootfs.h"
 #include "amiforge/runner.h"
-#include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
 /* `checkpoint: auto` takes a checkpoint after a stage that touches the
@@ -383,7 +384,7 @@ static int fork_stage(struct build *b, size_t i, struct stage_ctx *ctx, double d
 	struct child_args args = { .type = b->recipe->stages[i].type, .ctx = ctx };
 	struct resource_sink sink = { .b = b, .i = i };
 	fflush(NULL);
-	pid_t pid = sandbox_fork_isolated(stage_child, &args, ctx->log_fd, err);
+	pid_t pid = namespace_fork_isolated(stage_child, &args, ctx->log_fd, err);
 	channel_parent_side(&ch);
 	int r = pid < 0 ? -1 : wait_child(pid, deadline, timeout, &ch, &sink, result, err);
 	channel_close(&ch);
@@ -556,7 +557,7 @@ static int prepare(struct build *b)
 	const struct build_opts *o = b->opts;
 	_cleanup_error_ struct af_error *err = NULL;
 	_cleanup_free_ char *state = runner_state_dir(o->state_dir, b->recipe->stem);
-	if (sandbox_require_root(&err) < 0) {
+	if (namespace_require_root(&err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_NOPERM;
 	}
@@ -586,7 +587,7 @@ static int prepare(struct build *b)
 	b->root_mnt = path_join(b->state, "root");
 	_cleanup_free_ char *logs = path_join(b->state, "logs");
 	if (mkdir_p(b->ckpt_dir, 0700, &err) < 0 || mkdir_p(logs, 0700, &err) < 0 ||
-	    mkdir_p(b->root_mnt, 0700, &err) < 0 || sandbox_enter(&err) < 0) {
+	    mkdir_p(b->root_mnt, 0700, &err) < 0 || namespace_enter(&err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}

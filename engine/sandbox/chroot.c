@@ -24,7 +24,6 @@
 #include "amiforge/error.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
-#include "amiforge/sandbox.h"
 #include "amiforge/util.h"
 
 #define POLICY_RC_D "usr/sbin/policy-rc.d"

@@ -9,7 +9,7 @@
 #include <linux/close_range.h>
 
 #include "amiforge/exec.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 
 extern char **environ;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The jail (jail.h), in three processes:
- *   keeper  the child sandbox_spawn() forked, outside every new namespace
+ *   keeper  the child spawn_run() forked, outside every new namespace
  *           but PID's: it makes the init, runs pasta for it, relays status;
  *   init    PID 1 of the new PID namespace: unshares the rest, mounts,
  *           pivots into the new root, drops privilege, forks the command
@@ -34,7 +34,7 @@
 #include "amiforge/exec.h"
 #include "amiforge/inroot.h"
 #include "amiforge/jail.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/util.h"
 
 #define JAIL_HOSTNAME "localhost"

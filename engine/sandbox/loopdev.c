@@ -16,7 +16,7 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/loopdev.h"
 #include "amiforge/util.h"
 
 #define LOOP_MAJOR 7
@@ -150,7 +150,7 @@ static int attach_once(int ctl, int backfd, const char *path, const struct loop_
 	return 0;
 }
 
-int loop_attach(const char *path, uint64_t offset, uint64_t sizelimit, bool readonly,
+int loopdev_attach(const char *path, uint64_t offset, uint64_t sizelimit, bool readonly,
 		struct loopdev *out, struct af_error **err)
 {
 	_cleanup_fd_ int backfd = open(path, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
@@ -183,7 +183,7 @@ int loop_attach(const char *path, uint64_t offset, uint64_t sizelimit, bool read
 	if (rc < 0)
 		return -1;
 	if (check_size(lo.fd, lo.path, file_size, offset, sizelimit, err) < 0) {
-		loop_release(&lo);
+		loopdev_release(&lo);
 		return -1;
 	}
 	log_debug("attached %s to '%s' at offset %llu size %llu", lo.path, path,
@@ -192,7 +192,7 @@ int loop_attach(const char *path, uint64_t offset, uint64_t sizelimit, bool read
 	return 0;
 }
 
-void loop_release(struct loopdev *lo)
+void loopdev_release(struct loopdev *lo)
 {
 	if (!lo)
 		return;

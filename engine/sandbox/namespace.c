@@ -2,6 +2,7 @@
 /* Privilege check, the engine's private mount namespace, and the isolated
  * (new PID + mount namespace) child each stage runs in. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -15,7 +16,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/namespace.h"
 
 #define CAP_SYS_ADMIN_BIT 21
 
@@ -45,7 +46,7 @@ static int error_eperm(struct af_error **err, const char *msg)
 	return -1;
 }
 
-int sandbox_require_root(struct af_error **err)
+int namespace_require_root(struct af_error **err)
 {
 	if (geteuid() != 0)
 		return error_eperm(err, "amiforge build needs root: it attaches loop devices, mounts the "
@@ -70,7 +71,7 @@ static int private_mount_ns(struct af_error **err)
 	return 0;
 }
 
-int sandbox_enter(struct af_error **err)
+int namespace_enter(struct af_error **err)
 {
 	return private_mount_ns(err);
 }
@@ -135,7 +136,7 @@ static _Noreturn void isolated_child(pid_t parent, int (*fn)(void *), void *arg,
  * the cached TID) stays right: unshare(CLONE_NEWPID) only sets where the
  * *next* child goes, and setns() back to our own PID namespace undoes it at
  * once.  The child then unshares its mount namespace itself. */
-pid_t sandbox_fork_isolated(int (*fn)(void *arg), void *arg, int log_fd, struct af_error **err)
+pid_t namespace_fork_isolated(int (*fn)(void *arg), void *arg, int log_fd, struct af_error **err)
 {
 	_cleanup_fd_ int own_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	pid_t parent = getpid();

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The image's root filesystem: a loop device over its byte range, mounted in
- * the engine's private mount namespace (sandbox_enter) with libmount. */
+ * the engine's private mount namespace (namespace_enter) with libmount. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libmount.h>
@@ -14,7 +14,9 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/log.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/loopdev.h"
+#include "amiforge/namespace.h"
+#include "amiforge/rootfs.h"
 #include "amiforge/util.h"
 
 static inline void cleanup_mnt_contextp(struct libmnt_context **c) { mnt_free_context(*c); }
@@ -61,10 +63,10 @@ int rootfs_mount(const char *image, uint64_t offset, uint64_t size, const char *
 
 	if (mkdir_p(target, 0755, err) < 0)
 		return af_error_wrap(err, "mount point");
-	if (loop_attach(image, offset, size, false, &fs.loop, err) < 0)
+	if (loopdev_attach(image, offset, size, false, &fs.loop, err) < 0)
 		return af_error_wrap(err, "root filesystem of '%s'", image);
 	if (mount_loop(fs.loop.path, target, fstype, err) < 0) {
-		loop_release(&fs.loop);
+		loopdev_release(&fs.loop);
 		return -1;
 	}
 	fs.target = xstrdup(target);
@@ -131,7 +133,7 @@ int rootfs_umount(struct rootfs *fs, struct af_error **err)
 		else
 			fs->mounted = false;
 	}
-	loop_release(&fs->loop);
+	loopdev_release(&fs->loop);
 	if (!fs->mounted) {
 		free(fs->target);
 		fs->target = NULL;

@@ -19,7 +19,7 @@
 #include "amiforge/error.h"
 #include "amiforge/exec.h"
 #include "amiforge/jail.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/util.h"
 
 static _Noreturn void child_fail(int pipefd, int kind, const char *msg)
@@ -199,11 +199,11 @@ static int report(const struct spawn_opts *o, int status, int pipefd, int *statu
 static void spawn_check(const struct spawn_opts *o)
 {
 	if (!o->argv || !o->argv[0])
-		BUG("sandbox_spawn without a command");
+		BUG("spawn_run without a command");
 	if (o->keep_fd && (o->keep_fd < 3 || (o->keep_fd_as && o->keep_fd_as < 3)))
-		BUG("sandbox_spawn: the fd to keep and its number must be above 2");
+		BUG("spawn_run: the fd to keep and its number must be above 2");
 	if (o->keep_fd && o->chroot)
-		BUG("sandbox_spawn: a jailed command keeps no fd of the host");
+		BUG("spawn_run: a jailed command keeps no fd of the host");
 }
 
 /* Forks the child; the parent's end of its report pipe goes to *report_fd.
@@ -231,7 +231,7 @@ static pid_t spawn_fork(const struct spawn_opts *o, int *report_fd, struct af_er
 	return pid;
 }
 
-void sandbox_spawn_kill(pid_t pid, int *status)
+void spawn_kill(pid_t pid, int *status)
 {
 	int st = 0;
 
@@ -244,7 +244,7 @@ void sandbox_spawn_kill(pid_t pid, int *status)
 		*status = st;
 }
 
-int sandbox_spawn_status(const struct spawn_opts *o, int *status_out, struct af_error **err)
+int spawn_status(const struct spawn_opts *o, int *status_out, struct af_error **err)
 {
 	_cleanup_fd_ int report_fd = -1;
 	double start = now_monotonic();
@@ -268,24 +268,24 @@ int sandbox_spawn_status(const struct spawn_opts *o, int *status_out, struct af_
 	case WAIT_REAPED:
 		return report(o, status, report_fd, status_out, err);
 	case WAIT_ERROR:
-		sandbox_spawn_kill(pid, NULL);
+		spawn_kill(pid, NULL);
 		return af_error_set(err, errsv, "cannot wait for '%s'", o->argv[0]);
 	case WAIT_DEADLINE:
-		sandbox_spawn_kill(pid, NULL);
+		spawn_kill(pid, NULL);
 		return error_timeout(err, o->argv[0], o->deadline - start);
 	case WAIT_CANCELLED:
-		sandbox_spawn_kill(pid, NULL);
+		spawn_kill(pid, NULL);
 		return error_cancelled(err, o->argv[0]);
 	}
 	BUG("wait_until returned %d", (int)end);
 }
 
-int sandbox_spawn(const struct spawn_opts *o, struct af_error **err)
+int spawn_run(const struct spawn_opts *o, struct af_error **err)
 {
-	return sandbox_spawn_status(o, NULL, err);
+	return spawn_status(o, NULL, err);
 }
 
-pid_t sandbox_spawn_start(const struct spawn_opts *o, struct af_error **err)
+pid_t spawn_start(const struct spawn_opts *o, struct af_error **err)
 {
 	_cleanup_fd_ int report_fd = -1;
 	struct exec_report r;
@@ -294,7 +294,7 @@ pid_t sandbox_spawn_start(const struct spawn_opts *o, struct af_error **err)
 
 	spawn_check(o);
 	if (o->chroot || o->deadline > 0)
-		BUG("sandbox_spawn_start: host commands without a deadline only");
+		BUG("spawn_start: host commands without a deadline only");
 	pid = spawn_fork(o, &report_fd, err);
 	if (pid < 0)
 		return -1;
@@ -304,6 +304,6 @@ pid_t sandbox_spawn_start(const struct spawn_opts *o, struct af_error **err)
 	if (got != (ssize_t)sizeof(r))
 		return pid;
 	r.msg[sizeof(r.msg) - 1] = '\0';
-	sandbox_spawn_kill(pid, NULL);
+	spawn_kill(pid, NULL);
 	return report_failure(o, &r, err);
 }

@@ -13,7 +13,7 @@
 #include "amiforge/error.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/spawn.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -79,7 +79,7 @@ static int apt_spawn(const struct stage_ctx *ctx, const char *verb, const char *
 		.in_fd = -1,
 		.deadline = ctx->deadline,
 	};
-	int r = sandbox_spawn(&so, err);
+	int r = spawn_run(&so, err);
 	if (r < 0)
 		af_error_wrap(err, "%s", shown.buf);
 	strbuf_release(&shown);

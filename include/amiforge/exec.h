@@ -23,7 +23,7 @@ struct exec_report {
 void exec_report_send(int fd, int kind, int errnum, const char *msg);
 
 /* The fd number a command keeps across exec (O->keep_fd as
- * O->keep_fd_as, sandbox.h), or -1. */
+ * O->keep_fd_as, spawn.h), or -1. */
 int exec_kept_fd(const struct spawn_opts *o);
 
 /* Default signal dispositions and an empty mask, every fd above 2 closed on

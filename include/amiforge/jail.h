@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The jail: where code from the image or the package archive runs
- * (DESIGN §6).  sandbox_spawn() (sandbox.h) uses it for every command with
+ * (DESIGN §6).  spawn_run() (spawn.h) uses it for every command with
  * .chroot or .host_view set; this header is the jail's inside, for spawn.c
  * and the tests.
  *
@@ -28,7 +28,7 @@ struct spawn_opts;
  * to the build host's resolver. */
 #define JAIL_DNS_ADDR "10.0.2.3"
 
-/* In the forked child of sandbox_spawn(), outside the jail: makes the jail's
+/* In the forked child of spawn_run(), outside the jail: makes the jail's
  * PID 1, starts pasta for it when O asks for network, waits, and exits with
  * the command's exit status.  Anything that goes wrong is written as a
  * struct exec_report (exec.h) on REPORT_FD. */

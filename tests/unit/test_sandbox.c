@@ -22,7 +22,10 @@
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
 #include "amiforge/jail.h"
-#include "amiforge/sandbox.h"
+#include "amiforge/loopdev.h"
+#include "amiforge/namespace.h"
+#include "amiforge/rootfs.h"
+#include "amiforge/spawn.h"
 #include "amiforge/util.h"
 
 #define MiB (1024ull * 1024ull)
@@ -192,7 +195,7 @@ static int teardown_dir(void **state)
 	return 0;
 }
 
-/* ---- sandbox_require_root ----------------------------------------------- */
+/* ---- namespace_require_root ----------------------------------------------- */
 
 static void test_require_root(void **state)
 {
@@ -200,13 +203,13 @@ static void test_require_root(void **state)
 	pid_t pid;
 
 	if (geteuid() != 0) {
-		assert_int_equal(sandbox_require_root(&err), -1);
+		assert_int_equal(namespace_require_root(&err), -1);
 		assert_int_equal(af_error_errno(err), EPERM);
 		assert_non_null(strstr(af_error_msg(err), "needs root"));
 		af_error_free(err);
 		return;
 	}
-	assert_int_equal(sandbox_require_root(&err), 0);
+	assert_int_equal(namespace_require_root(&err), 0);
 	assert_null(err);
 	/* As nobody: EPERM and the reason, without a trailing strerror. */
 	pid = fork();
@@ -214,7 +217,7 @@ static void test_require_root(void **state)
 	if (pid == 0) {
 		if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
 			_exit(2);
-		if (sandbox_require_root(&err) != -1 || af_error_errno(err) != EPERM)
+		if (namespace_require_root(&err) != -1 || af_error_errno(err) != EPERM)
 			_exit(3);
 		if (strcmp(af_error_msg(err), "amiforge build needs root: it attaches loop devices, "
 				"mounts the image and chroots into it; run it with sudo (or as root in CI)"))
@@ -238,7 +241,7 @@ static void test_loop_offset_sizelimit(void **state)
 	REQUIRE_ROOT();
 	PATHF(img, "%s/disk.img", dir);
 	make_sparse(img, 16 * MiB);
-	assert_int_equal(loop_attach(img, 1 * MiB, 8 * MiB, false, &lo, &err), 0);
+	assert_int_equal(loopdev_attach(img, 1 * MiB, 8 * MiB, false, &lo, &err), 0);
 	assert_null(err);
 	assert_true(lo.fd >= 0);
 	assert_true(str_has_prefix(lo.path, "/dev/loop"));
@@ -261,10 +264,10 @@ static void test_loop_offset_sizelimit(void **state)
 	{
 		char attr[PATH_MAX];
 		PATHF(attr, "/sys/block/%s/loop/backing_file", strrchr(lo.path, '/') + 1);
-		loop_release(&lo);
+		loopdev_release(&lo);
 		assert_int_equal(lo.fd, -1);
 		assert_null(lo.path);
-		loop_release(&lo);  /* twice is fine */
+		loopdev_release(&lo);  /* twice is fine */
 		assert_true(POLL_5S(access(attr, F_OK) != 0));
 	}
 	assert_int_equal(loops_under(dir), 0);
@@ -282,13 +285,13 @@ static void test_loop_readonly_to_end(void **state)
 	REQUIRE_ROOT();
 	PATHF(img, "%s/disk.img", dir);
 	make_sparse(img, 4 * MiB);
-	assert_int_equal(loop_attach(img, 512 * 1024, 0, true, &lo, &err), 0);
+	assert_int_equal(loopdev_attach(img, 512 * 1024, 0, true, &lo, &err), 0);
 	assert_int_equal(ioctl(lo.fd, BLKGETSIZE64, &size), 0);
 	assert_int_equal(size, 4 * MiB - 512 * 1024);
 	s = loop_attr(lo.path, "../ro");
 	assert_string_equal(s, "1");
 	free(s);
-	loop_release(&lo);
+	loopdev_release(&lo);
 	assert_true(POLL_5S(loops_under(dir) == 0));
 }
 
@@ -301,7 +304,7 @@ static void test_loop_errors(void **state)
 
 	REQUIRE_ROOT();
 	PATHF(missing, "%s/missing.img", dir);
-	assert_int_equal(loop_attach(missing, 0, 0, false, &lo, &err), -1);
+	assert_int_equal(loopdev_attach(missing, 0, 0, false, &lo, &err), -1);
 	assert_int_equal(af_error_errno(err), ENOENT);
 	assert_non_null(strstr(af_error_msg(err), missing));
 	af_error_clear(&err);
@@ -309,12 +312,12 @@ static void test_loop_errors(void **state)
 
 	PATHF(img, "%s/small.img", dir);
 	make_sparse(img, 1 * MiB);
-	assert_int_equal(loop_attach(img, 2 * MiB, 0, false, &lo, &err), -1);
+	assert_int_equal(loopdev_attach(img, 2 * MiB, 0, false, &lo, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "beyond the end"));
 	af_error_clear(&err);
 	assert_int_equal(loops_under(dir), 0);
 
-	loop_release(NULL);
+	loopdev_release(NULL);
 }
 
 /* ---- the root filesystem --------------------------------------------------- */
@@ -337,7 +340,7 @@ static int fs_child(const char *img, const char *mnt, enum fs_action act)
 	int rc = 0;
 
 	snprintf(file, sizeof(file), "%s/hello", mnt);
-	if (sandbox_enter(&err) < 0 || rootfs_mount(img, MiB, 64 * MiB, "ext4", mnt, &fs, &err) < 0) {
+	if (namespace_enter(&err) < 0 || rootfs_mount(img, MiB, 64 * MiB, "ext4", mnt, &fs, &err) < 0) {
 		fprintf(stderr, "%s\n", af_error_msg(err));
 		return 2;
 	}
@@ -405,7 +408,7 @@ static void test_rootfs_mount_error(void **state)
 	if (pid == 0) {
 		struct af_error *err = NULL;
 		struct rootfs fs = { .loop = { .fd = 7777 } };  /* must stay untouched */
-		if (sandbox_enter(&err) < 0)
+		if (namespace_enter(&err) < 0)
 			_exit(2);
 		if (rootfs_mount(img, 0, 0, "ext4", mnt, &fs, &err) != -1)
 			_exit(3);
@@ -439,7 +442,7 @@ static int run_sleep(void *arg)
 	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1 };
 	struct af_error *err = NULL;
 
-	if (sandbox_spawn(&o, &err) < 0)
+	if (spawn_run(&o, &err) < 0)
 		fprintf(stderr, "%s\n", af_error_msg(err));
 	return 1;
 }
@@ -482,9 +485,9 @@ static _Noreturn void doomed_engine(const char *img, const char *mnt, struct sle
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	struct ready r = { 0 };
 
-	if (sandbox_enter(&err) < 0 || rootfs_mount(img, MiB, 64 * MiB, "ext4", mnt, &fs, &err) < 0)
+	if (namespace_enter(&err) < 0 || rootfs_mount(img, MiB, 64 * MiB, "ext4", mnt, &fs, &err) < 0)
 		_exit(2);
-	r.isolated = sandbox_fork_isolated(run_sleep, s, -1, &err);
+	r.isolated = namespace_fork_isolated(run_sleep, s, -1, &err);
 	if (r.isolated < 0)
 		_exit(3);
 	snprintf(r.loop, sizeof(r.loop), "%s", fs.loop.path);
@@ -537,12 +540,12 @@ static void test_sigkill_leaves_nothing(void **state)
 	}
 }
 
-/* ---- sandbox_spawn ------------------------------------------------------- */
+/* ---- spawn_run ------------------------------------------------------- */
 
 static int spawn_argv(char *const *argv, int out_fd, double deadline, struct af_error **err)
 {
 	struct spawn_opts o = { .argv = argv, .out_fd = out_fd, .in_fd = -1, .deadline = deadline };
-	return sandbox_spawn(&o, err);
+	return spawn_run(&o, err);
 }
 
 static void test_spawn_status(void **state)
@@ -636,7 +639,7 @@ static void test_spawn_env_and_stdio(void **state)
 	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	{
 		struct spawn_opts o = { .argv = env_argv, .env = custom_env, .out_fd = fd, .in_fd = -1 };
-		assert_int_equal(sandbox_spawn(&o, &err), 0);
+		assert_int_equal(spawn_run(&o, &err), 0);
 	}
 	close(fd);
 	text = read_text(out);
@@ -652,7 +655,7 @@ static void test_spawn_env_and_stdio(void **state)
 	{
 		char *both[] = { "sh", "-c", "cat; echo err >&2", NULL };
 		struct spawn_opts o = { .argv = both, .out_fd = fd, .in_fd = infd };
-		assert_int_equal(sandbox_spawn(&o, &err), 0);
+		assert_int_equal(spawn_run(&o, &err), 0);
 	}
 	close(fd);
 	close(infd);
@@ -677,12 +680,12 @@ static void test_spawn_env_and_stdio(void **state)
 	free(text);
 }
 
-/* ---- sandbox_spawn: status as data, a kept fd, the background, cancel ------ */
+/* ---- spawn_run: status as data, a kept fd, the background, cancel ------ */
 
-static int spawn_status(char *const *argv, int *status, struct af_error **err)
+static int argv_status(char *const *argv, int *status, struct af_error **err)
 {
 	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1 };
-	return sandbox_spawn_status(&o, status, err);
+	return spawn_status(&o, status, err);
 }
 
 static void test_spawn_status_as_data(void **state)
@@ -694,22 +697,22 @@ static void test_spawn_status_as_data(void **state)
 	char *slow[] = { "sleep", "10", NULL };
 	int status = -1;
 
-	assert_int_equal(spawn_status(three, &status, &err), 0);
+	assert_int_equal(argv_status(three, &status, &err), 0);
 	assert_null(err);
 	assert_int_equal(status, 3);
-	assert_int_equal(spawn_status(sig, &status, &err), 0);
+	assert_int_equal(argv_status(sig, &status, &err), 0);
 	assert_int_equal(status, 128 + SIGTERM);
 
 	/* Not running at all, or not ending in time, is still an error. */
 	status = -1;
-	assert_int_equal(spawn_status(missing, &status, &err), -1);
+	assert_int_equal(argv_status(missing, &status, &err), -1);
 	assert_int_equal(af_error_errno(err), ENOENT);
 	assert_int_equal(status, -1);
 	af_error_clear(&err);
 	{
 		struct spawn_opts o = { .argv = slow, .out_fd = -1, .in_fd = -1,
 					.deadline = now_monotonic() + 0.2 };
-		assert_int_equal(sandbox_spawn_status(&o, &status, &err), -1);
+		assert_int_equal(spawn_status(&o, &status, &err), -1);
 		assert_int_equal(af_error_errno(err), ETIMEDOUT);
 		assert_int_equal(status, -1);
 		af_error_clear(&err);
@@ -728,7 +731,7 @@ static char *spawn_keep_read(const char *script, int as)
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1, .keep_fd = p[1],
 				.keep_fd_as = as };
-	assert_int_equal(sandbox_spawn(&o, &err), 0);
+	assert_int_equal(spawn_run(&o, &err), 0);
 	close(p[1]);
 	n = read(p[0], buf, sizeof(buf) - 1);
 	close(p[0]);
@@ -766,7 +769,7 @@ static void test_spawn_keep_fd(void **state)
 		assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 		struct spawn_opts o = { .argv = missing, .out_fd = -1, .in_fd = -1, .keep_fd = p[1],
 					.keep_fd_as = as };
-		assert_int_equal(sandbox_spawn(&o, &err), -1);
+		assert_int_equal(spawn_run(&o, &err), -1);
 		assert_int_equal(af_error_errno(err), ENOENT);
 		af_error_clear(&err);
 		close(p[0]);
@@ -788,7 +791,7 @@ static void test_spawn_start(void **state)
 	assert_true(asprintf(&script, "echo $$ >&%d; exec sleep 30", p[1]) > 0);
 	char *argv[] = { "sh", "-c", script, NULL };
 	struct spawn_opts o = { .argv = argv, .out_fd = -1, .in_fd = -1, .keep_fd = p[1] };
-	pid = sandbox_spawn_start(&o, &err);
+	pid = spawn_start(&o, &err);
 	assert_true(pid > 0);
 	close(p[1]);
 	assert_true(read(p[0], buf, sizeof(buf) - 1) > 0);
@@ -796,11 +799,11 @@ static void test_spawn_start(void **state)
 	assert_int_equal(atoi(buf), pid);
 	assert_int_equal(getpgid(pid), pid);  /* its own process group */
 	assert_int_equal(waitpid(pid, &status, WNOHANG), 0);  /* still running */
-	sandbox_spawn_kill(pid, &status);
+	spawn_kill(pid, &status);
 	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
 	struct spawn_opts bad = { .argv = missing, .out_fd = -1, .in_fd = -1 };
-	assert_int_equal(sandbox_spawn_start(&bad, &err), -1);
+	assert_int_equal(spawn_start(&bad, &err), -1);
 	assert_int_equal(af_error_errno(err), ENOENT);
 	assert_non_null(strstr(af_error_msg(err), "cannot run 'amiforge-no-such-command'"));
 	af_error_clear(&err);
@@ -835,7 +838,7 @@ static void test_spawn_cancel(void **state)
 	struct spawn_opts o = { .argv = argv, .out_fd = fd, .in_fd = -1, .cancel = &cancel_flag };
 	t0 = now_monotonic();
 	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
-	assert_int_equal(sandbox_spawn_status(&o, &status, &err), -1);
+	assert_int_equal(spawn_status(&o, &status, &err), -1);
 	took = now_monotonic() - t0;
 	close(fd);
 	sigaction(SIGALRM, &old, NULL);
@@ -854,7 +857,7 @@ static void test_spawn_cancel(void **state)
 	prctl(PR_SET_CHILD_SUBREAPER, 0);
 
 	/* Already cancelled: not even started. */
-	assert_int_equal(sandbox_spawn(&o, &err), -1);
+	assert_int_equal(spawn_run(&o, &err), -1);
 	assert_int_equal(af_error_errno(err), ECANCELED);
 	af_error_clear(&err);
 }
@@ -883,7 +886,7 @@ static int in_chroot(const struct chroot_case *c, const char *script)
 	int fd = open(c->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	struct spawn_opts o = { .argv = argv, .chroot = c->root, .out_fd = fd, .in_fd = -1,
 				.deadline = now_monotonic() + 10 };
-	int rc = sandbox_spawn(&o, &err);
+	int rc = spawn_run(&o, &err);
 
 	if (rc < 0)
 		printf("in chroot: %s\n", af_error_msg(err));
@@ -921,7 +924,7 @@ static int in_chroot_net(const struct chroot_case *c, const char *script)
 	int fd = open(c->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	struct spawn_opts o = { .argv = argv, .chroot = c->root, .network = true, .out_fd = fd,
 				.in_fd = -1, .deadline = now_monotonic() + 20 };
-	int rc = sandbox_spawn(&o, &err);
+	int rc = spawn_run(&o, &err);
 
 	if (rc < 0)
 		printf("in chroot with network: %s\n", af_error_msg(err));
@@ -1035,7 +1038,7 @@ static int run_isolated(struct chroot_case *c, const char *log)
 {
 	struct af_error *err = NULL;
 	int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	pid_t pid = sandbox_fork_isolated(chroot_checks, c, fd, &err);
+	pid_t pid = namespace_fork_isolated(chroot_checks, c, fd, &err);
 	int rc;
 
 	close(fd);
@@ -1053,6 +1056,8 @@ static void test_chroot(void **state)
 	char saved[PATH_MAX];
 	struct chroot_case c;
 	struct af_error *err = NULL;
+
+	REQUIRE_NO_VALGRIND();
 	struct stat st;
 
 	REQUIRE_ROOT();
@@ -1095,6 +1100,7 @@ static void test_chroot_keeps_own_files(void **state)
 	struct af_error *err = NULL;
 
 	REQUIRE_ROOT();
+	REQUIRE_NO_VALGRIND();
 	PATHF(root, "%s/root", dir);
 	PATHF(out, "%s/out", dir);
 	PATHF(log, "%s/log", dir);
