@@ -110,7 +110,7 @@ FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*
 .PHONY: fuzz fuzz-build
 fuzz-build:
 	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) CFLAGS="-O1 -g" LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" \
-		EXTRA_CFLAGS="-Wno-error -fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_BINS)
+		EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_BINS)
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build-fuzz/libamiforge.a $(HEADERS)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< build-fuzz/libamiforge.a $(LIBS)
 fuzz: fuzz-build

@@ -135,10 +135,7 @@ static char *bt_random_hex(size_t bytes)
 	unsigned char buf[64];
 	if (bytes > sizeof(buf) || getrandom(buf, bytes, 0) != (ssize_t)bytes)
 		BUG("getrandom failed");
-	char *hex = xmalloc(bytes * 2 + 1);
-	for (size_t i = 0; i < bytes; i++)
-		sprintf(hex + 2 * i, "%02x", buf[i]);
-	return hex;
+	return hex_encode_dup(buf, bytes);
 }
 
 /* QEMU splits option values at ',' and libslirp splits the guestfwd
@@ -516,7 +513,7 @@ static char **bt_ssh_argv(const struct bt *b, enum bt_ssh_mode mode, const char 
 	size_t n = 0;
 	const char *common[] = {
 		"ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=yes",
-		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=" BT_HOST_ALIAS,
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", ("HostKeyAlias=" BT_HOST_ALIAS),
 		"-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no", "-o", "VerifyHostKeyDNS=no",
 		"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
 		"-o", "ServerAliveCountMax=3", "-o", "IdentityAgent=none",
