@@ -20,6 +20,7 @@
 #include "amiforge/apt.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/inroot.h"
 #include "amiforge/jail.h"
 #include "amiforge/log.h"
@@ -508,25 +509,12 @@ static int deb_bind_cache(const struct stage_ctx *ctx, const char *cache, struct
 
 static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, struct af_error **err)
 {
-	/* The cleared environment, plus the host's proxy settings. */
-	static const char *const pass[] = { "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-					    "NO_PROXY" };
-	char *env[16];
-	size_t n = 0;
-	env[n++] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-	env[n++] = xstrdup("LANG=C.UTF-8");
-	env[n++] = xstrdup("DEBIAN_FRONTEND=noninteractive");
-	env[n++] = xstrdup("HOME=/root");
-	env[n++] = xstrdup("TERM=dumb");
-	for (size_t i = 0; i < ARRAY_SIZE(pass); i++)
-		if (getenv(pass[i]))
-			env[n++] = xasprintf("%s=%s", pass[i], getenv(pass[i]));
 	bool mm = strcmp(a->v[0], "mmdebstrap") == 0;
 	/* debootstrap refuses a nodev target unless it runs in a container,
 	 * which the jail is: its /dev is the jail's own, with working nodes. */
-	if (!mm)
-		env[n++] = xstrdup("container=lxc");
-	env[n] = NULL;
+	static const char *const container[] = { "container=lxc", NULL };
+	/* The cleared environment, plus the host's proxy settings. */
+	char **env = exec_env_new(true, mm ? NULL : container);
 	/* mmdebstrap and debootstrap run on the host's tools but execute the
 	 * archive's maintainer scripts: jailed, seeing the host read-only and
 	 * the image and the package cache as the only writable places. */
@@ -544,8 +532,7 @@ static int deb_spawn(const struct deb_argv *a, const struct stage_ctx *ctx, stru
 		.deadline = ctx->deadline,
 	};
 	int r = spawn_run(&so, err);
-	for (size_t i = 0; i < n; i++)
-		free(env[i]);
+	exec_env_free(env);
 	return r;
 }
 

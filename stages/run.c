@@ -10,6 +10,7 @@
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/params.h"
@@ -31,15 +32,6 @@ static const struct param_spec run_params[] = {
 	{ .name = NULL },
 };
 
-/* The sandbox's cleared default environment (spawn.h); `env` adds to it. */
-static const char *const run_default_env[] = {
-	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-	"LANG=C.UTF-8",
-	"DEBIAN_FRONTEND=noninteractive",
-	"HOME=/root",
-	"TERM=dumb",
-};
-
 static int run_check(const json_t *params, struct af_error **err)
 {
 	bool has_command = params_get(params, "command") != NULL;
@@ -52,29 +44,18 @@ static int run_check(const json_t *params, struct af_error **err)
 	return 0;
 }
 
-static void run_strv_free(char **v)
-{
-	for (char **p = v; p && *p; p++)
-		free(*p);
-	free(v);
-}
-
-/* The environment: defaults, then the map (a map key replaces a default). */
+/* The environment: the cleared default, and the map (a map key replaces a
+ * default). */
 static char **run_build_env(const json_t *map)
 {
-	size_t n = ARRAY_SIZE(run_default_env) + (map ? json_object_size(map) : 0);
-	char **env = xcalloc(n + 1, sizeof(*env));
+	char **vars = xcalloc(json_object_size(map) + 1, sizeof(*vars));
 	size_t k = 0;
-	for (size_t i = 0; i < ARRAY_SIZE(run_default_env); i++) {
-		size_t nl = (size_t)(strchr(run_default_env[i], '=') - run_default_env[i]);
-		_cleanup_free_ char *name = xstrndup(run_default_env[i], nl);
-		if (!map || !json_object_get(map, name))
-			env[k++] = xstrdup(run_default_env[i]);
-	}
 	const char *key;
 	json_t *v;
 	json_object_foreach((json_t *)map, key, v)
-		env[k++] = xasprintf("%s=%s", key, json_string_value(v) ? json_string_value(v) : "");
+		vars[k++] = xasprintf("%s=%s", key, json_string_value(v) ? json_string_value(v) : "");
+	char **env = exec_env_new(false, (const char *const *)vars);
+	exec_env_free(vars);
 	return env;
 }
 
@@ -142,7 +123,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	if (script) {
 		rootfd = inroot_root_open(ctx->root, err);
 		if (rootfd < 0 || run_copy_script(rootfd, ctx->root, script, &inside, err) < 0) {
-			run_strv_free(env);
+			exec_env_free(env);
 			return -1;
 		}
 		argv = xcalloc(2, sizeof(*argv));
@@ -156,7 +137,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 		size_t n = json_array_size(command), i;
 		json_t *a;
 		if (n == 0) {
-			run_strv_free(env);
+			exec_env_free(env);
 			return af_error_set(err, 0, "run: command is an empty list");
 		}
 		argv = xcalloc(n + 1, sizeof(*argv));
@@ -180,7 +161,7 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	if (inside && inroot_unlink(rootfd, ctx->root, inside, r == 0 ? err : &ignore) < 0)
 		r = -1;
 	free(argv);
-	run_strv_free(env);
+	exec_env_free(env);
 	return r;
 }
 

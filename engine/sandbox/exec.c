@@ -4,18 +4,21 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/close_range.h>
 
 #include "amiforge/exec.h"
+#include "amiforge/mem.h"
 #include "amiforge/spawn.h"
 
 extern char **environ;
 
 /* DESIGN §6: nothing of the engine's environment (credentials, proxies, the
  * caller's locale) reaches commands in the chroot. */
-static char *const default_env[] = {
+static const char *const default_env[] = {
 	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 	"LANG=C.UTF-8",
 	"DEBIAN_FRONTEND=noninteractive",
@@ -23,6 +26,46 @@ static char *const default_env[] = {
 	"TERM=dumb",
 	NULL,
 };
+
+static const char *const proxy_vars[] = {
+	"http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+};
+
+/* ENV[0..n) holds NAME= already (NAME is the text of VAR up to '='). */
+static bool env_has(char **env, size_t n, const char *var)
+{
+	size_t len = strcspn(var, "=");
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(env[i], var, len) && env[i][len] == '=')
+			return true;
+	return false;
+}
+
+char **exec_env_new(bool proxy, const char *const *extra)
+{
+	size_t n_extra = 0, n = 0;
+	while (extra && extra[n_extra])
+		n_extra++;
+	char **env = xcalloc(ARRAY_SIZE(default_env) + ARRAY_SIZE(proxy_vars) + n_extra + 1, sizeof(*env));
+	for (size_t i = 0; i < n_extra; i++)
+		if (!env_has(env, n, extra[i]))
+			env[n++] = xstrdup(extra[i]);
+	for (size_t i = 0; proxy && i < ARRAY_SIZE(proxy_vars); i++)
+		if (getenv(proxy_vars[i]) && !env_has(env, n, proxy_vars[i]))
+			env[n++] = xasprintf("%s=%s", proxy_vars[i], getenv(proxy_vars[i]));
+	for (size_t i = 0; default_env[i]; i++)
+		if (!env_has(env, n, default_env[i]))
+			env[n++] = xstrdup(default_env[i]);
+	env[n] = NULL;
+	return env;
+}
+
+void exec_env_free(char **env)
+{
+	for (char **p = env; p && *p; p++)
+		free(*p);
+	free(env);
+}
 
 void exec_report_send(int fd, int kind, int errnum, const char *msg)
 {
@@ -76,6 +119,6 @@ void exec_command(const struct spawn_opts *o, int report_fd)
 		return;
 	/* execvpe() would search the engine's PATH; execvp() searches the
 	 * command's once environ is replaced. */
-	environ = (char **)(o->env ? o->env : default_env);
+	environ = o->env ? (char **)o->env : (char **)default_env;
 	execvp(o->argv[0], o->argv);
 }

@@ -11,6 +11,7 @@
 #include "amiforge/apt.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/inroot.h"
 #include "amiforge/log.h"
 #include "amiforge/spawn.h"
@@ -37,8 +38,6 @@ static const char *const apt_common[] = {
 static int apt_spawn(const struct stage_ctx *ctx, const char *verb, const char *const *extra, const json_t *pkgs,
 		     struct af_error **err)
 {
-	static const char *const pass[] = { "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-					    "NO_PROXY" };
 	size_t npkgs = json_array_size(pkgs), nextra = 0, n = 0;
 	while (extra && extra[nextra])
 		nextra++;
@@ -53,17 +52,7 @@ static int apt_spawn(const struct stage_ctx *ctx, const char *verb, const char *
 	json_array_foreach(pkgs, i, v)
 		argv[n++] = json_string_value(v);
 
-	char *env[16];
-	size_t ne = 0;
-	env[ne++] = xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-	env[ne++] = xstrdup("LANG=C.UTF-8");
-	env[ne++] = xstrdup("DEBIAN_FRONTEND=noninteractive");
-	env[ne++] = xstrdup("HOME=/root");
-	env[ne++] = xstrdup("TERM=dumb");
-	for (size_t k = 0; k < ARRAY_SIZE(pass); k++)
-		if (getenv(pass[k]))
-			env[ne++] = xasprintf("%s=%s", pass[k], getenv(pass[k]));
-	env[ne] = NULL;
+	char **env = exec_env_new(true, NULL);
 
 	struct strbuf shown = STRBUF_INIT;
 	strbuf_addf(&shown, "apt-get %s", verb);
@@ -83,8 +72,7 @@ static int apt_spawn(const struct stage_ctx *ctx, const char *verb, const char *
 	if (r < 0)
 		af_error_wrap(err, "%s", shown.buf);
 	strbuf_release(&shown);
-	for (size_t k = 0; k < ne; k++)
-		free(env[k]);
+	exec_env_free(env);
 	free(argv);
 	return r;
 }

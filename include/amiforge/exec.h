@@ -5,7 +5,19 @@
 #ifndef AMIFORGE_EXEC_H
 #define AMIFORGE_EXEC_H
 
+#include <stdbool.h>
+
 struct spawn_opts;
+
+/* A command's environment (DESIGN §6: nothing of the engine's, which holds
+ * credentials): PATH, LANG=C.UTF-8, DEBIAN_FRONTEND=noninteractive,
+ * HOME=/root, TERM=dumb; with PROXY the host's http_proxy, https_proxy and
+ * no_proxy (either case), for the tools that fetch from the archive; then
+ * each "NAME=VALUE" of EXTRA (NULL-terminated, may be NULL), which replaces
+ * a variable of the same NAME.  A new NULL-terminated array for
+ * spawn_opts.env; exec_env_free() releases it. */
+char **exec_env_new(bool proxy, const char *const *extra);
+void exec_env_free(char **env);
 
 /* What a child reports over the status pipe (spawn.c reads it). */
 enum exec_report_kind {

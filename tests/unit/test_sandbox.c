@@ -21,6 +21,7 @@
 #include "amiforge/chroot.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
+#include "amiforge/exec.h"
 #include "amiforge/jail.h"
 #include "amiforge/loopdev.h"
 #include "amiforge/namespace.h"
@@ -1121,9 +1122,39 @@ static void test_chroot_keeps_own_files(void **state)
 	assert_true(file_is(resolv, "nameserver 192.0.2.1\n"));
 }
 
+/* The one builder of a command's environment: the default, the host's
+ * proxies only when asked, and extras replacing a default by name. */
+static void test_exec_env(void **state)
+{
+	(void)state;
+	setenv("https_proxy", "http://proxy.invalid:3128", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "never-in-a-command", 1);
+	const char *const extra[] = { "HOME=/home/x", "container=lxc", NULL };
+	char **with = exec_env_new(true, extra), **without = exec_env_new(false, NULL);
+	size_t n = 0;
+	bool proxy = false, home = false, lxc = false;
+	for (; with[n]; n++) {
+		proxy |= !strcmp(with[n], "https_proxy=http://proxy.invalid:3128");
+		home |= !strcmp(with[n], "HOME=/home/x");
+		lxc |= !strcmp(with[n], "container=lxc");
+		assert_false(!strcmp(with[n], "HOME=/root"));
+		assert_null(strstr(with[n], "never-in-a-command"));
+	}
+	assert_true(proxy && home && lxc);
+	assert_int_equal(n, 7); /* 5 defaults (HOME replaced), the proxy, container */
+	for (n = 0; without[n]; n++)
+		assert_null(strstr(without[n], "proxy"));
+	assert_int_equal(n, 5);
+	exec_env_free(with);
+	exec_env_free(without);
+	unsetenv("https_proxy");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_exec_env),
 		cmocka_unit_test(test_require_root),
 		cmocka_unit_test_setup_teardown(test_loop_offset_sizelimit, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_loop_readonly_to_end, setup_dir, teardown_dir),

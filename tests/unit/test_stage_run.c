@@ -22,7 +22,7 @@ static void test_run_helpers(void **state)
 	}
 	assert_int_equal(n, 6);
 	assert_true(foo && path);
-	run_strv_free(e);
+	exec_env_free(e);
 	json_decref(env);
 	json_t *cmd = json_string("apt-get install -y openssh-server sudo ifupdown isc-dhcp-client systemd-sysv\nx");
 	char *s = run_shorten(cmd, NULL);
