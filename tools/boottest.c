@@ -174,8 +174,8 @@ static int bt_make_keys(struct bt *b, struct af_error **err)
 		.region = xstrdup("us-east-1"),
 		.mode = b->imds_mode,
 	};
-	int rc = imds_config_save(b->dir, &c, err);
-	imds_config_release(&c);
+	int rc = imds_responder_config_save(b->dir, &c, err);
+	imds_responder_config_release(&c);
 	/* Empty until the guest prints its keys: ssh trusts no key before. */
 	b->known_hosts = path_join(b->dir, "known_hosts");
 	return rc < 0 ? -1 : write_file_atomic(b->known_hosts, "", 0, 0600, err);

@@ -55,7 +55,7 @@ static const char *const imds_mode_names[] = {
 	[IMDS_V1_ONLY] = "v1-only",
 };
 
-int imds_config_load(const char *dir, struct imds_config *out, struct af_error **err)
+int imds_responder_config_load(const char *dir, struct imds_config *out, struct af_error **err)
 {
 	struct imds_config c = { 0 };
 	_cleanup_free_ char *mode = NULL;
@@ -66,7 +66,7 @@ int imds_config_load(const char *dir, struct imds_config *out, struct af_error *
 	    !(c.region = imds_read_value(dir, "region", "us-east-1", err)) ||
 	    !(c.key_name = imds_read_value(dir, "key-name", "amiforge", err)) ||
 	    !(mode = imds_read_value(dir, "mode", "optional", err))) {
-		imds_config_release(&c);
+		imds_responder_config_release(&c);
 		return af_error_wrap(err, "metadata responder configuration in '%s'", dir);
 	}
 	bool found = false;
@@ -76,7 +76,7 @@ int imds_config_load(const char *dir, struct imds_config *out, struct af_error *
 			found = true;
 		}
 	if (!found || !*c.token) {
-		imds_config_release(&c);
+		imds_responder_config_release(&c);
 		return af_error_set(err, 0, "metadata responder configuration in '%s': %s", dir,
 				    found ? "empty token" : "mode must be optional, required or v1-only");
 	}
@@ -84,7 +84,7 @@ int imds_config_load(const char *dir, struct imds_config *out, struct af_error *
 	return 0;
 }
 
-int imds_config_save(const char *dir, const struct imds_config *c, struct af_error **err)
+int imds_responder_config_save(const char *dir, const struct imds_config *c, struct af_error **err)
 {
 	const char *files[][2] = {
 		{ "token", c->token },
@@ -105,7 +105,7 @@ int imds_config_save(const char *dir, const struct imds_config *c, struct af_err
 	return 0;
 }
 
-void imds_config_release(struct imds_config *c)
+void imds_responder_config_release(struct imds_config *c)
 {
 	free(c->token);
 	free(c->openssh_key);
@@ -115,7 +115,7 @@ void imds_config_release(struct imds_config *c)
 	*c = (struct imds_config){ 0 };
 }
 
-void imds_reply_release(struct imds_reply *r)
+void imds_responder_reply_release(struct imds_reply *r)
 {
 	strbuf_release(&r->out);
 	free(r->log_line);
@@ -380,7 +380,7 @@ static void imds_answer_get(const struct imds_config *c, const struct imds_reque
 	r->log_line = xasprintf("GET %s %d %s", q->path, r->status, how);
 }
 
-size_t imds_handle(const struct imds_config *c, const char *buf, size_t len, struct imds_reply *r)
+size_t imds_responder_handle(const struct imds_config *c, const char *buf, size_t len, struct imds_reply *r)
 {
 	size_t sep = 0;
 	const char *end = imds_head_end(buf, len, &sep);
@@ -425,7 +425,7 @@ size_t imds_handle(const struct imds_config *c, const char *buf, size_t len, str
 
 /* ---- serving a connection ---- */
 
-int imds_serve(const struct imds_config *c, int in_fd, int out_fd, int log_fd, int idle_s,
+int imds_responder_serve(const struct imds_config *c, int in_fd, int out_fd, int log_fd, int idle_s,
 	       struct af_error **err)
 {
 	struct strbuf in = STRBUF_INIT;
@@ -453,7 +453,7 @@ int imds_serve(const struct imds_config *c, int in_fd, int out_fd, int log_fd, i
 		strbuf_add(&in, buf, (size_t)got);
 		for (;;) {
 			struct imds_reply r = { 0 };
-			size_t used = imds_handle(c, in.buf, in.len, &r);
+			size_t used = imds_responder_handle(c, in.buf, in.len, &r);
 			if (used == 0)
 				break;
 			memmove(in.buf, in.buf + used, in.len - used);
@@ -466,7 +466,7 @@ int imds_serve(const struct imds_config *c, int in_fd, int out_fd, int log_fd, i
 			if (write_all(out_fd, r.out.buf, r.out.len) < 0)
 				rc = af_error_set(err, errno, "metadata responder: write");
 			done = r.close || rc < 0;
-			imds_reply_release(&r);
+			imds_responder_reply_release(&r);
 			if (done)
 				break;
 		}
@@ -520,7 +520,7 @@ static int imds_listen(const struct imds_config *c, const char *hostport, int lo
 		pid_t pid = fork();
 		if (pid == 0) {
 			struct af_error *e = NULL;
-			int rc = imds_serve(c, cfd, cfd, log_fd, 30, &e);
+			int rc = imds_responder_serve(c, cfd, cfd, log_fd, 30, &e);
 			af_error_free(e);
 			_exit(rc < 0 ? 1 : 0);
 		}
@@ -545,15 +545,15 @@ int imds_responder_main(int argc, char **argv)
 	}
 	_cleanup_error_ struct af_error *err = NULL;
 	struct imds_config c = { 0 };
-	if (imds_config_load(dir, &c, &err) < 0) {
+	if (imds_responder_config_load(dir, &c, &err) < 0) {
 		fprintf(stderr, "amiforge: %s\n", af_error_msg(err));
 		return EXIT_STAGE_FAILED;
 	}
 	_cleanup_free_ char *log_path = path_join(dir, "imds.log");
 	_cleanup_fd_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	int rc = listen_on ? imds_listen(&c, listen_on, log_fd, &err)
-			   : imds_serve(&c, STDIN_FILENO, STDOUT_FILENO, log_fd, 30, &err);
-	imds_config_release(&c);
+			   : imds_responder_serve(&c, STDIN_FILENO, STDOUT_FILENO, log_fd, 30, &err);
+	imds_responder_config_release(&c);
 	if (rc < 0) {
 		fprintf(stderr, "amiforge: %s\n", af_error_msg(err));
 		return EXIT_STAGE_FAILED;

@@ -429,7 +429,7 @@ static struct imds_config test_config(enum imds_mode mode)
 static int handle(const struct imds_config *c, const char *req, char **body, struct imds_reply *keep)
 {
 	struct imds_reply r = { 0 };
-	size_t used = imds_handle(c, req, strlen(req), &r);
+	size_t used = imds_responder_handle(c, req, strlen(req), &r);
 	assert_int_equal(used, strlen(req));
 	const char *b = strstr(r.out.buf, "\r\n\r\n");
 	assert_non_null(b);
@@ -442,7 +442,7 @@ static int handle(const struct imds_config *c, const char *req, char **body, str
 	if (keep)
 		*keep = r;
 	else
-		imds_reply_release(&r);
+		imds_responder_reply_release(&r);
 	return status;
 }
 
@@ -461,22 +461,22 @@ static void test_imds_v2(void **state)
 	assert_string_equal(r.log_line, "PUT /latest/api/token 200 ttl=21600");
 	assert_null(strstr(r.log_line, "TOKEN123"));
 	assert_false(r.close);
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	free(body);
 
 	assert_int_equal(handle(&c, GET("/latest/meta-data/public-keys/0/openssh-key",
 					"X-aws-ec2-metadata-token: TOKEN123\r\n"), &body, &r), 200);
 	assert_string_equal(body, "ssh-ed25519 AAAAC3Nza test\n");
 	assert_string_equal(r.log_line, "GET /latest/meta-data/public-keys/0/openssh-key 200 v2");
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	free(body);
 
 	assert_int_equal(handle(&c, GET("/latest/meta-data/instance-id", "x-aws-ec2-metadata-token: bad\r\n"),
 				&body, &r), 401);
 	assert_string_equal(r.log_line, "GET /latest/meta-data/instance-id 401 bad-token");
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	free(body);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 }
 
 static void test_imds_token_errors(void **state)
@@ -491,7 +491,7 @@ static void test_imds_token_errors(void **state)
 				    "X-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n", NULL, NULL), 403);
 	assert_int_equal(handle(&c, GET("/latest/api/token", ""), NULL, NULL), 405);
 	assert_int_equal(handle(&c, "DELETE /latest/meta-data/ HTTP/1.1\r\n\r\n", NULL, NULL), 405);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 
 	c = test_config(IMDS_V1_ONLY);
 	assert_int_equal(handle(&c, PUT_TOKEN("60"), NULL, NULL), 403);
@@ -499,7 +499,7 @@ static void test_imds_token_errors(void **state)
 	assert_int_equal(handle(&c, GET("/latest/meta-data/public-keys/0/openssh-key", ""), &body, NULL), 200);
 	assert_string_equal(body, "ssh-ed25519 AAAAC3Nza test\n");
 	free(body);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 }
 
 static void test_imds_v1_and_required(void **state)
@@ -510,9 +510,9 @@ static void test_imds_v1_and_required(void **state)
 	assert_int_equal(handle(&c, GET("/latest/meta-data/placement/region", ""), &body, &r), 200);
 	assert_string_equal(body, "eu-west-1");
 	assert_string_equal(r.log_line, "GET /latest/meta-data/placement/region 200 v1");
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	free(body);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 
 	c = test_config(IMDS_REQUIRED);
 	assert_int_equal(handle(&c, GET("/latest/meta-data/instance-id", ""), NULL, NULL), 401);
@@ -520,7 +520,7 @@ static void test_imds_v1_and_required(void **state)
 				&body, NULL), 200);
 	assert_string_equal(body, "i-0abc");
 	free(body);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 }
 
 static void test_imds_listings(void **state)
@@ -555,7 +555,7 @@ static void test_imds_listings(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "instanceId")), "i-0abc");
 	json_decref(j);
 	free(doc);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 }
 
 static void test_imds_framing(void **state)
@@ -564,36 +564,36 @@ static void test_imds_framing(void **state)
 	struct imds_reply r = { 0 };
 	/* Incomplete head or body: nothing consumed yet. */
 	const char *partial = "GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n";
-	assert_int_equal(imds_handle(&c, partial, strlen(partial), &r), 0);
+	assert_int_equal(imds_responder_handle(&c, partial, strlen(partial), &r), 0);
 	const char *body_missing = "PUT /latest/api/token HTTP/1.1\r\nContent-Length: 4\r\n\r\nab";
-	assert_int_equal(imds_handle(&c, body_missing, strlen(body_missing), &r), 0);
+	assert_int_equal(imds_responder_handle(&c, body_missing, strlen(body_missing), &r), 0);
 	/* Two pipelined requests: the first one only. */
 	const char *two = GET("/latest/meta-data/ami-id", "") GET("/latest/meta-data/instance-id", "");
-	size_t used = imds_handle(&c, two, strlen(two), &r);
+	size_t used = imds_responder_handle(&c, two, strlen(two), &r);
 	assert_int_equal(used, strlen(GET("/latest/meta-data/ami-id", "")));
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	/* Malformed: 400 and close. */
 	const char *bad = "HELLO\r\n\r\n";
-	assert_int_equal(imds_handle(&c, bad, strlen(bad), &r), strlen(bad));
+	assert_int_equal(imds_responder_handle(&c, bad, strlen(bad), &r), strlen(bad));
 	assert_int_equal(r.status, 400);
 	assert_true(r.close);
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	/* HTTP/1.0 closes unless asked to keep alive; HEAD has no body. */
 	const char *h10 = "HEAD /latest/meta-data/instance-id HTTP/1.0\r\n\r\n";
-	assert_int_equal(imds_handle(&c, h10, strlen(h10), &r), strlen(h10));
+	assert_int_equal(imds_responder_handle(&c, h10, strlen(h10), &r), strlen(h10));
 	assert_true(r.close);
 	assert_true(str_has_suffix(r.out.buf, "\r\n\r\n"));
 	assert_non_null(strstr(r.out.buf, "Content-Length: 6\r\n"));
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	/* An endless head is refused, not buffered forever. */
 	char *huge = xmalloc(20000);
 	memset(huge, 'a', 19999);
 	huge[19999] = '\0';
-	assert_int_equal(imds_handle(&c, huge, strlen(huge), &r), strlen(huge));
+	assert_int_equal(imds_responder_handle(&c, huge, strlen(huge), &r), strlen(huge));
 	assert_int_equal(r.status, 400);
-	imds_reply_release(&r);
+	imds_responder_reply_release(&r);
 	free(huge);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 }
 
 /* The serve loop over a socket pair, as QEMU's guestfwd drives it, and the
@@ -603,15 +603,15 @@ static void test_imds_serve_and_config(void **state)
 	char *dir = test_mkdtemp();
 	struct af_error *err = NULL;
 	struct imds_config saved = test_config(IMDS_OPTIONAL);
-	assert_int_equal(imds_config_save(dir, &saved, &err), 0);
+	assert_int_equal(imds_responder_config_save(dir, &saved, &err), 0);
 	char *tok_path = path_join(dir, "token");
 	struct stat st;
 	assert_int_equal(stat(tok_path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	free(tok_path);
-	imds_config_release(&saved);
+	imds_responder_config_release(&saved);
 	struct imds_config c = { 0 };
-	assert_int_equal(imds_config_load(dir, &c, &err), 0);
+	assert_int_equal(imds_responder_config_load(dir, &c, &err), 0);
 	assert_string_equal(c.token, "TOKEN123");
 	assert_string_equal(c.openssh_key, "ssh-ed25519 AAAAC3Nza test");
 
@@ -622,7 +622,7 @@ static void test_imds_serve_and_config(void **state)
 	assert_int_equal(write(sv[1], reqs, strlen(reqs)), (ssize_t)strlen(reqs));
 	char *log_path = path_join(dir, "imds.log");
 	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-	assert_int_equal(imds_serve(&c, sv[0], sv[0], log_fd, 5, &err), 0);
+	assert_int_equal(imds_responder_serve(&c, sv[0], sv[0], log_fd, 5, &err), 0);
 	close(log_fd);
 	close(sv[0]);
 	char buf[8192];
@@ -639,13 +639,13 @@ static void test_imds_serve_and_config(void **state)
 				 "GET /latest/meta-data/ami-id 200 v1\n");
 	free(log);
 	free(log_path);
-	imds_config_release(&c);
+	imds_responder_config_release(&c);
 
 	/* A missing key file is an error naming the directory. */
 	char *key_path = path_join(dir, "openssh-key");
 	unlink(key_path);
 	free(key_path);
-	assert_int_equal(imds_config_load(dir, &c, &err), -1);
+	assert_int_equal(imds_responder_config_load(dir, &c, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "openssh-key"));
 	af_error_clear(&err);
 	test_rmdir_r(dir);
