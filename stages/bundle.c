@@ -2,7 +2,7 @@
 /* bundle: the image as an EC2 instance-store bundle (ec2-bundle-image's
  * format, reference/FORMATS.md §1) in STATE/bundle/: NAME.part.N files and
  * NAME.manifest.xml, ready for the upload stage and RegisterImage with
- * ImageLocation.  The work is in engine/bundle_create.c; this file picks the
+ * ImageLocation.  The work is in engine/image/bundle_create.c; this file picks the
  * certificates, the kernel and the name. */
 #include <dirent.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
  * --dry-run it prints the canonical request, the string to sign and the
  * Authorization header (the session token redacted, the secret never
  * printed) and sends nothing.  Service and region are inferred from AWS host
- * names when not given.  Returns the process exit code (runner.h). */
+ * names when not given.  Returns the process exit code (exitcodes.h). */
 #ifndef AMIFORGE_AWS_AWSCLI_H
 #define AMIFORGE_AWS_AWSCLI_H
 

@@ -3,7 +3,7 @@
  * raw content, each kept once under BLOCKS/ab/abcdef..., named by the
  * SHA-256 of its raw content (what EBS wants later).  A block file is a
  * 16-byte header and the block compressed with LZ4, or stored as it is when
- * it does not compress (see engine/blockstore.c); a file of exactly 512 KiB
+ * it does not compress (see engine/core/blockstore.c); a file of exactly 512 KiB
  * is the raw block (the first format): still read.
  *
  * The store knows nothing of images or checkpoints: callers hash, decide

@@ -63,7 +63,7 @@ static inline int steal_fd(int *fd)
 
 /* Library handles whose headers are too heavy to pull into every file
  * (ext2fs.h defines struct field macros such as i_uid_high): the types are
- * declared opaque here, the helpers live in engine/extfs.c.  The ext2_filsys
+ * declared opaque here, the helpers live in engine/image/extfs.c.  The ext2_filsys
  * helper calls ext2fs_close_free, which also flushes a filesystem opened
  * read-write: close it explicitly, and check it, on the success path. */
 struct struct_ext2_filsys;

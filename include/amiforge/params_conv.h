@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Typed conversion of YAML values against a param_spec table, for the
- * recipe loader only (engine/recipe.c and engine/params.c include this;
+ * recipe loader only (engine/core/recipe.c and engine/stage/params.c include this;
  * params.h stays free of libyaml).  The conversion knows the schema and its
  * messages; the loader owns the document, the diagnostics and the variables
  * and lends them through struct param_conv. */

@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A stage type: one file in stages/, one `const struct stage_type`, one line
- * in engine/registry.c.  The engine knows nothing about any particular stage.
+ * in stages/registry.c.  The engine knows nothing about any particular stage.
  *
  * Adding a stage:
  *   1. stages/<type>.c: a static param_spec table, a static run(), and
  *      `const struct stage_type stage_<type> = { .name = "<type>", ... };`
  *      Everything else in the file is static.
- *   2. declare it in engine/registry.c and add it to the sorted table there.
+ *   2. declare it in stages/registry.c and add it to the sorted table there.
  *   3. set the flags: the runner (never the stage) attaches loop devices,
  *      mounts the root filesystem and prepares the chroot.
- *   4. document its parameters (help strings) and add a test.
+ *   4. declare needs and provides (facts.h; a new fact is one line there):
+ *      the recipe loader checks the order, the runner the outputs.
+ *   5. document its parameters (help strings) and add a test.
  *
  * How a stage runs: the runner forks a child in a new PID and mount
  * namespace (it dies with the engine: PR_SET_PDEATHSIG), with stdout and
@@ -112,7 +114,7 @@ struct stage_type {
 	int (*run)(struct stage_ctx *ctx, struct af_error **err);
 };
 
-/* The registry (engine/registry.c): sorted by name. */
+/* The registry (stages/registry.c): sorted by name. */
 const struct stage_type *const *registry_all(size_t *count);
 const struct stage_type *registry_find(const char *name);
 
