@@ -774,16 +774,17 @@ static int reg_run(struct stage_ctx *ctx, struct af_error **err)
 
 /* ---- at load time: combinations that cannot boot ---- */
 
-/* The bundle's kernel_id, when the AMI comes from that bundle and the
- * recipe names one: a paravirtual kernel (AKI) that an HVM AMI refuses. */
-static const char *reg_planned_aki(const json_t *params, const struct fact_plan *plan)
+/* The bundle stage whose manifest names a kernel (kernel_id other than
+ * "none"), when the AMI comes from that bundle: a paravirtual kernel (AKI)
+ * that an HVM AMI refuses.  NULL otherwise. */
+static const struct fact_stage *reg_planned_aki(const json_t *params, const struct fact_plan *plan)
 {
 	if (params_get(params, "snapshot_id") || params_get(params, "image_location") ||
 	    facts_plan_provider(plan, "snapshot.id"))
 		return NULL;
 	const struct fact_stage *b = facts_plan_provider(plan, "bundle.kernel_id");
 	const char *k = b ? params_str(b->params, "kernel_id", NULL) : NULL;
-	return k && strcmp(k, "none") ? k : NULL;
+	return k && strcmp(k, "none") ? b : NULL;
 }
 
 static int reg_plan_check(const json_t *params, const struct fact_plan *plan, struct af_error **err)
@@ -792,11 +793,11 @@ static int reg_plan_check(const json_t *params, const struct fact_plan *plan, st
 	const struct fact_stage *boot = facts_plan_provider(plan, "bootloader.type");
 	const char *type = boot ? params_str(boot->params, "type", NULL) : NULL;
 	if (virt && !strcmp(virt, "hvm")) {
-		const char *aki = reg_planned_aki(params, plan);
-		if (aki)
+		const struct fact_stage *bundle = reg_planned_aki(params, plan);
+		if (bundle)
 			return af_error_set(err, 0, "virtualization: hvm, but the bundle stage '%s' names kernel_id %s, "
 						    "a paravirtual kernel; set kernel_id: none there, or virtualization: paravirtual",
-					    facts_plan_provider(plan, "bundle.kernel_id")->id, aki);
+					    bundle->id, params_str(bundle->params, "kernel_id", ""));
 		if (type && !strcmp(type, "pvgrub"))
 			return af_error_set(err, 0, "virtualization: hvm, but the bootloader stage '%s' writes menu.lst "
 						    "for PV-GRUB (type: pvgrub), which HVM instances never read; use type: grub there, "

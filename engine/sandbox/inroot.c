@@ -127,13 +127,15 @@ static int inroot_walk(int rootfd, const char *rel, int flags, mode_t mode)
 	return cur;
 }
 
-int inroot_open(int rootfd, const char *path, int flags, mode_t mode)
+/* openat2 inside the root with RESOLVE; the walk where openat2 is missing
+ * refuses every symlink, which is stricter than either. */
+static int inroot_openat2(int rootfd, const char *path, int flags, mode_t mode, uint64_t resolve)
 {
 	const char *rel = inroot_rel(path);
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_CLOEXEC),
 		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve,
 	};
 	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
 	if (fd < 0 && errno == ENOSYS)
@@ -141,17 +143,14 @@ int inroot_open(int rootfd, const char *path, int flags, mode_t mode)
 	return fd;
 }
 
+int inroot_open(int rootfd, const char *path, int flags, mode_t mode)
+{
+	return inroot_openat2(rootfd, path, flags, mode, 0);
+}
+
 int inroot_open_nolinks(int rootfd, const char *path, int flags)
 {
-	const char *rel = inroot_rel(path);
-	struct open_how how = {
-		.flags = (uint64_t)(flags | O_CLOEXEC),
-		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS,
-	};
-	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
-	if (fd < 0 && errno == ENOSYS)
-		return inroot_walk(rootfd, rel, flags, 0);  /* refuses every symlink */
-	return fd;
+	return inroot_openat2(rootfd, path, flags, 0, RESOLVE_NO_SYMLINKS);
 }
 
 int inroot_root_open(const char *root, struct af_error **err)

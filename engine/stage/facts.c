@@ -116,21 +116,18 @@ static bool param_set(const char *name, const void *params)
 	return params_get(params, name) != NULL;
 }
 
+static bool type_provides(const char *fact, const void *type)
+{
+	return provides_fact(type, fact);
+}
+
 /* The stage types that may provide any of "a|b", as "x or y". */
 static void providers_text(struct strbuf *sb, const struct fact_types *types, const char *facts)
 {
-	const struct stage_type *const *all = types->all;
-	size_t n = types->n;
 	struct strbuf names = { 0 };
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *copy = xstrdup(facts);
-		char *save = NULL;
-		for (char *f = strtok_r(copy, "|", &save); f; f = strtok_r(NULL, "|", &save))
-			if (provides_fact(all[i], f)) {
-				strbuf_addf(&names, "%s%s", names.len ? "|" : "", all[i]->name);
-				break;
-			}
-	}
+	for (size_t i = 0; i < types->n; i++)
+		if (names_any(facts, type_provides, types->all[i]))
+			strbuf_addf(&names, "%s%s", names.len ? "|" : "", types->all[i]->name);
 	_cleanup_free_ char *list = strbuf_detach(&names);
 	names_text(sb, list);
 }
