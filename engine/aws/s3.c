@@ -98,27 +98,100 @@ static void s3_classify(struct http_response *resp, void *data)
 		resp->error.request_id = awsxml_text(root, "RequestId");
 }
 
+/* A GetObject body is the object: an object that happens to be an S3
+ * <Error> document must not turn into an error, so no 200 check here. */
+static void s3_classify_get(struct http_response *resp, void *data)
+{
+	http_classify_default(resp, data);
+}
+
+static bool s3_code_is(const struct http_response *resp, const char *code)
+{
+	return resp->error.code && !strcmp(resp->error.code, code);
+}
+
+/* A missing key: 404 NoSuchKey.  Only the code tells it from NoSuchBucket
+ * or a 404 page of something that is not S3.  (S3 answers 403, not 404,
+ * for a missing key when the caller lacks s3:ListBucket: that stays an
+ * error.) */
+static bool s3_missing(const struct http_response *resp)
+{
+	return resp->status == 404 && s3_code_is(resp, "NoSuchKey");
+}
+
+/* A conditional PutObject refused for good: 412 PreconditionFailed, or 404
+ * NoSuchKey (If-Match on a key with no current version, as S3's user guide
+ * on conditional writes says).  Neither comes back for an unconditional
+ * put, so the answer alone tells. */
+static bool s3_cond_refused(const struct http_response *resp)
+{
+	return resp->status == 412 || s3_missing(resp);
+}
+
+/* Another conditional write to the key was in flight. */
+static bool s3_cond_conflict(const struct http_response *resp)
+{
+	return resp->status == 409 && s3_code_is(resp, "ConditionalRequestConflict");
+}
+
+/* A refused condition is final: no retry can change it.  A conflict is
+ * retried, as S3's PutObject documentation says: the retry is judged
+ * against what the other write left (412 if it landed, success if it
+ * failed), so it converges on the true answer. */
+static void s3_classify_cond_put(struct http_response *resp, void *data)
+{
+	s3_classify(resp, data);
+	if (s3_cond_refused(resp))
+		resp->error.retry = 0;
+	else if (s3_cond_conflict(resp))
+		resp->error.retry = 1;
+}
+
+/* Batch items: a refused condition (PUT) or a missing key (GET) is an
+ * answer, not a failure, so that http_batch_run fails only for real
+ * failures; s3_batch_*_outcome tell them apart by the status. */
+static void s3_classify_batch_put(struct http_response *resp, void *data)
+{
+	s3_classify_cond_put(resp, data);
+	if (s3_cond_refused(resp))
+		resp->error.is_error = false;
+}
+
+static void s3_classify_batch_get(struct http_response *resp, void *data)
+{
+	s3_classify_get(resp, data);
+	if (s3_missing(resp)) {
+		resp->error.is_error = false;
+		resp->error.retry = 0;
+	}
+}
+
 struct s3_req {
 	const char *op, *method, *bucket, *key, *query;
 	const struct sigv4_header *headers;
 	size_t n_headers;
 	const void *body;
 	size_t body_len;
+	http_classify_fn classify;  /* NULL: s3_classify */
 };
+
+static char *s3_action(const char *op, const char *bucket, const char *key)
+{
+	return xasprintf("s3 %s %s%s%s", op, bucket, key ? "/" : "", key ? key : "");
+}
 
 static int s3_send(const struct s3_client *c, const struct s3_req *r, struct http_response *resp,
 		   struct af_error **err)
 {
 	_cleanup_free_ char *url = s3_url(c, r->bucket, r->key, r->query);
-	_cleanup_free_ char *what = xasprintf("s3 %s %s%s%s", r->op, r->bucket, r->key ? "/" : "",
-					      r->key ? r->key : "");
+	_cleanup_free_ char *what = s3_action(r->op, r->bucket, r->key);
 	const struct aws_signer sign = {
 		.creds = c->creds, .region = c->region, .service = "s3", .sigv4_flags = SIGV4_S3,
 	};
 	const struct http_request req = {
 		.action = what, .method = r->method, .url = url, .headers = r->headers,
 		.n_headers = r->n_headers, .body = r->body, .body_len = r->body_len,
-		.classify = s3_classify, .opts = c->opts,
+		.classify = r->classify ? r->classify : s3_classify, .opts = c->opts,
 	};
 	return aws_request_do(&sign, &req, resp, err);
 }
@@ -160,26 +233,85 @@ int s3_create_bucket(const struct s3_client *c, const char *bucket, struct af_er
 	return rc;
 }
 
-int s3_put_object(const struct s3_client *c, const char *bucket, const char *key,
+/* The condition's header, if any, in *h; *quoted (caller frees) holds the
+ * If-Match value.  Returns the number of headers set (0 or 1). */
+static size_t s3_cond_header(const struct s3_cond *cond, struct sigv4_header *h, char **quoted)
+{
+	*quoted = NULL;
+	if (!cond || (!cond->if_none_match_any && !cond->if_match))
+		return 0;
+	if (cond->if_none_match_any && cond->if_match)
+		BUG("s3: If-None-Match: * and If-Match together can never hold");
+	if (cond->if_none_match_any) {
+		*h = (struct sigv4_header){ "If-None-Match", "*" };
+		return 1;
+	}
+	/* An entity tag is quoted on the wire (RFC 9110 §8.8.3). */
+	*quoted = cond->if_match[0] == '"' ? xstrdup(cond->if_match) :
+		  xasprintf("\"%s\"", cond->if_match);
+	*h = (struct sigv4_header){ "If-Match", *quoted };
+	return 1;
+}
+
+/* Replaces the client's error for a refused condition (H: its header):
+ * callers test the errno, and the message says which condition and why. */
+static int s3_cond_error(const char *bucket, const char *key, const struct sigv4_header *h,
+			 const struct http_response *resp, struct af_error **err)
+{
+	bool if_match = !strcmp(h->name, "If-Match");
+	const char *why = s3_cond_conflict(resp) ? "other conditional writes kept conflicting" :
+			  !if_match ? "the object exists" :
+			  resp->status == 404 ? "the object is gone" : "the object changed";
+	const char *code = resp->error.code, *rid = resp->error.request_id;
+	af_error_clear(err);
+	af_error_set(err, 0, "s3 PutObject %s/%s: condition %s: %s refused, %s (HTTP %ld%s%s%s%s)",
+		     bucket, key, h->name, h->value, why, resp->status, code ? " " : "",
+		     code ? code : "", rid ? ", request id " : "", rid ? rid : "");
+	if (err && *err)
+		(*err)->errnum = S3_CONDITION_FAILED;
+	return -1;
+}
+
+static int s3_put(const struct s3_client *c, const char *bucket, const char *key,
 		  const void *data, size_t len, const char *acl, const char *content_type,
-		  char **etag, struct af_error **err)
+		  const struct s3_cond *cond, char **etag, struct af_error **err)
 {
 	char md5[25];
 	s3_content_md5(data, len, md5);
-	struct sigv4_header h[3] = { { "Content-MD5", md5 } };
+	struct sigv4_header h[4] = { { "Content-MD5", md5 } };
 	size_t n = 1;
 	if (acl)
 		h[n++] = (struct sigv4_header){ "x-amz-acl", acl };
 	h[n++] = (struct sigv4_header){ "Content-Type",
 					content_type ? content_type : "application/octet-stream" };
+	_cleanup_free_ char *quoted = NULL;
+	size_t n_cond = s3_cond_header(cond, &h[n], &quoted);
+	n += n_cond;
 	const struct s3_req r = { .op = "PutObject", .method = "PUT", .bucket = bucket, .key = key,
-				  .headers = h, .n_headers = n, .body = data, .body_len = len };
+				  .headers = h, .n_headers = n, .body = data, .body_len = len,
+				  .classify = n_cond ? s3_classify_cond_put : NULL };
 	struct http_response resp;
 	int rc = s3_send(c, &r, &resp, err);
+	if (rc < 0 && n_cond && (s3_cond_refused(&resp) || s3_cond_conflict(&resp)))
+		rc = s3_cond_error(bucket, key, &h[n - 1], &resp, err);
 	if (rc == 0 && etag)
 		*etag = s3_unquote(http_response_header(&resp, "ETag"));
 	http_response_release(&resp);
 	return rc;
+}
+
+int s3_put_object(const struct s3_client *c, const char *bucket, const char *key,
+		  const void *data, size_t len, const char *acl, const char *content_type,
+		  char **etag, struct af_error **err)
+{
+	return s3_put(c, bucket, key, data, len, acl, content_type, NULL, etag, err);
+}
+
+int s3_put_object_cond(const struct s3_client *c, const char *bucket, const char *key,
+		       const void *data, size_t len, const struct s3_cond *cond, char **etag,
+		       struct af_error **err)
+{
+	return s3_put(c, bucket, key, data, len, NULL, NULL, cond, etag, err);
 }
 
 void s3_object_info_release(struct s3_object_info *i)
@@ -219,13 +351,41 @@ int s3_head_object(const struct s3_client *c, const char *bucket, const char *ke
 int s3_get_object(const struct s3_client *c, const char *bucket, const char *key, char **data,
 		  size_t *len, struct af_error **err)
 {
-	const struct s3_req r = { .op = "GetObject", .method = "GET", .bucket = bucket, .key = key };
+	const struct s3_req r = { .op = "GetObject", .method = "GET", .bucket = bucket, .key = key,
+				  .classify = s3_classify_get };
 	struct http_response resp;
 	int rc = s3_send(c, &r, &resp, err);
 	if (rc == 0) {
 		*len = resp.body_len;
 		*data = steal_pointer(&resp.body);
 		resp.body_len = 0;
+	}
+	http_response_release(&resp);
+	return rc;
+}
+
+int s3_get_object_found(const struct s3_client *c, const char *bucket, const char *key,
+			char **data, size_t *len, char **etag, bool *found, struct af_error **err)
+{
+	const struct s3_req r = { .op = "GetObject", .method = "GET", .bucket = bucket, .key = key,
+				  .classify = s3_classify_get };
+	struct http_response resp;
+	int rc = s3_send(c, &r, &resp, err);
+	if (rc < 0 && s3_missing(&resp)) {
+		af_error_clear(err);
+		*data = NULL;
+		*len = 0;
+		if (etag)
+			*etag = NULL;
+		*found = false;
+		rc = 0;
+	} else if (rc == 0) {
+		if (etag)
+			*etag = s3_unquote(http_response_header(&resp, "ETag"));
+		*len = resp.body_len;
+		*data = steal_pointer(&resp.body);
+		resp.body_len = 0;
+		*found = true;
 	}
 	http_response_release(&resp);
 	return rc;
@@ -322,6 +482,70 @@ int s3_list_objects(const struct s3_client *c, const char *bucket, const char *p
 	*out = list;
 	return 0;
 }
+
+/* ---- batches ---- */
+
+static void s3_batch_bind(struct s3_batch_req *r, const struct s3_client *c, const char *method,
+			  size_t n_headers, const void *data, size_t len, http_classify_fn classify)
+{
+	r->sign = (struct aws_signer){ .creds = c->creds, .region = c->region, .service = "s3",
+				       .sigv4_flags = SIGV4_S3 };
+	r->req = (struct http_request){
+		.action = r->action, .method = method, .url = r->url, .headers = r->headers,
+		.n_headers = n_headers, .body = data, .body_len = len, .classify = classify,
+		.opts = c->opts,
+	};
+	aws_request_bind(&r->req, &r->sign);
+}
+
+void s3_batch_put_init(struct s3_batch_req *r, const struct s3_client *c, const char *bucket,
+		       const char *key, const void *data, size_t len, const struct s3_cond *cond)
+{
+	memset(r, 0, sizeof(*r));
+	r->url = s3_url(c, bucket, key, NULL);
+	r->action = s3_action("PutObject", bucket, key);
+	s3_content_md5(data, len, r->md5);
+	size_t n = 0;
+	r->headers[n++] = (struct sigv4_header){ "Content-MD5", r->md5 };
+	r->headers[n++] = (struct sigv4_header){ "Content-Type", "application/octet-stream" };
+	n += s3_cond_header(cond, &r->headers[n], &r->if_match);
+	s3_batch_bind(r, c, "PUT", n, data, len, s3_classify_batch_put);
+}
+
+void s3_batch_get_init(struct s3_batch_req *r, const struct s3_client *c, const char *bucket,
+		       const char *key)
+{
+	memset(r, 0, sizeof(*r));
+	r->url = s3_url(c, bucket, key, NULL);
+	r->action = s3_action("GetObject", bucket, key);
+	s3_batch_bind(r, c, "GET", 0, NULL, 0, s3_classify_batch_get);
+}
+
+void s3_batch_req_release(struct s3_batch_req *r)
+{
+	if (!r)
+		return;
+	free(r->url);
+	free(r->action);
+	free(r->if_match);
+	memset(r, 0, sizeof(*r));
+}
+
+int s3_batch_put_outcome(const struct http_batch_item *item)
+{
+	if (item->err)
+		return -1;
+	return s3_cond_refused(&item->resp) ? 1 : 0;
+}
+
+int s3_batch_get_outcome(const struct http_batch_item *item)
+{
+	if (item->err)
+		return -1;
+	return s3_missing(&item->resp) ? 1 : 0;
+}
+
+/* ---- multipart ---- */
 
 int s3_multipart_create(const struct s3_client *c, const char *bucket, const char *key,
 			const char *acl, char **upload_id, struct af_error **err)
