@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/ebs.h"
@@ -470,6 +471,211 @@ static int cmd_s3_abort(int argc, char **argv)
 	return r < 0 ? die(err) : 0;
 }
 
+/* ---- s3: conditional writes, found/missing, batches -------------------------------- */
+
+/* The exit code of a refused condition, apart from other failures (1). */
+#define EXIT_REFUSED 3
+
+static void md5_hex(const void *data, size_t len, char out[33])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	EVP_Digest(data, len, md, &n, EVP_md5(), NULL);
+	for (unsigned int i = 0; i < n && i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* s3-put-cond BUCKET KEY DATA [create|ETAG]: prints the new ETag; a refused
+ * condition prints "refused" (the message on stderr) and exits 3. */
+static int cmd_s3_put_cond(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: s3-put-cond BUCKET KEY DATA [create|ETAG]\n");
+		return 2;
+	}
+	struct s3_cond cond = { 0 };
+	if (argc > 4 && !strcmp(argv[4], "create"))
+		cond.if_none_match_any = true;
+	else if (argc > 4)
+		cond.if_match = argv[4];
+	struct s3_client c;
+	struct af_error *err = NULL;
+	_cleanup_free_ char *etag = NULL;
+	s3_client_init(&c, region, chain, &opts);
+	int r = s3_put_object_cond(&c, argv[1], argv[2], argv[3], strlen(argv[3]),
+				   argc > 4 ? &cond : NULL, &etag, &err);
+	s3_client_release(&c);
+	if (r < 0 && af_error_errno(err) == S3_CONDITION_FAILED) {
+		printf("refused\n");
+		fprintf(stderr, "awsdrv: %s\n", af_error_msg(err));
+		af_error_free(err);
+		return EXIT_REFUSED;
+	}
+	if (r < 0)
+		return die(err);
+	printf("%s\n", etag);
+	return 0;
+}
+
+/* s3-get-found BUCKET KEY: "found ETAG LEN MD5-OF-THE-DATA" or "missing". */
+static int cmd_s3_get_found(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: s3-get-found BUCKET KEY\n");
+		return 2;
+	}
+	struct s3_client c;
+	struct af_error *err = NULL;
+	_cleanup_free_ char *data = NULL, *etag = NULL;
+	size_t len = 0;
+	bool found = false;
+	s3_client_init(&c, region, chain, &opts);
+	int r = s3_get_object_found(&c, argv[1], argv[2], &data, &len, &etag, &found, &err);
+	s3_client_release(&c);
+	if (r < 0)
+		return die(err);
+	char md5[33] = "";
+	if (found)
+		md5_hex(data, len, md5);
+	if (found)
+		printf("found %s %zu %s\n", etag, len, md5);
+	else
+		printf("missing%s\n", data || etag || len ? " (with outputs set)" : "");
+	return 0;
+}
+
+/* s3-head BUCKET KEY: "exists ETAG SIZE" or "missing". */
+static int cmd_s3_head(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: s3-head BUCKET KEY\n");
+		return 2;
+	}
+	struct s3_client c;
+	struct af_error *err = NULL;
+	struct s3_object_info info = { 0 };
+	s3_client_init(&c, region, chain, &opts);
+	int r = s3_head_object(&c, argv[1], argv[2], &info, &err);
+	s3_client_release(&c);
+	if (r < 0)
+		return die(err);
+	if (info.exists)
+		printf("exists %s %lld\n", info.etag, (long long)info.size);
+	else
+		printf("missing\n");
+	s3_object_info_release(&info);
+	return 0;
+}
+
+/* s3-list BUCKET PREFIX: the keys, one a line. */
+static int cmd_s3_list(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: s3-list BUCKET PREFIX\n");
+		return 2;
+	}
+	struct s3_client c;
+	struct af_error *err = NULL;
+	struct s3_object_list l = { 0 };
+	s3_client_init(&c, region, chain, &opts);
+	int r = s3_list_objects(&c, argv[1], argv[2], 0, &l, &err);
+	s3_client_release(&c);
+	if (r < 0)
+		return die(err);
+	for (size_t i = 0; i < l.n; i++)
+		printf("%s\n", l.v[i].key);
+	s3_object_list_release(&l);
+	return 0;
+}
+
+static int cmd_s3_delete(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: s3-delete BUCKET KEY\n");
+		return 2;
+	}
+	struct s3_client c;
+	struct af_error *err = NULL;
+	s3_client_init(&c, region, chain, &opts);
+	int r = s3_delete_object(&c, argv[1], argv[2], &err);
+	s3_client_release(&c);
+	return r < 0 ? die(err) : 0;
+}
+
+struct s3_batch_obj {
+	struct s3_batch_req req;
+	char key[256], data[300];
+};
+
+/* The key and the content of object I under PREFIX, the same for put and get. */
+static void s3_batch_obj_name(struct s3_batch_obj *o, const char *prefix, int i)
+{
+	snprintf(o->key, sizeof(o->key), "%s%04d", prefix, i);
+	snprintf(o->data, sizeof(o->data), "object %d under %s", i, prefix);
+}
+
+/* Per-item outcome words and counts: [0] stored/got, [1] refused/missing,
+ * [2] failed, [3] bad content (get). */
+static void s3_batch_report(bool put, struct s3_batch_obj *o, struct http_batch_item *it,
+			    int count[4])
+{
+	static const char *const words[2][4] = { { "got", "missing", "failed", "bad" },
+						  { "stored", "refused", "failed", "bad" } };
+	int out = put ? s3_batch_put_outcome(it) : s3_batch_get_outcome(it);
+	int k = out < 0 ? 2 : out;
+	if (!put && out == 0 && (it->resp.body_len != strlen(o->data) ||
+				 memcmp(it->resp.body, o->data, it->resp.body_len)))
+		k = 3;
+	count[k]++;
+	printf("%s %s%s%s\n", o->key, words[put][k], it->err ? ": " : "",
+	       it->err ? af_error_msg(it->err) : "");
+}
+
+/* s3-batch put|get BUCKET PREFIX N [create] [PARALLEL]: N PutObjects (with
+ * If-None-Match: * for create) or GetObjects of PREFIXnnnn in one
+ * http_batch_run; one line per object, then the counts and how the run
+ * ended.  Exit 1 if any failed or came back with the wrong content. */
+static int cmd_s3_batch(int argc, char **argv)
+{
+	if (argc < 5 || (strcmp(argv[1], "put") && strcmp(argv[1], "get"))) {
+		fprintf(stderr, "usage: s3-batch put|get BUCKET PREFIX N [create] [PARALLEL]\n");
+		return 2;
+	}
+	bool put = !strcmp(argv[1], "put");
+	int n = atoi(argv[4]);
+	const struct s3_cond cond = { .if_none_match_any = argc > 5 && !strcmp(argv[5], "create") };
+	struct s3_client c;
+	s3_client_init(&c, region, chain, &opts);
+	struct s3_batch_obj *objs = xcalloc((size_t)n, sizeof(*objs));
+	struct http_batch_item *items = xcalloc((size_t)n, sizeof(*items));
+	for (int i = 0; i < n; i++) {
+		s3_batch_obj_name(&objs[i], argv[3], i);
+		if (put)
+			s3_batch_put_init(&objs[i].req, &c, argv[2], objs[i].key, objs[i].data,
+					  strlen(objs[i].data), &cond);
+		else
+			s3_batch_get_init(&objs[i].req, &c, argv[2], objs[i].key);
+		items[i].req = objs[i].req.req;
+	}
+	struct af_error *err = NULL;
+	int r = http_batch_run_items(items, (size_t)n, argc > 6 ? atoi(argv[6]) : 4, &err);
+	int count[4] = { 0 };
+	for (int i = 0; i < n; i++) {
+		s3_batch_report(put, &objs[i], &items[i], count);
+		http_response_release(&items[i].resp);
+		af_error_free(items[i].err);
+		s3_batch_req_release(&objs[i].req);
+	}
+	printf(put ? "stored=%d refused=%d failed=%d\n" : "got=%d missing=%d failed=%d bad=%d\n",
+	       count[0], count[1], count[2], count[3]);
+	printf("run %s%s\n", r == 0 ? "ok" : "failed: ", r == 0 ? "" : af_error_msg(err));
+	af_error_free(err);
+	free(items);
+	free(objs);
+	s3_client_release(&c);
+	return count[2] || count[3] ? 1 : 0;
+}
+
 /* ---- credentials and imds ------------------------------------------------------ */
 
 static int cmd_imds(int argc, char **argv)
@@ -531,6 +737,12 @@ static const struct {
 	{ "register", cmd_register },
 	{ "s3", cmd_s3 },
 	{ "s3-abort", cmd_s3_abort },
+	{ "s3-batch", cmd_s3_batch },
+	{ "s3-delete", cmd_s3_delete },
+	{ "s3-get-found", cmd_s3_get_found },
+	{ "s3-head", cmd_s3_head },
+	{ "s3-list", cmd_s3_list },
+	{ "s3-put-cond", cmd_s3_put_cond },
 };
 
 int main(int argc, char **argv)
