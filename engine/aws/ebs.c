@@ -375,35 +375,65 @@ int ebs_list_blocks(const struct ebs_client *c, const char *snapshot_id, int max
 	return 0;
 }
 
+void ebs_block_get_init(struct ebs_block_get *g, const struct ebs_client *c,
+			const char *snapshot_id, int64_t index, const char *token)
+{
+	memset(g, 0, sizeof(*g));
+	_cleanup_free_ char *sid = sigv4_uri_encode(snapshot_id, false);
+	_cleanup_free_ char *t = sigv4_uri_encode(token, false);
+	g->index = index;
+	g->url = xasprintf("%s/snapshots/%s/blocks/%lld?blockToken=%s", c->endpoint, sid,
+			   (long long)index, t);
+	g->action = xasprintf("ebs GetSnapshotBlock %s block %lld", snapshot_id, (long long)index);
+	g->sign = (struct aws_signer){ .creds = c->creds, .region = c->region, .service = "ebs" };
+	g->req = (struct http_request){
+		.action = g->action, .method = "GET", .url = g->url,
+		.classify = ebs_classify, .opts = c->opts,
+	};
+	aws_request_bind(&g->req, &g->sign);
+}
+
+void ebs_block_get_release(struct ebs_block_get *g)
+{
+	if (!g)
+		return;
+	free(g->url);
+	free(g->action);
+	memset(g, 0, sizeof(*g));
+}
+
+int ebs_block_get_check(const struct ebs_block_get *g, const struct http_response *resp,
+			unsigned char digest[32], struct af_error **err)
+{
+	const char *want = http_response_header(resp, "x-amz-Checksum");
+	const char *algo = http_response_header(resp, "x-amz-Checksum-Algorithm");
+	char b64[45];
+	ebs_block_checksum(resp->body, resp->body_len, digest, b64);
+	if (!want || !algo || strcmp(algo, "SHA256") != 0 || strcmp(want, b64) != 0)
+		return af_error_set(err, 0, "%s: the data does not match its checksum (%s %s, "
+				    "computed %s); retry the download", g->action, algo ? algo : "-",
+				    want ? want : "-", b64);
+	return 0;
+}
+
 int ebs_get_block(const struct ebs_client *c, const char *snapshot_id, int64_t index,
 		  const char *token, void *buf, size_t buf_len, size_t *len, struct af_error **err)
 {
-	_cleanup_free_ char *sid = sigv4_uri_encode(snapshot_id, false);
-	_cleanup_free_ char *t = sigv4_uri_encode(token, false);
-	_cleanup_free_ char *url = xasprintf("%s/snapshots/%s/blocks/%lld?blockToken=%s",
-					     c->endpoint, sid, (long long)index, t);
-	_cleanup_free_ char *what = xasprintf("ebs GetSnapshotBlock %s block %lld", snapshot_id,
-					      (long long)index);
+	struct ebs_block_get g;
 	struct http_response resp;
-	int rc = ebs_send(c, what, "GET", url, NULL, 0, NULL, 0, 0, &resp, err);
+	unsigned char digest[32];
+	ebs_block_get_init(&g, c, snapshot_id, index, token);
+	int rc = http_request_do(&g.req, &resp, err);
+	if (rc == 0)
+		rc = ebs_block_get_check(&g, &resp, digest, err);
+	if (rc == 0 && resp.body_len > buf_len)
+		rc = af_error_set(err, 0, "%s: %zu bytes do not fit the %zu-byte buffer", g.action,
+				  resp.body_len, buf_len);
 	if (rc == 0) {
-		const char *want = http_response_header(&resp, "x-amz-Checksum");
-		const char *algo = http_response_header(&resp, "x-amz-Checksum-Algorithm");
-		unsigned char digest[32];
-		char b64[45];
-		ebs_block_checksum(resp.body, resp.body_len, digest, b64);
-		if (resp.body_len > buf_len)
-			rc = af_error_set(err, 0, "%s: %zu bytes do not fit the %zu-byte buffer", what,
-					  resp.body_len, buf_len);
-		else if (!want || !algo || strcmp(algo, "SHA256") != 0 || strcmp(want, b64) != 0)
-			rc = af_error_set(err, 0, "%s: the data does not match its checksum (%s %s, "
-					  "computed %s); retry the download", what, algo ? algo : "-",
-					  want ? want : "-", b64);
-		else {
-			memcpy(buf, resp.body, resp.body_len);
-			*len = resp.body_len;
-		}
+		memcpy(buf, resp.body, resp.body_len);
+		*len = resp.body_len;
 	}
 	http_response_release(&resp);
+	ebs_block_get_release(&g);
 	return rc;
 }

@@ -139,6 +139,23 @@ int ebs_list_blocks(const struct ebs_client *c, const char *snapshot_id, int max
 int ebs_get_block(const struct ebs_client *c, const char *snapshot_id, int64_t index,
 		  const char *token, void *buf, size_t buf_len, size_t *len, struct af_error **err);
 
+/* One GetSnapshotBlock, self-contained like ebs_block_put, for
+ * http_request_do or as an http_batch_item's req.  TOKEN is the block's
+ * from ebs_list_blocks (copied). */
+struct ebs_block_get {
+	struct http_request req;
+	struct aws_signer sign;
+	char *url, *action;               /* owned */
+	int64_t index;
+};
+void ebs_block_get_init(struct ebs_block_get *g, const struct ebs_client *c,
+			const char *snapshot_id, int64_t index, const char *token);
+void ebs_block_get_release(struct ebs_block_get *g);
+/* Checks RESP (the answer to G) against its x-amz-Checksum and puts the
+ * data's raw SHA-256 in digest.  0 or -1 + err (naming the block). */
+int ebs_block_get_check(const struct ebs_block_get *g, const struct http_response *resp,
+			unsigned char digest[32], struct af_error **err);
+
 /* Parses StartSnapshot's JSON answer (exposed for tests). */
 int ebs_parse_start(const char *body, size_t len, struct ebs_snapshot_info *out,
 		    struct af_error **err);
