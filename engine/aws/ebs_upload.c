@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The EBS direct upload pipeline (ebs_upload.h): the image's extents, its
- * blocks read and zero blocks skipped, PutSnapshotBlock over an HTTP batch,
- * acknowledged blocks journaled in batches, CompleteSnapshot. */
+ * blocks read and those the snapshot already holds (zeros, or the parent's
+ * same content) skipped, PutSnapshotBlock over an HTTP batch, acknowledged
+ * blocks journaled in batches, CompleteSnapshot; and a parent snapshot's
+ * content read back when nothing recorded it. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #include "amiforge/aws/ebs.h"
 #include "amiforge/aws/ebs_upload.h"
@@ -32,10 +35,13 @@ struct ebs_upload {
 	ebs_upload_journal_fn *journal;
 	void *arg;
 	const char *snapshot_id; /* the current call's */
-	uint8_t *done;  /* blocks the snapshot has (acknowledged and still the same) */
-	uint8_t *force; /* blocks to send even if zero (a changed journaled batch) */
+	const struct ebs_block_map *parent; /* what the snapshot started as; NULL: empty */
+	int64_t n_span; /* blocks to look at: the image's, or the parent's if it has more */
+	uint8_t *done;  /* blocks written (acknowledged and still the same) */
+	uint8_t *force; /* blocks to send whatever they hold (a changed journaled batch) */
 	int64_t n_before; /* blocks done by earlier attempts */
-	struct ebs_digests digests; /* of every block the snapshot has */
+	struct ebs_digests digests; /* of every block written to the snapshot */
+	struct ebs_block_map image; /* the image's content, as far as read */
 };
 
 /* ---- the image's blocks ---- */
@@ -144,6 +150,19 @@ static void bit_set(uint8_t *b, int64_t i)
 	b[i >> 3] |= (uint8_t)(1u << (i & 7));
 }
 
+/* Records image block I (past the image: zeros sent over a parent's data,
+ * not part of the image's map). */
+static void map_set(struct ebs_block_map *m, int64_t i, bool is_zero, const unsigned char *digest)
+{
+	if (i >= m->nblocks)
+		return;
+	m->is_data[i] = !is_zero;
+	if (is_zero)
+		memset(m->hash[i], 0, 32);
+	else
+		memcpy(m->hash[i], digest, 32);
+}
+
 /* ---- journal records ---- */
 
 /* [[first, last], ...] of the sorted, distinct indexes in D. */
@@ -179,7 +198,7 @@ static int snap_verify_batches(struct ebs_upload *j, const json_t *batches, stru
 		json_array_foreach(ranges, k, rg) {
 			int64_t first = json_integer_value(json_array_get(rg, 0));
 			int64_t last = json_integer_value(json_array_get(rg, 1));
-			if (first < 0 || last < first || last >= j->n_blocks) {
+			if (first < 0 || last < first || last >= j->n_span) {
 				valid = false;
 				break;
 			}
@@ -192,6 +211,7 @@ static int snap_verify_batches(struct ebs_upload *j, const json_t *batches, stru
 				}
 				ebs_block_checksum(buf, EBS_BLOCK_SIZE, digest, b64);
 				ebs_digests_add(&d, x, digest);
+				map_set(&j->image, x, mem_is_zero(buf, EBS_BLOCK_SIZE), digest);
 			}
 		}
 		char agg[45];
@@ -224,7 +244,7 @@ struct snap_item {
 	struct http_batch_item item;
 	struct ebs_block_put put;
 	unsigned char *data;
-	bool busy;
+	bool busy, zero;
 };
 
 struct snap_upload {
@@ -236,7 +256,7 @@ struct snap_upload {
 	struct ebs_digests batch; /* acknowledged, not yet journaled */
 	double t0, last_flush, last_progress;
 	uint64_t scanned;         /* blocks of the extents looked at */
-	int64_t sent, zero_skipped;
+	int64_t sent, zero_skipped, same_skipped; /* same: as the parent has it */
 };
 
 static struct snap_item *snap_free_item(struct snap_upload *u)
@@ -276,13 +296,44 @@ static void snap_progress(struct snap_upload *u, bool last)
 	format_size(u->scanned * EBS_BLOCK_SIZE, done_s, sizeof(done_s));
 	format_size(u->ext.blocks * EBS_BLOCK_SIZE, total_s, sizeof(total_s));
 	format_size((uint64_t)rate, rate_s, sizeof(rate_s));
-	log_info("snapshot %s: %s of %s read, %" PRId64 " blocks sent, %" PRId64 " zero blocks skipped, %s/s, ETA %.0fs",
-		 u->j->snapshot_id, done_s, total_s, u->sent, u->zero_skipped, rate_s, last ? 0.0 : eta);
+	log_info("snapshot %s: %s of %s read, %" PRId64 " blocks sent, %" PRId64 " zero blocks skipped, %" PRId64
+		 " unchanged from the parent, %s/s, ETA %.0fs",
+		 u->j->snapshot_id, done_s, total_s, u->sent, u->zero_skipped, u->same_skipped, rate_s,
+		 last ? 0.0 : eta);
+}
+
+/* Whether block IDX, read into IT, is to be sent (ebs_upload.h); counts
+ * the others.  With a parent the block is hashed here, to compare it with
+ * the parent's; without one only sent blocks are hashed, by the PUT, and
+ * recorded in the image's map when acknowledged. */
+static bool snap_wanted(struct snap_upload *u, int64_t idx, struct snap_item *it)
+{
+	struct ebs_upload *j = u->j;
+	unsigned char digest[32] = { 0 };
+	it->zero = mem_is_zero(it->data, EBS_BLOCK_SIZE);
+	if (it->zero)
+		map_set(&j->image, idx, true, NULL);
+	if (j->encrypted || bit_get(j->force, idx))
+		return true;
+	if (j->parent && !it->zero) {
+		char b64[45];
+		ebs_block_checksum(it->data, EBS_BLOCK_SIZE, digest, b64);
+		map_set(&j->image, idx, false, digest);
+	}
+	if (!j->parent && !it->zero)
+		return true;
+	if (ebs_block_needed(j->parent, idx, it->zero, digest))
+		return true;
+	if (it->zero)
+		u->zero_skipped++;
+	else
+		u->same_skipped++;
+	return false;
 }
 
 /* The batch's producer: the next block worth sending, read into a free
- * item.  Blocks the snapshot already has are skipped, and so are zero
- * blocks unless the snapshot is encrypted or the block is forced. */
+ * item.  Blocks already written are skipped, and so are those the
+ * snapshot holds anyway (snap_wanted). */
 static int snap_next(void *data, struct http_batch_item **item, struct af_error **err)
 {
 	struct snap_upload *u = data;
@@ -301,10 +352,8 @@ static int snap_next(void *data, struct http_batch_item **item, struct af_error 
 			continue;
 		if (snap_read_block(j->fd, idx, it->data, err) < 0)
 			return -1;
-		if (!j->encrypted && !bit_get(j->force, idx) && mem_is_zero(it->data, EBS_BLOCK_SIZE)) {
-			u->zero_skipped++;
+		if (!snap_wanted(u, idx, it))
 			continue;
-		}
 		int pct = (int)(100 * u->scanned / (u->ext.blocks ? u->ext.blocks : 1));
 		ebs_block_put_init(&it->put, j->ebs, j->snapshot_id, idx, it->data, EBS_BLOCK_SIZE, pct);
 		it->item.req = it->put.req;
@@ -327,6 +376,7 @@ static int snap_done(void *data, struct http_batch_item *item, struct af_error *
 	} else {
 		ebs_digests_add(&u->j->digests, it->put.index, it->put.digest);
 		ebs_digests_add(&u->batch, it->put.index, it->put.digest);
+		map_set(&u->j->image, it->put.index, it->zero, it->put.digest);
 		bit_set(u->j->done, it->put.index);
 		u->sent++;
 	}
@@ -339,24 +389,35 @@ static int snap_done(void *data, struct http_batch_item *item, struct af_error *
 	return r;
 }
 
+/* The blocks to look at: the image's allocated extents, and the forced
+ * blocks and the parent's data, which may lie in what is a hole now (a
+ * block the image zeroed is sent as zeros over the parent's).  0 or -1 +
+ * err. */
+static int snap_plan(struct ebs_upload *j, struct snap_extents *e, struct af_error **err)
+{
+	if (snap_scan(j->fd, j->size, j->encrypted, e, err) < 0)
+		return -1;
+	for (int64_t x = 0; x < j->n_span; x++)
+		if (bit_get(j->force, x) || (j->parent && x < j->parent->nblocks && j->parent->is_data[x]))
+			snap_extents_add(e, x, x + 1);
+	snap_extents_finish(e);
+	return 0;
+}
+
 /* Sends every block the snapshot lacks.  Acknowledged blocks are journaled
  * even when the upload fails. */
 static int snap_upload(struct ebs_upload *j, struct af_error **err)
 {
 	struct snap_upload u = { .j = j, .pool = xcalloc((size_t)j->parallel, sizeof(*u.pool)) };
-	int r = snap_scan(j->fd, j->size, j->encrypted, &u.ext, err);
-	/* Forced blocks may lie in what is a hole now. */
-	for (int64_t x = 0; r == 0 && x < j->n_blocks; x++)
-		if (bit_get(j->force, x))
-			snap_extents_add(&u.ext, x, x + 1);
-	snap_extents_finish(&u.ext);
+	int r = snap_plan(j, &u.ext, err);
 	u.t0 = u.last_flush = u.last_progress = now_monotonic();
 	if (r == 0) {
 		char sz[32];
 		log_info("snapshot %s: %s of allocated data in %zu extents to read, %" PRId64
-			 " blocks already sent by an earlier attempt, %d connections",
+			 " blocks already sent by an earlier attempt, %s, %d connections",
 			 j->snapshot_id, format_size(u.ext.blocks * EBS_BLOCK_SIZE, sz, sizeof(sz)), u.ext.n,
-			 j->n_before, j->parallel);
+			 j->n_before, j->parent ? "only blocks that differ from the parent's" : "no parent",
+			 j->parallel);
 		const struct http_batch b = { .max_parallel = j->parallel, .next = snap_next, .done = snap_done,
 					      .data = &u };
 		r = http_batch_run(&b, err);
@@ -369,9 +430,9 @@ static int snap_upload(struct ebs_upload *j, struct af_error **err)
 	if (r == 0) {
 		snap_progress(&u, true);
 		log_info("snapshot %s: sent %" PRId64 " blocks in %.1fs, %" PRId64 " zero blocks skipped, %" PRId64
-			 " blocks from earlier attempts, peak RSS %ld KiB",
-			 j->snapshot_id, u.sent, now_monotonic() - u.t0, u.zero_skipped, j->n_before,
-			 proc_peak_rss_kib());
+			 " unchanged from the parent, %" PRId64 " blocks from earlier attempts, peak RSS %ld KiB",
+			 j->snapshot_id, u.sent, now_monotonic() - u.t0, u.zero_skipped, u.same_skipped,
+			 j->n_before, proc_peak_rss_kib());
 	}
 	for (int i = 0; i < j->parallel; i++) {
 		/* Abandoned in flight when the batch stopped. */
@@ -388,6 +449,165 @@ static int snap_upload(struct ebs_upload *j, struct af_error **err)
 	return r;
 }
 
+/* ---- block maps ---- */
+
+void ebs_block_map_release(struct ebs_block_map *m)
+{
+	if (!m)
+		return;
+	free(m->hash);
+	free(m->is_data);
+	memset(m, 0, sizeof(*m));
+}
+
+bool ebs_block_needed(const struct ebs_block_map *parent, int64_t index, bool is_zero,
+		      const unsigned char digest[32])
+{
+	bool parent_data = parent && index < parent->nblocks && parent->is_data[index];
+	if (is_zero)
+		return parent_data;
+	return !parent_data || memcmp(parent->hash[index], digest, 32) != 0;
+}
+
+void ebs_block_map_digest(const struct ebs_block_map *m, char hex[65])
+{
+	static const char magic[] = "amiforge-ebs-blocks-v1\n";
+	static const unsigned char zero[32];
+	unsigned char n[8], out[32];
+	for (int i = 0; i < 8; i++)
+		n[i] = (unsigned char)((uint64_t)m->nblocks >> (56 - 8 * i));
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		BUG("openssl: cannot start SHA-256");
+	EVP_DigestUpdate(ctx, magic, sizeof(magic) - 1);
+	EVP_DigestUpdate(ctx, n, sizeof(n));
+	for (int64_t b = 0; b < m->nblocks; b++)
+		EVP_DigestUpdate(ctx, m->is_data[b] ? m->hash[b] : zero, 32);
+	EVP_DigestFinal_ex(ctx, out, NULL);
+	EVP_MD_CTX_free(ctx);
+	hex_encode(out, sizeof(out), hex);
+}
+
+/* Reading a snapshot back: GetSnapshotBlock over an HTTP batch. */
+struct snap_fetch {
+	struct ebs_client *ebs;
+	const char *snapshot_id;
+	const struct ebs_block_list *list;
+	size_t next, fetched;
+	int parallel;
+	struct fetch_item {
+		struct http_batch_item item;
+		struct ebs_block_get get;
+		bool busy;
+	} *pool;
+	struct ebs_block_map *map;
+	double t0, last_progress;
+};
+
+static int fetch_next(void *data, struct http_batch_item **item, struct af_error **err)
+{
+	struct snap_fetch *f = data;
+	if (f->next >= f->list->n)
+		return 0;
+	for (int i = 0; i < f->parallel; i++) {
+		struct fetch_item *it = &f->pool[i];
+		if (it->busy)
+			continue;
+		const struct ebs_block *b = &f->list->v[f->next++];
+		ebs_block_get_init(&it->get, f->ebs, f->snapshot_id, b->index, b->token);
+		it->item.req = it->get.req;
+		it->item.user = it;
+		it->busy = true;
+		*item = &it->item;
+		return 1;
+	}
+	BUG("snapshot read: more requests in flight than items");
+}
+
+/* One block back: checked, hashed into the map. */
+static int fetch_done(void *data, struct http_batch_item *item, struct af_error **err)
+{
+	struct snap_fetch *f = data;
+	struct fetch_item *it = item->user;
+	unsigned char digest[32];
+	int r = 0;
+	if (item->err) {
+		*err = steal_pointer(&item->err);
+		r = -1;
+	} else if (item->resp.body_len != EBS_BLOCK_SIZE) {
+		r = af_error_set(err, 0, "%s: %zu bytes, not a whole block", it->get.action, item->resp.body_len);
+	} else if ((r = ebs_block_get_check(&it->get, &item->resp, digest, err)) == 0) {
+		map_set(f->map, it->get.index, mem_is_zero(item->resp.body, EBS_BLOCK_SIZE), digest);
+		f->fetched++;
+	}
+	http_response_release(&item->resp);
+	ebs_block_get_release(&it->get);
+	it->busy = false;
+	double now = now_monotonic();
+	if (r == 0 && now - f->last_progress >= SNAP_PROGRESS_SECONDS) {
+		f->last_progress = now;
+		log_info("snapshot %s: %zu of %zu blocks read back", f->snapshot_id, f->fetched, f->list->n);
+	}
+	return r;
+}
+
+/* The map's size: one past the highest listed block.  -1 + err for an
+ * index no volume can have. */
+static int64_t fetch_span(const struct ebs_block_list *l, const char *snapshot_id, struct af_error **err)
+{
+	int64_t n = 0, max = (int64_t)65536 * ((1 << 30) / EBS_BLOCK_SIZE);
+	if (l->block_size != EBS_BLOCK_SIZE)
+		return af_error_set(err, 0, "snapshot %s has %" PRId64 "-byte blocks, not %d", snapshot_id,
+				    l->block_size, EBS_BLOCK_SIZE);
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].index < 0 || l->v[i].index >= max)
+			return af_error_set(err, 0, "snapshot %s lists block %" PRId64 ", out of range", snapshot_id,
+					    l->v[i].index);
+		if (l->v[i].index + 1 > n)
+			n = l->v[i].index + 1;
+	}
+	return n;
+}
+
+int ebs_snapshot_map(struct ebs_client *ebs, const char *snapshot_id, int parallel,
+		     struct ebs_block_map *out, struct af_error **err)
+{
+	struct ebs_block_list l = { 0 };
+	if (ebs_list_blocks(ebs, snapshot_id, 0, &l, err) < 0)
+		return -1;
+	int64_t n = fetch_span(&l, snapshot_id, err);
+	if (n < 0) {
+		ebs_block_list_release(&l);
+		return -1;
+	}
+	struct ebs_block_map m = { .nblocks = n, .hash = xcalloc(n ? (size_t)n : 1, 32),
+				   .is_data = xcalloc(n ? (size_t)n : 1, 1) };
+	struct snap_fetch f = { .ebs = ebs, .snapshot_id = snapshot_id, .list = &l, .map = &m,
+				.parallel = parallel > 0 ? parallel : 1 };
+	f.pool = xcalloc((size_t)f.parallel, sizeof(*f.pool));
+	f.t0 = f.last_progress = now_monotonic();
+	log_info("snapshot %s: reading back its %zu blocks to compare with the image", snapshot_id, l.n);
+	const struct http_batch b = { .max_parallel = f.parallel, .next = fetch_next, .done = fetch_done,
+				      .data = &f };
+	int r = http_batch_run(&b, err);
+	for (int i = 0; i < f.parallel; i++)
+		if (f.pool[i].busy) {
+			/* Abandoned in flight when the batch stopped. */
+			http_response_release(&f.pool[i].item.resp);
+			af_error_free(f.pool[i].item.err);
+			ebs_block_get_release(&f.pool[i].get);
+		}
+	free(f.pool);
+	ebs_block_list_release(&l);
+	if (r < 0) {
+		ebs_block_map_release(&m);
+		return af_error_wrap(err, "read back snapshot %s", snapshot_id);
+	}
+	log_info("snapshot %s: read back %zu blocks in %.1fs", snapshot_id, f.fetched, now_monotonic() - f.t0);
+	*out = m;
+	return 0;
+}
+
 /* ---- the API ---- */
 
 struct ebs_upload *ebs_upload_new(const struct ebs_upload_opts *o)
@@ -401,19 +621,26 @@ struct ebs_upload *ebs_upload_new(const struct ebs_upload_opts *o)
 	up->parallel = o->parallel;
 	up->journal = o->journal;
 	up->arg = o->arg;
-	ebs_upload_reset(up);
+	ebs_upload_reset(up, NULL);
 	return up;
 }
 
-void ebs_upload_reset(struct ebs_upload *j)
+void ebs_upload_reset(struct ebs_upload *j, const struct ebs_block_map *parent)
 {
-	size_t bytes = (size_t)(j->n_blocks + 7) / 8 + 1;
+	j->parent = j->encrypted ? NULL : parent;
+	j->n_span = j->n_blocks;
+	if (j->parent && j->parent->nblocks > j->n_span)
+		j->n_span = j->parent->nblocks;
+	size_t bytes = (size_t)(j->n_span + 7) / 8 + 1;
 	free(j->done);
 	free(j->force);
 	j->done = xcalloc(1, bytes);
 	j->force = xcalloc(1, bytes);
 	j->n_before = 0;
 	ebs_digests_release(&j->digests);
+	ebs_block_map_release(&j->image);
+	size_t n = j->n_blocks ? (size_t)j->n_blocks : 1;
+	j->image = (struct ebs_block_map){ .nblocks = j->n_blocks, .hash = xcalloc(n, 32), .is_data = xcalloc(n, 1) };
 }
 
 void ebs_upload_free(struct ebs_upload *up)
@@ -423,6 +650,7 @@ void ebs_upload_free(struct ebs_upload *up)
 	free(up->done);
 	free(up->force);
 	ebs_digests_release(&up->digests);
+	ebs_block_map_release(&up->image);
 	free(up);
 }
 
@@ -443,13 +671,25 @@ int ebs_upload_send(struct ebs_upload *up, const char *snapshot_id, struct af_er
 	return r;
 }
 
+const struct ebs_block_map *ebs_upload_image_map(const struct ebs_upload *up)
+{
+	return &up->image;
+}
+
+int64_t ebs_upload_written(struct ebs_upload *up)
+{
+	return (int64_t)ebs_digests_count(&up->digests);
+}
+
 int ebs_upload_complete(struct ebs_upload *up, const char *snapshot_id, char **status,
 			struct af_error **err)
 {
 	char agg[45];
 	ebs_digests_aggregate(&up->digests, agg);
 	int64_t count = (int64_t)ebs_digests_count(&up->digests);
-	if (ebs_complete_snapshot(up->ebs, snapshot_id, count, agg, status, err) < 0)
+	/* Nothing written (an all-zero image, or the parent's content): the
+	 * aggregate of no checksums means nothing, and it is optional. */
+	if (ebs_complete_snapshot(up->ebs, snapshot_id, count, count ? agg : NULL, status, err) < 0)
 		return -1;
 	log_info("snapshot %s: CompleteSnapshot with %" PRId64 " blocks (aggregate %s): %s", snapshot_id,
 		 count, agg, *status ? *status : "?");
