@@ -25,7 +25,8 @@ Control (unsigned, JSON body, JSON answer):
                    "max_skew": SECS}
   POST /__control {"op": "instance", "region": R, "instance_id": I, "image_id": A}
   POST /__control {"op": "reset"}             # forget state, faults and counters
-  GET  /__control/state                       # images, snapshots, calls per action, requests
+  GET  /__control/state                       # images, snapshots (blocks held, blocks written
+                                              # to it, parent), calls per action, requests
 """
 
 import argparse
@@ -888,11 +889,19 @@ class Ebs:
             if p["status"] != "completed":
                 raise ApiError("ValidationException", f"Parent snapshot {parent} is not completed",
                                400, "INVALID_SNAPSHOT_ID")
+            if size < p["size"]:
+                raise ApiError("ValidationException", f"VolumeSize {size} is smaller than the parent "
+                               f"snapshot's {p['size']}", 400, "INVALID_VOLUME_SIZE")
+            if "Encrypted" in req:
+                # the model: "You can't specify ParentSnapshotId and Encrypted in the same request"
+                raise ApiError("ValidationException", "ParentSnapshotId and Encrypted cannot be "
+                               "specified together", 400, "INVALID_PARAMETER_VALUE")
             blocks = dict(p["blocks"])
         snap = self.ec2.new_snapshot(region, "vol-ffffffff", size, "pending",
                                      req.get("Description"), tags=tags, blocks=blocks,
                                      written=set(), parent=parent,
-                                     encrypted=bool(req.get("Encrypted")),
+                                     encrypted=bool(req.get("Encrypted")) or
+                                     bool(parent and self.s.snapshots[parent]["encrypted"]),
                                      pending_polls=self.s.settings["snapshot_pending_polls"])
         if token:
             self.s.tokens[(region, "StartSnapshot", token)] = (fingerprint, snap["id"])
@@ -1223,7 +1232,9 @@ class Handler(BaseHandler):
                                   for i, v in st.images.items()},
                        "snapshots": {s: {"status": v["status"], "region": v["region"],
                                          "size": v["size"], "tags": v["tags"],
-                                         "blocks": sorted(v["blocks"])}
+                                         "blocks": sorted(v["blocks"]),
+                                         "written": sorted(v.get("written", ())),
+                                         "parent": v.get("parent")}
                                      for s, v in st.snapshots.items()}}
             return self.send(200, json.dumps(out), {"Content-Type": "application/json"})
         try:
