@@ -78,6 +78,10 @@ enum fact_type { FACT_STRING, FACT_INT, FACT_BOOL };
 	X("snapshot.id", FACT_STRING, "the EBS snapshot made from the image")                               \
 	X("snapshot.region", FACT_STRING, "the snapshot's region")                                          \
 	X("snapshot.volume_size", FACT_INT, "the snapshot's volume size in GiB")                           \
+	X("snapshot.parent", FACT_STRING, "the snapshot it was made over (absent: a full snapshot)")      \
+	X("snapshot.blocks_sent", FACT_INT, "blocks written to the snapshot (ChangedBlocksCount)")       \
+	X("snapshot.image_key", FACT_STRING, "the disk key of the image the snapshot holds")             \
+	X("snapshot.blocks_sha256", FACT_STRING, "SHA-256 naming the block list the snapshot holds")      \
 	X("ami.id", FACT_STRING, "the registered AMI")                                                      \
 	X("ami.name", FACT_STRING, "its name")                                                              \
 	X("ami.*", FACT_STRING, "the AMI in region * (ami.eu-west-1): the registered one and each copy")
