@@ -60,6 +60,22 @@ int blockstore_put(int blocks_fd, const uint8_t hash[BLOCKSTORE_HASH_LEN], const
 int blockstore_read(int blocks_fd, const char *blocks_dir, const uint8_t hash[BLOCKSTORE_HASH_LEN],
 		    unsigned char *block, unsigned char *zbuf, EVP_MD_CTX *md, struct af_error **err);
 
+/* Block files as bytes, for copying them elsewhere (the remote store):
+ * blockstore_load_file reads block HASH's file as it is (compressed, with
+ * its header) into ZBUF (BLOCKSTORE_FILE_MAX bytes) and sets *LEN; a
+ * missing or damaged file is an error.  blockstore_verify_file says
+ * whether FILE (LEN bytes, such a file's content) decodes to a block whose
+ * SHA-256 is HASH (BLOCK: BLOCKSTORE_BLOCK_SIZE bytes of scratch, MD as for
+ * blockstore_sha256).  blockstore_put_file stores verified FILE bytes
+ * under HASH as blockstore_put does (TAG likewise). */
+int blockstore_load_file(int blocks_fd, const char *blocks_dir,
+			 const uint8_t hash[BLOCKSTORE_HASH_LEN], unsigned char *zbuf, size_t *len,
+			 struct af_error **err);
+bool blockstore_verify_file(const void *file, size_t len, const uint8_t hash[BLOCKSTORE_HASH_LEN],
+			    unsigned char *block, EVP_MD_CTX *md);
+int blockstore_put_file(int blocks_fd, const uint8_t hash[BLOCKSTORE_HASH_LEN], const void *file,
+			size_t len, unsigned tag, struct af_error **err);
+
 /* Removes every block file (and temporary file) under BLOCKS_DIR and the
  * directory itself; only names this module makes are touched.  A missing
  * directory is not an error.  0 or -1 + err. */

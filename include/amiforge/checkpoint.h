@@ -73,6 +73,24 @@ int ckpt_restore(const char *dir, const char *key, const char *image, struct af_
 int ckpt_restore_memo(const char *dir, const char *key, const char *image, struct ckpt_memo *memo,
 		      struct af_error **err);
 
+/* A checkpoint's block list, as KEY.ckpt holds it: for block b,
+ * is_data[b] is nonzero when it holds data, whose SHA-256 is hash[b]; a zero
+ * block has is_data[b] == 0.  What the remote store copies and the
+ * snapshot stage compares against a parent snapshot. */
+struct ckpt_list {
+	uint64_t size;    /* image bytes */
+	uint64_t nblocks; /* size / 512 KiB, rounded up */
+	uint8_t (*hash)[BLOCKSTORE_HASH_LEN];
+	uint8_t *is_data;
+};
+/* Reads DIR/KEY.ckpt.  0 or -1 + err (naming the file). */
+int ckpt_list_load(const char *dir, const char *key, struct ckpt_list *out, struct af_error **err);
+/* Parses a .ckpt file's TEXT (LEN bytes); WHAT names it in messages.  0 or
+ * -1 + err. */
+int ckpt_list_parse(const char *text, size_t len, const char *what, struct ckpt_list *out,
+		    struct af_error **err);
+void ckpt_list_release(struct ckpt_list *l);
+
 /* True if DIR/KEY.ckpt exists and every block it names is present (a whole
  * block file: its header and its length agree). */
 bool ckpt_usable(const char *dir, const char *key);
@@ -83,5 +101,12 @@ int ckpt_clean(const char *dir, struct af_error **err);
 /* Bytes the stored blocks under DIR take on disk (allocated blocks, for
  * status and bench). */
 uint64_t ckpt_store_bytes(const char *dir);
+
+/* Writes LIST as DIR/NAME.ckpt, atomically and fsync'd (0600), in KEY.ckpt's
+ * format.  Its blocks need not be in the store: the snapshot stage records
+ * this way what a snapshot holds when no checkpoint of the image says it.
+ * 0 or -1 + err. */
+int ckpt_list_write(const char *dir, const char *name, const struct ckpt_list *list,
+		    struct af_error **err);
 
 #endif

@@ -226,6 +226,49 @@ int blockstore_read(int blocks_fd, const char *blocks_dir, const uint8_t h[HASH_
 	return 0;
 }
 
+/* ---- block files as bytes: what the remote store copies ---- */
+
+int blockstore_load_file(int blocks_fd, const char *blocks_dir, const uint8_t h[HASH_LEN],
+			 unsigned char *zbuf, size_t *len, struct af_error **err)
+{
+	char name[NAME_LEN];
+	struct block_hdr bh;
+	struct stat st;
+	blockstore_name(h, name);
+	_cleanup_fd_ int fd = openat(blocks_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return af_error_set(err, errno, "cannot open block '%s/%s'", blocks_dir, name);
+	ssize_t n = read_all(fd, zbuf, BLOCKSTORE_FILE_MAX);
+	if (n < 0)
+		return af_error_set(err, errno, "cannot read block '%s/%s'", blocks_dir, name);
+	if ((uint64_t)n != (uint64_t)st.st_size || !hdr_decode(zbuf, (uint64_t)n, &bh))
+		return af_error_set(err, 0, "block '%s/%s' is damaged%s", blocks_dir, name,
+				    BLOCKSTORE_DAMAGED_HINT);
+	*len = (size_t)n;
+	return 0;
+}
+
+bool blockstore_verify_file(const void *file, size_t len, const uint8_t h[HASH_LEN],
+			    unsigned char *block, EVP_MD_CTX *md)
+{
+	uint8_t got[HASH_LEN];
+	return len <= BLOCKSTORE_FILE_MAX && decode_block(file, len, block) &&
+	       blockstore_sha256(md, block, got) == 0 && !memcmp(got, h, HASH_LEN);
+}
+
+int blockstore_put_file(int blocks_fd, const uint8_t h[HASH_LEN], const void *file, size_t len,
+			unsigned tag, struct af_error **err)
+{
+	char name[NAME_LEN], tmp[128], dirname[3];
+	blockstore_name(h, name);
+	memcpy(dirname, name, 2);
+	dirname[2] = '\0';
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp.%ld.%u", dirname, name + 3, (long)getpid(), tag);
+	if (mkdirat(blocks_fd, dirname, 0700) < 0 && errno != EEXIST)
+		return af_error_set(err, errno, "cannot create block directory '%s'", dirname);
+	return write_block_file(blocks_fd, tmp, name, file, len, NULL, err);
+}
+
 /* ---- walking: clean and size ---- */
 
 static bool is_hex2(const char *s)

@@ -281,22 +281,16 @@ static int memo_record(struct ckpt_memo *m, struct worker *w, uint64_t b, const 
 
 /* ---- checkpoint files ---- */
 
-enum { BLOCK_ZERO = 0, BLOCK_DATA = 1, BLOCK_NEW = 2 /* data stored by this ckpt_take */ };
+/* is_data values: BLOCK_DATA is checkpoint.h's 1; BLOCK_NEW marks data stored by this ckpt_take. */
+enum { BLOCK_ZERO = 0, BLOCK_DATA = 1, BLOCK_NEW = 2 };
 
-struct ckpt {
-	uint64_t size;
-	uint64_t nblocks;
-	uint8_t (*hash)[HASH_LEN];
-	uint8_t *is_data; /* BLOCK_*; a zero block is null in the file */
-};
-
-static void ckpt_free(struct ckpt *c)
+void ckpt_list_release(struct ckpt_list *c)
 {
 	free(c->hash);
 	free(c->is_data);
 }
 
-static void ckpt_alloc(struct ckpt *c, uint64_t size)
+static void ckpt_alloc(struct ckpt_list *c, uint64_t size)
 {
 	c->size = size;
 	c->nblocks = (size + BS - 1) / BS;
@@ -307,7 +301,7 @@ static void ckpt_alloc(struct ckpt *c, uint64_t size)
 /* Written by hand rather than through jansson: an image of many GiB has a
  * long "blocks" array, and a json_t per entry would cost far more memory
  * than the text. */
-static char *ckpt_serialise(const struct ckpt *c, size_t *len)
+static char *ckpt_serialise(const struct ckpt_list *c, size_t *len)
 {
 	struct strbuf sb = STRBUF_INIT;
 	strbuf_addf(&sb, "{\"version\":1,\"size\":%" PRIu64 ",\"block_size\":%zu,\"blocks\":[",
@@ -328,21 +322,13 @@ static char *ckpt_serialise(const struct ckpt *c, size_t *len)
 	return strbuf_detach(&sb);
 }
 
-static int ckpt_load(const char *dir, const char *key, struct ckpt *c, struct af_error **err)
+int ckpt_list_parse(const char *text, size_t len, const char *what, struct ckpt_list *c,
+		    struct af_error **err)
 {
-	_cleanup_free_ char *path = ckpt_path(dir, key);
-	_cleanup_free_ char *text = NULL;
-	size_t len;
 	json_error_t jerr;
-
-	if (check_key(key, err) < 0)
-		return -1;
-	text = read_file(path, &len, err);
-	if (!text)
-		return -1;
 	_cleanup_json_ json_t *root = json_loadb(text, len, 0, &jerr);
 	if (!root)
-		return af_error_set(err, 0, "checkpoint '%s': invalid JSON at line %d: %s", path,
+		return af_error_set(err, 0, "checkpoint '%s': invalid JSON at line %d: %s", what,
 				    jerr.line, jerr.text);
 	json_t *blocks = json_object_get(root, "blocks");
 	json_t *size = json_object_get(root, "size");
@@ -351,26 +337,39 @@ static int ckpt_load(const char *dir, const char *key, struct ckpt *c, struct af
 	    !json_is_integer(size) || json_integer_value(size) < 0 || !json_is_array(blocks))
 		return af_error_set(
 		    err, 0, "checkpoint '%s': not a version 1 checkpoint with %zu-byte blocks",
-		    path, BS);
+		    what, BS);
 	ckpt_alloc(c, (uint64_t)json_integer_value(size));
 	if (json_array_size(blocks) != c->nblocks) {
-		ckpt_free(c);
+		ckpt_list_release(c);
 		return af_error_set(err, 0,
 				    "checkpoint '%s': %zu blocks listed for %" PRIu64 " bytes",
-				    path, json_array_size(blocks), c->size);
+				    what, json_array_size(blocks), c->size);
 	}
 	for (size_t b = 0; b < c->nblocks; b++) {
 		json_t *e = json_array_get(blocks, b);
 		if (json_is_null(e))
 			continue;
 		if (!hex_to_hash(json_string_value(e), c->hash[b])) {
-			ckpt_free(c);
+			ckpt_list_release(c);
 			return af_error_set(
-			    err, 0, "checkpoint '%s': block %zu is not a SHA-256 hex", path, b);
+			    err, 0, "checkpoint '%s': block %zu is not a SHA-256 hex", what, b);
 		}
 		c->is_data[b] = BLOCK_DATA;
 	}
 	return 0;
+}
+
+int ckpt_list_load(const char *dir, const char *key, struct ckpt_list *c, struct af_error **err)
+{
+	_cleanup_free_ char *path = ckpt_path(dir, key);
+	size_t len;
+
+	if (check_key(key, err) < 0)
+		return -1;
+	_cleanup_free_ char *text = read_file(path, &len, err);
+	if (!text)
+		return -1;
+	return ckpt_list_parse(text, len, path, c, err);
 }
 
 /* ---- taking a checkpoint ---- */
@@ -379,7 +378,7 @@ struct take {
 	const char *image;
 	int img_fd;
 	int blocks_fd;
-	struct ckpt c;
+	struct ckpt_list c;
 	struct ckpt_memo *memo; /* may be NULL */
 	uint64_t *todo;         /* block numbers that may hold data */
 	size_t ntodo;
@@ -574,7 +573,7 @@ out:
 	if (t.blocks_fd >= 0)
 		close(t.blocks_fd);
 	free(t.todo);
-	ckpt_free(&t.c);
+	ckpt_list_release(&t.c);
 	return ret;
 }
 
@@ -587,7 +586,7 @@ struct restore {
 	int blocks_fd;
 	int out_fd;
 	bool is_blk;
-	struct ckpt c;
+	struct ckpt_list c;
 	struct ckpt_memo *memo; /* may be NULL */
 	uint64_t *todo;         /* data blocks */
 	size_t ntodo;
@@ -752,7 +751,7 @@ int ckpt_restore_memo(const char *dir, const char *key, const char *image, struc
 	struct stat st;
 	int ret = -1;
 
-	if (ckpt_load(dir, key, &r.c, err) < 0)
+	if (ckpt_list_load(dir, key, &r.c, err) < 0)
 		goto out;
 	if (memo)
 		memo_fit(memo, r.c.nblocks);
@@ -779,7 +778,7 @@ out:
 	if (r.blocks_fd >= 0)
 		close(r.blocks_fd);
 	free(r.todo);
-	ckpt_free(&r.c);
+	ckpt_list_release(&r.c);
 	return ret;
 }
 
@@ -787,18 +786,18 @@ out:
 
 bool ckpt_usable(const char *dir, const char *key)
 {
-	struct ckpt c = {0};
+	struct ckpt_list c = {0};
 	_cleanup_error_ struct af_error *err = NULL;
 	_cleanup_free_ char *blocks_dir = path_join(dir, "blocks");
 	bool ok = true;
 
-	if (ckpt_load(dir, key, &c, &err) < 0)
+	if (ckpt_list_load(dir, key, &c, &err) < 0)
 		return false;
 	_cleanup_fd_ int fd = open(blocks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	for (uint64_t b = 0; ok && b < c.nblocks; b++)
 		if (c.is_data[b])
 			ok = fd >= 0 && blockstore_present(fd, c.hash[b]);
-	ckpt_free(&c);
+	ckpt_list_release(&c);
 	return ok;
 }
 
@@ -828,4 +827,16 @@ uint64_t ckpt_store_bytes(const char *dir)
 {
 	_cleanup_free_ char *blocks_dir = path_join(dir, "blocks");
 	return blockstore_bytes(blocks_dir);
+}
+
+int ckpt_list_write(const char *dir, const char *name, const struct ckpt_list *list,
+		    struct af_error **err)
+{
+	_cleanup_free_ char *path = ckpt_path(dir, name);
+	size_t len;
+
+	if (check_key(name, err) < 0 || mkdir_p(dir, 0700, err) < 0)
+		return -1;
+	_cleanup_free_ char *text = ckpt_serialise(list, &len);
+	return write_file_atomic(path, text, len, 0600, err);
 }
