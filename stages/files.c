@@ -189,9 +189,16 @@ static int files_owner(int rootfd, const char *root, const char *owner, uid_t *u
 {
 	_cleanup_free_ char *user = xstrndup(owner, strcspn(owner, ":"));
 	const char *colon = strchr(owner, ':');
+	unsigned u, g;
+	/* Numeric ids need no database: an image without /etc/passwd yet
+	 * (before debootstrap, or none at all) takes "0:0". */
+	if (colon && files_lookup_id(NULL, user, &u) == 0 && files_lookup_id(NULL, colon + 1, &g) == 0) {
+		*uid = u;
+		*gid = g;
+		return 0;
+	}
 	_cleanup_free_ char *passwd = inroot_read(rootfd, root, "/etc/passwd", FILES_DB_MAX, NULL, err);
 	_cleanup_free_ char *group = passwd ? inroot_read(rootfd, root, "/etc/group", FILES_DB_MAX, NULL, err) : NULL;
-	unsigned u, g;
 	if (!group)
 		return -1;
 	if (files_lookup_id(passwd, user, &u) < 0)
