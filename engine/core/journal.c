@@ -454,6 +454,35 @@ struct journal_log *journal_read(const char *state_dir, struct af_error **err)
 	return log;
 }
 
+int journal_adopt(struct journal *j, const char *text, size_t len, struct af_error **err)
+{
+	off_t valid;
+	struct journal_log *log = journal_parse(j->path, text, len, &valid, err);
+	if (!log)
+		return af_error_wrap(err, "the remote journal");
+	if (log->newer_line) {
+		newer_error(log, err);
+		journal_log_free(log);
+		return -1;
+	}
+	/* Whole lines only: a torn tail would be glued to the next line. */
+	if (write_file_atomic(j->path, text, (size_t)valid, 0600, err) < 0) {
+		journal_log_free(log);
+		return -1;
+	}
+	int fd = open(j->path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		journal_log_free(log);
+		return af_error_set(err, errno, "cannot open journal '%s'", j->path);
+	}
+	close(j->fd);
+	j->fd = fd;
+	journal_log_free(j->log);
+	j->log = log;
+	j->valid_len = valid;
+	return 0;
+}
+
 const struct journal_log *journal_get_log(const struct journal *j)
 {
 	return j->log;
@@ -714,6 +743,18 @@ const struct journal_event **journal_resources(const struct journal_log *log, co
 		if (resource_matches(event_at(log, i), key))
 			out[count++] = event_at(log, i);
 	return out;
+}
+
+const struct journal_event *journal_find_previous(const struct journal_log *log, const char *id,
+						  const char *key)
+{
+	for (size_t i = log->n; i-- > 0;) {
+		const struct journal_event *e = event_at(log, i);
+		if (e->kind == JOURNAL_STAGE_DONE && e->stage.id && !strcmp(e->stage.id, id) &&
+		    e->stage.key && strcmp(e->stage.key, key))
+			return e;
+	}
+	return NULL;
 }
 
 json_t *journal_stage_resources(const struct journal_log *log, const char *key)

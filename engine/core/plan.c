@@ -70,9 +70,16 @@ static bool final_image_intact(const struct journal_log *log, const char *last_k
 	       !strcmp(last->stage.key, last_key);
 }
 
-void plan_make(const struct recipe *r, const struct journal_log *log, const char *ckpt_dir,
-	       bool fresh, int from, struct plan *out)
+bool plan_ckpt_local(void *ckpt_dir, const char *disk_key)
 {
+	return ckpt_usable(ckpt_dir, disk_key);
+}
+
+void plan_make(const struct recipe *r, const struct plan_input *in, struct plan *out)
+{
+	const struct journal_log *log = in->log;
+	bool fresh = in->fresh;
+	int from = in->from;
 	size_t n = r->n_stages;
 	struct plan_stage *st = xcalloc(n, sizeof(*st));
 	char (*keys)[65] = xcalloc(n, sizeof(*keys));
@@ -98,7 +105,7 @@ void plan_make(const struct recipe *r, const struct journal_log *log, const char
 
 	/* Everything done and nothing ran since the last stage finished: the
 	 * image on disk is the final one. */
-	if (first_undone == (int)n && !fresh && final_image_intact(log, st[n - 1].key)) {
+	if (first_undone == (int)n && !fresh && in->image_here && final_image_intact(log, st[n - 1].key)) {
 		for (size_t i = 0; i < n; i++)
 			st[i].status = PLAN_DONE;
 		out->stages = st;
@@ -111,7 +118,7 @@ void plan_make(const struct recipe *r, const struct journal_log *log, const char
 	 * done stage whose disk state was checkpointed. */
 	int restore = -1;
 	for (int j = first_undone - 1; j >= 0; j--) {
-		if (ckpt_usable(ckpt_dir, st[j].disk_key)) {
+		if (in->ckpt_usable(in->ckpt_arg, st[j].disk_key)) {
 			restore = j;
 			break;
 		}

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amiforge/build_remote.h"
 #include "amiforge/channel.h"
 #include "amiforge/checkpoint.h"
 #include "amiforge/chroot.h"
@@ -47,6 +48,8 @@
 #define LOG_TAIL_LINES 25
 /* run_stages(): the planned checkpoint could not be restored */
 #define RESTORE_FAILED (-1)
+/* run_stages(): another build finished the next stages (the remote store) */
+#define REPLAN (-2)
 
 static volatile sig_atomic_t interrupted;
 
@@ -72,6 +75,9 @@ struct build {
 	uint64_t ckpt_bytes_new;
 	double ckpt_rate;      /* bytes/s measured by the last checkpoint */
 	struct ckpt_memo *ckpt_memo; /* skips re-hashing unchanged blocks */
+	struct build_remote *remote;  /* --remote, or NULL */
+	bool foreign;                 /* the journal came from another machine */
+	char (*keys)[65];             /* the stages' keys, for the remote store */
 };
 
 char *runner_state_dir(const char *dir, const char *stem)
@@ -158,6 +164,19 @@ static void merge_outputs(json_t *facts, const json_t *outputs)
 		json_object_update(facts, (json_t *)outputs);
 }
 
+/* A completed stage's outputs, from the journal.  An image file is always
+ * STATE/disk.img: a journal adopted from another machine (the remote
+ * store) names that machine's. */
+static void merge_cached_outputs(struct build *b, const json_t *outputs)
+{
+	merge_outputs(b->facts, outputs);
+	if (json_object_get(outputs, "disk.path") &&
+	    json_is_false(json_object_get(b->facts, "disk.is_device"))) {
+		json_object_del(b->facts, "disk.path");
+		json_object_set_new(b->facts, "disk.path", json_string(image_path(b)));
+	}
+}
+
 /* ---- the stage child ---------------------------------------------------- */
 
 /* The stage child reports over a pipe, not a file: STATE may be the very
@@ -199,7 +218,10 @@ static int sink_resource(void *arg, const json_t *resource, struct af_error **er
 {
 	struct resource_sink *rs = arg;
 	struct journal_stage js = journal_stage_of(rs->b, rs->i);
-	return journal_append_resource(rs->b->journal, &js, resource, err);
+	if (journal_append_resource(rs->b->journal, &js, resource, err) < 0)
+		return -1;
+	/* A resumed build on another machine must find it too. */
+	return build_remote_sync(rs->b->remote, err);
 }
 
 /* Waits for the stage child, journaling the resources it reports, enforcing
@@ -366,8 +388,9 @@ static void take_checkpoint(struct build *b, size_t i)
 	struct journal_stage js = journal_stage_of(b, i);
 	struct journal_ckpt jc = { .seconds = st.seconds, .bytes_new = st.bytes_new,
 				   .bytes_stored = st.bytes_stored, .blocks_data = st.blocks_data };
-	journaled(journal_append_checkpoint(b->journal, &js, b->plan.stages[i].disk_key, &jc, &err),
-		  &err);
+	if (journaled(journal_append_checkpoint(b->journal, &js, b->plan.stages[i].disk_key, &jc, &err),
+		      &err) == 0)
+		build_remote_checkpoint(b->remote, b->plan.stages[i].disk_key);
 }
 
 /* ---- one stage ---------------------------------------------------------------- */
@@ -404,6 +427,8 @@ static int run_stage(struct build *b, size_t i)
 	/* What earlier attempts of this stage (same key) journaled. */
 	_cleanup_json_ json_t *resources =
 		journal_stage_resources(journal_get_log(b->journal), key);
+	const struct journal_event *previous =
+		journal_find_previous(journal_get_log(b->journal), s->id, key);
 	struct journal_stage js = journal_stage_of(b, i);
 	struct rootfs fs = { .loop = { .fd = -1 } };
 	bool chroot_used = false;
@@ -420,6 +445,7 @@ static int run_stage(struct build *b, size_t i)
 	}
 	if (journaled(journal_append_stage_start(b->journal, &js, &err), &err) < 0)
 		return EXIT_STAGE_FAILED;
+	build_remote_journal(b->remote);
 	_cleanup_json_ json_t *start_ev = json_pack("{s:s, s:i, s:s}", "event", "stage_start", "index",
 						    s->index, "id", s->id);
 	log_event(start_ev);
@@ -440,7 +466,8 @@ static int run_stage(struct build *b, size_t i)
 			.cache_dir = b->cache, .image = image_path(b),
 			.root = (type->flags & STAGE_NEEDS_MOUNT) ? b->root_mnt : NULL,
 			.facts = b->facts, .outputs = outputs, .deadline = deadline, .log_fd = log_fd,
-			.resources = resources,
+			.resources = resources, .image_key = i ? b->plan.stages[i - 1].disk_key : "",
+			.ckpt_dir = b->ckpt_dir, .previous = previous ? previous->outputs : NULL,
 		};
 		chroot_used = (type->flags & STAGE_NEEDS_CHROOT) != 0;
 		r = fork_stage(b, i, &ctx, deadline, timeout, &res, &err);
@@ -475,6 +502,7 @@ static int run_stage(struct build *b, size_t i)
 		const char *msg = af_error_msg(err);
 		_cleanup_error_ struct af_error *jerr = NULL;
 		journaled(journal_append_stage_fail(b->journal, &js, secs, msg, &jerr), &jerr);
+		build_remote_journal(b->remote);
 		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
 		{
 			_cleanup_free_ char *shown = redact_text(msg, NULL, 0);
@@ -493,6 +521,9 @@ static int run_stage(struct build *b, size_t i)
 		take_checkpoint(b, i);
 	if (journaled(journal_append_stage_done(b->journal, &js, secs, outs, &err), &err) < 0)
 		return EXIT_STAGE_FAILED;
+	build_remote_journal(b->remote);
+	build_remote_stage_done(b->remote, !(type->flags & STAGE_REMOTE), key, s->id, type->name,
+				b->plan.stages[i].disk_key, secs, outs);
 	emit_stage_end(b, i, "done", secs, false);
 	return EXIT_OK;
 }
@@ -508,6 +539,10 @@ static int restore_disk(struct build *b)
 	/* The memo learns the restored blocks: the next checkpoint skips them. */
 	if (!b->ckpt_memo)
 		b->ckpt_memo = ckpt_memo_new();
+	if (build_remote_ckpt_fetch(b->remote, b->ckpt_dir, b->plan.stages[j].disk_key, &err) < 0) {
+		log_warn("cannot pull the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
+		return -1;
+	}
 	if (ckpt_restore_memo(b->ckpt_dir, b->plan.stages[j].disk_key, image_path(b), b->ckpt_memo,
 			      &err) < 0) {
 		log_warn("cannot restore the checkpoint of stage '%s': %s", s->id, af_error_msg(err));
@@ -594,15 +629,64 @@ static int prepare(struct build *b)
 	return EXIT_OK;
 }
 
+/* --remote: the store's lease, journal, stage records and agent. */
+static int attach_remote(struct build *b)
+{
+	const char *url = build_remote_url(b->opts->remote);
+	_cleanup_error_ struct af_error *err = NULL;
+	if (!url)
+		return EXIT_OK;
+	const struct build_remote_opts ro = {
+		.url = url, .state = b->recipe->stem, .state_dir = b->state,
+		.required = b->opts->remote_required, .lease_wait = b->opts->remote_wait,
+	};
+	b->keys = xcalloc(b->recipe->n_stages, sizeof(*b->keys));
+	plan_keys(b->recipe, b->keys);
+	int r = build_remote_open(&ro, &b->remote, &err);
+	if (r == 0 && !b->opts->fresh)
+		r = build_remote_adopt(b->remote, b->journal, b->recipe, b->keys, &b->foreign, &err);
+	if (r == 0)
+		r = build_remote_start_agent(b->remote, &err);
+	if (r < 0) {
+		log_error("%s", af_error_msg(err));
+		return af_error_errno(err) == EWOULDBLOCK || b->remote ? EXIT_STAGE_FAILED
+								       : EXIT_UNAVAILABLE;
+	}
+	return EXIT_OK;
+}
+
+/* True if another build finished stage I (and maybe more) meanwhile: the
+ * remote store has it, and the build plans again to take it from there. */
+static bool caught_up(struct build *b, size_t i)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	bool imported = false;
+	if (!b->remote || b->opts->fresh)
+		return false;
+	if (build_remote_catch_up(b->remote, b->journal, b->recipe, b->keys, &imported, &err) < 0) {
+		log_warn("%s", af_error_msg(err));
+		return false;
+	}
+	if (imported) {
+		b->foreign = true;
+		log_info("another build finished stage %d '%s' meanwhile; taking it from the remote store",
+			 b->recipe->stages[i].index, b->recipe->stages[i].id);
+		build_remote_journal(b->remote);
+	}
+	return imported;
+}
+
 static int run_stages(struct build *b)
 {
 	struct recipe *r = b->recipe;
 	for (size_t i = 0; i < r->n_stages; i++) {
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
-			merge_outputs(b->facts, ps->done_event->outputs);
+			merge_cached_outputs(b, ps->done_event->outputs);
 			emit_stage_end(b, i, "done", ps->done_event->seconds, true);
 		} else {
+			if (caught_up(b, i))
+				return REPLAN;
 			int rc = run_stage(b, i);
 			if (rc != EXIT_OK)
 				return rc;
@@ -629,31 +713,49 @@ static int run_all(struct build *b, int from)
 	journaled(journal_append_build_start(b->journal, r->path, b->opts->fresh, &err), &err);
 	log_progress("building %s (%zu stages) in %s", r->name, r->n_stages, b->state);
 	for (;;) {
-		plan_make(r, journal_get_log(b->journal), b->ckpt_dir, b->opts->fresh, from,
-			  &b->plan);
+		struct build_remote_ckpts ckpts = { .br = b->remote, .ckpt_dir = b->ckpt_dir };
+		const struct plan_input in = {
+			.log = journal_get_log(b->journal), .ckpt_usable = build_remote_ckpt_usable,
+			.ckpt_arg = &ckpts, .image_here = !b->foreign, .fresh = b->opts->fresh,
+			.from = from,
+		};
+		plan_make(r, &in, &b->plan);
 		b->facts = json_object();
 		b->stage_reports = json_array();
 		int rc = run_stages(b);
+		if (rc == REPLAN) {
+			plan_release(&b->plan);
+			json_decref(b->facts);
+			json_decref(b->stage_reports);
+			continue;
+		}
 		if (rc != RESTORE_FAILED)
 			return rc;
 		_cleanup_free_ char *bad = xasprintf("%s/%s.ckpt", b->ckpt_dir,
 						     b->plan.stages[b->plan.restore].disk_key);
-		if (unlink(bad) < 0) {
+		if (unlink(bad) < 0 && errno != ENOENT) {
 			log_error("cannot drop the damaged checkpoint '%s': %s", bad, strerror(errno));
 			return EXIT_STAGE_FAILED;
 		}
 		log_warn("dropped the damaged checkpoint %s; planning again from an earlier one", bad);
+		build_remote_ckpt_forget(b->remote, b->plan.stages[b->plan.restore].disk_key);
 		plan_release(&b->plan);
 		json_decref(b->facts);
 		json_decref(b->stage_reports);
 	}
 }
 
-static void report_end(struct build *b, int rc)
+/* The build's end in the journal, then in the store. */
+static int report_end(struct build *b, int rc)
 {
-	const char *status = rc == EXIT_OK ? "ok" : "failed";
 	_cleanup_error_ struct af_error *err = NULL;
 	journaled(journal_append_build_end(b->journal, rc == EXIT_OK, &err), &err);
+	if (build_remote_close(steal_pointer(&b->remote), &err) < 0) {
+		log_error("%s", af_error_msg(err));
+		if (rc == EXIT_OK)
+			rc = EXIT_STAGE_FAILED;
+	}
+	const char *status = rc == EXIT_OK ? "ok" : "failed";
 	_cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:f, s:s}", "event", "build_end", "status",
 					       status, "seconds", now_monotonic() - b->t_start, "image",
 					       image_path(b));
@@ -661,6 +763,7 @@ static void report_end(struct build *b, int rc)
 	if (rc == EXIT_OK)
 		log_progress("done in %.1fs (checkpoints %.1fs): %s", now_monotonic() - b->t_start,
 			     b->ckpt_seconds, image_path(b));
+	return rc;
 }
 
 static int resolve_from(const struct recipe *r, const char *from)
@@ -699,11 +802,17 @@ int runner_build(const struct build_opts *o)
 	b.t_start = now_monotonic();
 	install_signal_handlers();
 	rc = prepare(&b);
+	if (rc == EXIT_OK)
+		rc = attach_remote(&b);
 	if (rc != EXIT_OK)
 		goto out;
 	rc = run_all(&b, from);
-	report_end(&b, rc);
+	rc = report_end(&b, rc);
 out:
+	if (b.remote) { /* a failed start: let the lease go */
+		_cleanup_error_ struct af_error *err = NULL;
+		build_remote_close(b.remote, &err);
+	}
 	plan_release(&b.plan);
 	json_decref(b.facts);
 	json_decref(b.stage_reports);
@@ -715,6 +824,7 @@ out:
 	free(b.ckpt_dir);
 	free(b.root_mnt);
 	free(b.default_image);
+	free(b.keys);
 	ckpt_memo_free(b.ckpt_memo);
 	return rc;
 }

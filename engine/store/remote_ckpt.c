@@ -100,7 +100,6 @@ struct xfer_item {
 	char *key;
 	unsigned char *file; /* push: the block file */
 	size_t idx;          /* into hashes */
-	int tries;
 	bool busy;
 };
 
@@ -111,9 +110,6 @@ struct xfer {
 	const char *blocks_dir;
 	struct hashes todo;
 	size_t next;
-	size_t *retry; /* pull: indexes to fetch again */
-	size_t n_retry;
-	int *tries;    /* per index */
 	struct xfer_item *pool;
 	int parallel;
 	json_t *known;
@@ -137,13 +133,9 @@ static int xfer_next(void *data, struct http_batch_item **item, struct af_error 
 	struct xfer *x = data;
 	if (x->tick)
 		x->tick(x->tick_arg);
-	size_t idx;
-	if (x->n_retry)
-		idx = x->retry[--x->n_retry];
-	else if (x->next < x->todo.n)
-		idx = x->next++;
-	else
+	if (x->next >= x->todo.n)
 		return 0;
+	size_t idx = x->next++;
 	struct xfer_item *it = free_item(x);
 	*it = (struct xfer_item){ .idx = idx, .busy = true, .file = it->file };
 	it->key = block_key(x->r, x->todo.v[idx]);
@@ -168,26 +160,42 @@ static int xfer_next(void *data, struct http_batch_item **item, struct af_error 
 	return 1;
 }
 
-/* A pulled block: verified, then stored.  1 stored, 0 to fetch again, -1
- * error. */
+/* A block whose content failed its hash is fetched again at once, on its
+ * own: a bit flipped in transit should not cost the checkpoint. */
+static int refetch(struct xfer *x, struct xfer_item *it, char **body, size_t *len,
+		   struct af_error **err)
+{
+	bool found;
+	log_warn("block %s from s3://%s does not match its hash; fetching it again", it->key,
+		 x->r->bucket);
+	if (s3_get_object_found(&x->r->s3, x->r->bucket, it->key, body, len, NULL, &found, err) < 0)
+		return -1;
+	if (!found)
+		return af_error_set(err, 0, "block s3://%s/%s is gone", x->r->bucket, it->key);
+	return 0;
+}
+
+/* A pulled block: verified, then stored.  0 or -1 + err. */
 static int pull_store(struct xfer *x, struct xfer_item *it, struct af_error **err)
 {
 	const uint8_t *h = x->todo.v[it->idx];
-	const struct http_response *resp = &it->item.resp;
-	if (!blockstore_verify_file(resp->body, resp->body_len, h, x->block, x->md)) {
-		if (++x->tries[it->idx] < PULL_TRIES) {
-			log_warn("block %s from s3://%s does not match its hash; fetching it again",
-				 it->key, x->r->bucket);
-			x->retry[x->n_retry++] = it->idx;
-			return 0;
-		}
-		return af_error_set(err, 0, "block s3://%s/%s is corrupt (its content does not match its hash, twice)",
-				    x->r->bucket, it->key);
+	const char *body = it->item.resp.body;
+	size_t len = it->item.resp.body_len;
+	_cleanup_free_ char *again = NULL;
+	for (int tries = 1; !blockstore_verify_file(body, len, h, x->block, x->md); tries++) {
+		if (tries >= PULL_TRIES)
+			return af_error_set(err, 0, "block s3://%s/%s is corrupt (its content does not match its hash, %d times)",
+					    x->r->bucket, it->key, tries);
+		free(again);
+		again = NULL;
+		if (refetch(x, it, &again, &len, err) < 0)
+			return -1;
+		body = again;
 	}
-	if (blockstore_put_file(x->blocks_fd, h, resp->body, resp->body_len, (unsigned)it->idx, err) < 0)
+	if (blockstore_put_file(x->blocks_fd, h, body, len, (unsigned)it->idx, err) < 0)
 		return -1;
-	x->st->bytes += resp->body_len;
-	return 1;
+	x->st->bytes += len;
+	return 0;
 }
 
 static int xfer_outcome(struct xfer *x, struct xfer_item *it, struct af_error **err)
@@ -203,11 +211,8 @@ static int xfer_outcome(struct xfer *x, struct xfer_item *it, struct af_error **
 	if (!x->push && o == 1)
 		return af_error_set(err, 0, "the remote checkpoint names block s3://%s/%s, which the store lacks",
 				    x->r->bucket, it->key);
-	if (!x->push) {
-		int s = pull_store(x, it, err);
-		if (s <= 0)
-			return s;
-	}
+	if (!x->push && pull_store(x, it, err) < 0)
+		return -1;
 	if (o == 1)
 		x->st->blocks_skip++;
 	else
@@ -239,8 +244,6 @@ static int xfer_done(void *data, struct http_batch_item *item, struct af_error *
 static int xfer_run(struct xfer *x, struct af_error **err)
 {
 	x->pool = xcalloc((size_t)x->parallel, sizeof(*x->pool));
-	x->retry = xcalloc(x->todo.n ? x->todo.n : 1, sizeof(*x->retry));
-	x->tries = xcalloc(x->todo.n ? x->todo.n : 1, sizeof(*x->tries));
 	if (!x->push) {
 		x->block = xmalloc(BLOCKSTORE_BLOCK_SIZE);
 		x->md = EVP_MD_CTX_new();
@@ -256,8 +259,6 @@ static int xfer_run(struct xfer *x, struct af_error **err)
 		free(x->pool[i].file);
 	}
 	free(x->pool);
-	free(x->retry);
-	free(x->tries);
 	free(x->block);
 	EVP_MD_CTX_free(x->md);
 	return r;

@@ -128,6 +128,13 @@ void journal_close(struct journal *j);
 struct journal_log *journal_read(const char *state_dir, struct af_error **err);
 void journal_log_free(struct journal_log *log);
 
+/* Replaces J's journal with TEXT (LEN bytes; a torn last line is dropped),
+ * atomically, and reloads it: a build on a fresh machine adopts the remote
+ * store's journal of its state (remote.h).  Before any query: events
+ * returned earlier are freed.  A line of a newer format is refused as
+ * journal_open() refuses it.  0 or -1 + err (J unchanged). */
+int journal_adopt(struct journal *j, const char *text, size_t len, struct af_error **err);
+
 /* The events loaded or appended so far (borrowed from J; grows with each
  * append, and events already returned stay where they are). */
 const struct journal_log *journal_get_log(const struct journal *j);
@@ -172,6 +179,11 @@ const struct journal_event *journal_log_at(const struct journal_log *log, size_t
  * those of S, or NULL. */
 const struct journal_event *journal_find_done(const struct journal_log *log,
 					      const struct journal_stage *s);
+
+/* The newest stage_done in the whole log (resets included) of stage id ID
+ * with a key other than KEY, or NULL: the run before this one. */
+const struct journal_event *journal_find_previous(const struct journal_log *log, const char *id,
+						  const char *key);
 
 /* The newest stage_start, stage_done or stage_fail since the last reset,
  * of stage INDEX (0: of any stage), or NULL. */

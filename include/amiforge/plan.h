@@ -44,11 +44,24 @@ struct plan {
 /* Computes keys only (no journal). keys must hold r->n_stages entries. */
 void plan_keys(const struct recipe *r, char (*keys)[65]);
 
-/* log: the journal's events (borrowed; done_event points into it, so it
- * must outlive the plan; NULL: no journal).  ckpt_dir: STATE/checkpoints.
- * from: 0-based index of --from, or -1.  fresh: ignore the journal. */
-void plan_make(const struct recipe *r, const struct journal_log *log, const char *ckpt_dir,
-	       bool fresh, int from, struct plan *out);
+struct plan_input {
+	/* The journal's events (borrowed; done_event points into it, so it
+	 * must outlive the plan; NULL: no journal). */
+	const struct journal_log *log;
+	/* Whether disk key DKEY has a checkpoint a build can restore: in
+	 * STATE/checkpoints (plan_ckpt_local, arg: that directory) or in the
+	 * remote store too. */
+	bool (*ckpt_usable)(void *arg, const char *dkey);
+	void *ckpt_arg;
+	/* The image on disk is what the journal's last stage left: false when
+	 * the journal came from another machine (the remote store). */
+	bool image_here;
+	bool fresh; /* ignore the journal */
+	int from;   /* 0-based index of --from, or -1 */
+};
+bool plan_ckpt_local(void *ckpt_dir, const char *dkey);
+
+void plan_make(const struct recipe *r, const struct plan_input *in, struct plan *out);
 void plan_release(struct plan *p);
 
 #endif

@@ -18,6 +18,9 @@ struct build_opts {
 	size_t n_sets;
 	const char *from;        /* stage id or NULL */
 	bool fresh;
+	const char *remote;      /* --remote s3://BUCKET/PREFIX, or NULL: AMIFORGE_REMOTE */
+	bool remote_required;    /* an unusable remote store fails the build */
+	double remote_wait;      /* seconds to wait for the state's lease */
 };
 
 int runner_build(const struct build_opts *o);

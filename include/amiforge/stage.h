@@ -76,6 +76,15 @@ struct stage_ctx {
 	 * resumed stage continues (a snapshot id, blocks already sent) instead of
 	 * making again. */
 	const json_t *resources;
+	/* The disk state the image is in when the stage starts: the previous
+	 * stage's disk key (plan.h; "" before the first stage).  Its checkpoint
+	 * list, if one was taken, is ckpt_dir/IMAGE_KEY.ckpt (checkpoint.h). */
+	const char *image_key;
+	const char *ckpt_dir;    /* absolute STATE/checkpoints */
+	/* The outputs of this stage id's newest completed run with another key
+	 * in this state's journal (resets included), or NULL: what it made last
+	 * time (a snapshot to be the parent of the next one). */
+	const json_t *previous;
 	struct stage_channel *channel; /* the runner's; use stage_journal_resource() */
 };
 

@@ -21,6 +21,16 @@ struct fixture {
 };
 
 /* allocate, mkfs, run, run: built by hand so no YAML is involved. */
+
+/* plan_make over the local checkpoints, as `plan` without --remote. */
+static void plan_at(const struct recipe *r, const struct journal_log *log, const char *ck, bool fresh,
+		    int from, struct plan *out)
+{
+	const struct plan_input in = { .log = log, .ckpt_usable = plan_ckpt_local, .ckpt_arg = (void *)ck,
+				       .image_here = true, .fresh = fresh, .from = from };
+	plan_make(r, &in, out);
+}
+
 static int setup(void **state)
 {
 	struct fixture *f = xcalloc(1, sizeof(*f));
@@ -140,7 +150,7 @@ static void test_resume_from_checkpoint(void **state)
 	struct plan p;
 
 	/* no checkpoint: everything that touches the image runs again */
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, 3);
 	assert_int_equal(p.restore, -1);
 	for (int i = 0; i < N; i++)
@@ -154,7 +164,7 @@ static void test_resume_from_checkpoint(void **state)
 	plan_release(&p);
 
 	/* with a checkpoint after stage 3, only stage 4 runs */
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.restore, 2);
 	assert_int_equal(p.stages[0].status, PLAN_DONE);
 	assert_int_equal(p.stages[2].status, PLAN_DONE);
@@ -162,20 +172,20 @@ static void test_resume_from_checkpoint(void **state)
 	plan_release(&p);
 
 	/* --from stage 2 restores nothing newer than stage 1 */
-	plan_make(&f->r, ev, ck, false, 1, &p);
+	plan_at(&f->r, ev, ck, false, 1, &p);
 	assert_int_equal(p.first_undone, 1);
 	assert_int_equal(p.stages[1].status, PLAN_RUN);
 	assert_int_equal(p.stages[3].status, PLAN_RUN);
 	plan_release(&p);
 
 	/* --fresh ignores the journal */
-	plan_make(&f->r, ev, ck, true, -1, &p);
+	plan_at(&f->r, ev, ck, true, -1, &p);
 	assert_int_equal(p.first_undone, 0);
 	assert_false(p.stages[0].journal_done);
 	plan_release(&p);
 
 	/* no journal at all (plan --fresh does not read one) */
-	plan_make(&f->r, NULL, ck, true, -1, &p);
+	plan_at(&f->r, NULL, ck, true, -1, &p);
 	assert_int_equal(p.first_undone, 0);
 	assert_null(p.stages[0].done_event);
 	plan_release(&p);
@@ -183,11 +193,11 @@ static void test_resume_from_checkpoint(void **state)
 	/* a reset (a build with --fresh) forgets them; stages done after it count */
 	struct af_error *err = NULL;
 	assert_int_equal(journal_append_reset(f->j, &err), 0);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, 0);
 	plan_release(&p);
 	done_events(f, 2);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, 2);
 	assert_true(p.stages[1].journal_done);
 	assert_false(p.stages[2].journal_done);
@@ -202,7 +212,7 @@ static void test_all_done_keeps_image(void **state)
 	char *ck = path_join(f->dir, "ckpt");
 	struct plan p;
 	struct af_error *err = NULL;
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, N);
 	for (int i = 0; i < N; i++)
 		assert_int_equal(p.stages[i].status, PLAN_DONE);
@@ -217,33 +227,33 @@ static void test_all_done_keeps_image(void **state)
 	assert_int_equal(journal_append_checkpoint(f->j, &last, keys[3], &c, &err), 0);
 	assert_int_equal(journal_append_resource(f->j, &last, res, &err), 0);
 	json_decref(res);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.stages[3].status, PLAN_DONE);
 	plan_release(&p);
 
 	/* a stage started after the final one finished: the image is dirty */
 	struct journal_stage other = { 4, "run-2", "0000" };
 	assert_int_equal(journal_append_stage_start(f->j, &other, &err), 0);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, N); /* still done in the journal */
 	assert_int_equal(p.stages[3].status, PLAN_RUN);
 	plan_release(&p);
 
 	/* and so after a failure */
 	assert_int_equal(journal_append_stage_fail(f->j, &other, 1, "x", &err), 0);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.stages[3].status, PLAN_RUN);
 	plan_release(&p);
 
 	/* a reset (--fresh) forgets every stage_done before it */
 	assert_int_equal(journal_append_reset(f->j, &err), 0);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, 0);
 	plan_release(&p);
 
 	/* all done again after the reset: the final image is intact again */
 	done_events(f, N);
-	plan_make(&f->r, ev, ck, false, -1, &p);
+	plan_at(&f->r, ev, ck, false, -1, &p);
 	for (int i = 0; i < N; i++)
 		assert_int_equal(p.stages[i].status, PLAN_DONE);
 	plan_release(&p);
@@ -281,7 +291,7 @@ static void test_format1_journal(void **state)
 	assert_non_null(log);
 	char *ck = path_join(f->dir, "ckpt");
 	struct plan p;
-	plan_make(&f->r, log, ck, false, -1, &p);
+	plan_at(&f->r, log, ck, false, -1, &p);
 	assert_int_equal(p.first_undone, N);
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(p.stages[i].status, PLAN_DONE);
