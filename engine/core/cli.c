@@ -16,8 +16,10 @@
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
+#include "amiforge/params.h"
 #include "amiforge/recipe.h"
 #include "amiforge/redact.h"
+#include "amiforge/remote.h"
 #include "amiforge/runner.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
@@ -34,6 +36,11 @@ static const char usage_text[] =
 	"  validate RECIPE...          check recipes; every error as FILE:LINE:COLUMN: message\n"
 	"  status [--state DIR | RECIPE]   what the journal holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
+	"  clean --remote s3://BUCKET/PREFIX --unused-for DURATION [--dry-run] [--region R]\n"
+	"                              remove the store's checkpoints no build used for DURATION\n"
+	"                              (30d, 12h), their stage records and the blocks only they name\n"
+	"  clean --remote s3://BUCKET/PREFIX --check [--region R]\n"
+	"                              check that every block a checkpoint names is there and intact\n"
 	"  stages                      the stage types and their parameters\n"
 	"  aws request METHOD URL [--service S] [--region R] [-H 'K: V']... [-d @FILE] [--dry-run]\n"
 	"                              send (or show) one SigV4-signed request\n"
@@ -83,6 +90,9 @@ static void sets_free(struct sets *s)
 
 enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_ALL };
 
+/* clean --remote's (beside the shared enum: its own block of values). */
+enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION };
+
 static const struct option build_options[] = {
 	{ "state", required_argument, NULL, OPT_STATE },
 	{ "cache", required_argument, NULL, OPT_CACHE },
@@ -91,6 +101,10 @@ static const struct option build_options[] = {
 	{ "fresh", no_argument, NULL, OPT_FRESH },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "all", no_argument, NULL, OPT_ALL },
+	{ "unused-for", required_argument, NULL, OPT_UNUSED_FOR },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "check", no_argument, NULL, OPT_CHECK },
+	{ "region", required_argument, NULL, OPT_REGION },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -99,6 +113,7 @@ struct cmd_args {
 	struct build_opts build;
 	struct sets sets;
 	bool json, all;
+	struct { const char *unused_for, *region; bool dry_run, check; } clean; /* clean --remote */
 	char **rest;
 	int n_rest;
 };
@@ -132,6 +147,10 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 		case OPT_FRESH: a->build.fresh = true; break;
 		case OPT_JSON: a->json = true; break;
 		case OPT_ALL: a->all = true; break;
+		case OPT_UNUSED_FOR: a->clean.unused_for = optarg; break;
+		case OPT_DRY_RUN: a->clean.dry_run = true; break;
+		case OPT_CHECK: a->clean.check = true; break;
+		case OPT_REGION: a->clean.region = optarg; break;
 		}
 	}
 	a->rest = argv + optind;
@@ -387,8 +406,68 @@ static int clean_all(const char *state, struct af_error **err)
 	return 0;
 }
 
+/* clean --remote's options, checked before anything is sent: the store is
+ * shared, so removing needs an explicit --unused-for (no implicit "remove
+ * everything").  0 or an exit code. */
+static int clean_remote_args(const struct cmd_args *a, uint64_t *unused_for)
+{
+	char *bucket = NULL, *prefix = NULL;
+	_cleanup_error_ struct af_error *err = NULL;
+	if (remote_parse_url(a->build.remote, &bucket, &prefix, &err) < 0)
+		return usage_error("%s", af_error_msg(err));
+	free(bucket);
+	free(prefix);
+	if (a->all || a->build.state_dir || a->n_rest)
+		return usage_error("%s", "clean --remote cleans the store, not a state directory: it takes no RECIPE, --state or --all");
+	if (a->clean.check)
+		return a->clean.unused_for || a->clean.dry_run
+			? usage_error("%s", "clean --remote --check only reads the store: it takes no --unused-for or --dry-run")
+			: 0;
+	if (!a->clean.unused_for)
+		return usage_error("clean --remote %s removes only checkpoints no build used for a while: add --unused-for DURATION (e.g. --unused-for 30d), and --dry-run to see what would go",
+				   a->build.remote);
+	if (param_parse_duration(a->clean.unused_for, unused_for) < 0)
+		return usage_error("--unused-for '%s': expected a duration (30d, 12h, 90m, 3600s)",
+				   a->clean.unused_for);
+	return 0;
+}
+
+/* clean --remote: garbage collection, or --check, of a shared store.  A
+ * store that cannot be used at all is 69; a failure half way or an
+ * inconsistent store, 1. */
+static int clean_remote(struct cmd_args *a)
+{
+	struct remote_gc_opts o = { .dry_run = a->clean.dry_run };
+	int rc = clean_remote_args(a, &o.unused_for);
+	if (rc)
+		return rc;
+	struct remote r;
+	_cleanup_error_ struct af_error *err = NULL;
+	if (remote_open(&r, a->build.remote, a->clean.region, &err) < 0) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_UNAVAILABLE;
+	}
+	if (a->clean.check) {
+		struct remote_check_report rep;
+		rc = remote_check(&r, true, &rep, &err);
+	} else {
+		struct remote_gc_report rep;
+		rc = remote_gc(&r, &o, &rep, &err);
+	}
+	remote_close(&r);
+	if (rc == 0)
+		return EXIT_OK;
+	_cleanup_free_ char *msg = str_printable(af_error_msg(err));
+	log_error("%s", msg);
+	return af_error_errno(err) == EHOSTUNREACH ? EXIT_UNAVAILABLE : EXIT_STAGE_FAILED;
+}
+
 static int cmd_clean(struct cmd_args *a)
 {
+	if (a->build.remote)
+		return clean_remote(a);
+	if (a->clean.unused_for || a->clean.dry_run || a->clean.check || a->clean.region)
+		return usage_error("%s", "--unused-for, --dry-run, --check and --region go with clean --remote s3://BUCKET/PREFIX");
 	_cleanup_free_ char *state = state_from_args(a);
 	if (!state)
 		return usage_error("%s", "clean takes --state DIR or a RECIPE");
@@ -491,7 +570,7 @@ static const struct command {
 	const char *options; /* long options it takes */
 } commands[] = {
 	{ "build", cmd_build, "state cache set from fresh json" },
-	{ "clean", cmd_clean, "state all set" },
+	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region" },
 	{ "plan", cmd_plan, "state set fresh" },
 	{ "stages", cmd_stages, "" },
 	{ "status", cmd_status, "state set" },
