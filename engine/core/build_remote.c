@@ -286,6 +286,18 @@ int build_remote_sync(struct build_remote *br, struct af_error **err)
 	return br ? remote_agent_sync(br->agent, err) : 0;
 }
 
+int build_remote_flush(struct build_remote *br, struct af_error **err)
+{
+	if (!br)
+		return 0;
+	double t0 = now_monotonic();
+	int r = remote_agent_flush(br->agent, err);
+	if (now_monotonic() - t0 >= 1.0)
+		log_info("waited %.1fs for the remote store to hold the disk state this stage starts from",
+			 now_monotonic() - t0);
+	return r;
+}
+
 void build_remote_checkpoint(struct build_remote *br, const char *dkey)
 {
 	if (!br)

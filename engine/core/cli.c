@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "amiforge/build_remote.h"
 #include "amiforge/checkpoint.h"
 #include "amiforge/cleanup.h"
 #include "amiforge/cli.h"
@@ -16,8 +18,8 @@
 #include "amiforge/journal.h"
 #include "amiforge/log.h"
 #include "amiforge/plan.h"
-#include "amiforge/params.h"
 #include "amiforge/recipe.h"
+#include "amiforge/params.h"
 #include "amiforge/redact.h"
 #include "amiforge/remote.h"
 #include "amiforge/runner.h"
@@ -30,11 +32,14 @@ static const char usage_text[] =
 	"usage: amiforge [-v|-q] COMMAND [ARGS]\n"
 	"\n"
 	"  build RECIPE [--state DIR] [--cache DIR] [--set VAR=VALUE]... [--from ID] [--fresh] [--json]\n"
+	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]]\n"
 	"                              run the recipe's stages, resuming where the last build stopped\n"
-	"  plan RECIPE [--state DIR] [--set VAR=VALUE]...\n"
+	"                              (--remote: there or on any machine sharing the store)\n"
+	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX]\n"
 	"                              one line per stage: INDEX ID STATUS KEY12\n"
 	"  validate RECIPE...          check recipes; every error as FILE:LINE:COLUMN: message\n"
-	"  status [--state DIR | RECIPE]   what the journal holds\n"
+	"  status [--state DIR | RECIPE] [--remote s3://BUCKET/PREFIX]\n"
+	"                              what the journal (with --remote: the store's) holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
 	"  clean --remote s3://BUCKET/PREFIX --unused-for DURATION [--dry-run] [--region R]\n"
 	"                              remove the store's checkpoints no build used for DURATION\n"
@@ -88,7 +93,8 @@ static void sets_free(struct sets *s)
 	free(s->v);
 }
 
-enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_ALL };
+enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_ALL, OPT_REMOTE,
+       OPT_REMOTE_REQUIRED, OPT_REMOTE_WAIT };
 
 /* clean --remote's (beside the shared enum: its own block of values). */
 enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION };
@@ -101,6 +107,9 @@ static const struct option build_options[] = {
 	{ "fresh", no_argument, NULL, OPT_FRESH },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "all", no_argument, NULL, OPT_ALL },
+	{ "remote", required_argument, NULL, OPT_REMOTE },
+	{ "remote-required", no_argument, NULL, OPT_REMOTE_REQUIRED },
+	{ "remote-wait", required_argument, NULL, OPT_REMOTE_WAIT },
 	{ "unused-for", required_argument, NULL, OPT_UNUSED_FOR },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "check", no_argument, NULL, OPT_CHECK },
@@ -147,6 +156,15 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 		case OPT_FRESH: a->build.fresh = true; break;
 		case OPT_JSON: a->json = true; break;
 		case OPT_ALL: a->all = true; break;
+		case OPT_REMOTE: a->build.remote = optarg; break;
+		case OPT_REMOTE_REQUIRED: a->build.remote_required = true; break;
+		case OPT_REMOTE_WAIT: {
+			uint64_t secs;
+			if (param_parse_duration(optarg, &secs) < 0)
+				return usage_error("--remote-wait '%s': expected a duration (30s, 10m, 1h)", optarg);
+			a->build.remote_wait = (double)secs;
+			break;
+		}
 		case OPT_UNUSED_FOR: a->clean.unused_for = optarg; break;
 		case OPT_DRY_RUN: a->clean.dry_run = true; break;
 		case OPT_CHECK: a->clean.check = true; break;
@@ -193,6 +211,54 @@ static int cmd_validate(struct cmd_args *a)
 	return rc;
 }
 
+static void plan_print(const struct recipe *r, const struct plan_input *in)
+{
+	struct plan p;
+	plan_make(r, in, &p);
+	for (size_t i = 0; i < p.n; i++)
+		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
+		       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
+	plan_release(&p);
+}
+
+static int plan_local(struct cmd_args *a, const struct recipe *r, const char *state)
+{
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	_cleanup_error_ struct af_error *err = NULL;
+	/* --fresh ignores the journal: it need not be readable. */
+	struct journal_log *log = a->build.fresh ? NULL : journal_read(state, &err);
+	if (!log && !a->build.fresh) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	const struct plan_input in = { .log = log, .ckpt_usable = plan_ckpt_local, .ckpt_arg = ckpt,
+				       .image_here = true, .fresh = a->build.fresh, .from = -1 };
+	plan_print(r, &in);
+	journal_log_free(log);
+	return EXIT_OK;
+}
+
+/* What a build with the same --remote would do: the store's journal and
+ * stage records, local or remote checkpoints. */
+static int plan_remote(struct cmd_args *a, const struct recipe *r, const char *state,
+		       const char *url)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	struct build_remote_view v;
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	if (build_remote_view_open(url, state, r->stem, r, &v, &err) < 0) {
+		log_error("%s", af_error_msg(err));
+		build_remote_view_close(&v);
+		return EXIT_UNAVAILABLE;
+	}
+	struct build_remote_ckpts ckpts = { .br = v.br, .ckpt_dir = ckpt };
+	const struct plan_input in = { .log = journal_get_log(v.j), .ckpt_usable = build_remote_ckpt_usable,
+				       .ckpt_arg = &ckpts, .image_here = !v.foreign, .from = -1 };
+	plan_print(r, &in);
+	build_remote_view_close(&v);
+	return EXIT_OK;
+}
+
 static int cmd_plan(struct cmd_args *a)
 {
 	if (a->n_rest != 1)
@@ -202,24 +268,10 @@ static int cmd_plan(struct cmd_args *a)
 	if (recipe_load(a->rest[0], a->sets.v, a->sets.n, &r, &d) < 0)
 		return print_diags(&d);
 	_cleanup_free_ char *state = runner_state_dir(a->build.state_dir, r->stem);
-	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
-	_cleanup_error_ struct af_error *err = NULL;
-	/* --fresh ignores the journal: it need not be readable. */
-	struct journal_log *log = a->build.fresh ? NULL : journal_read(state, &err);
-	if (!log && !a->build.fresh) {
-		log_error("%s", af_error_msg(err));
-		recipe_free(r);
-		return EXIT_STAGE_FAILED;
-	}
-	struct plan p;
-	plan_make(r, log, ckpt, a->build.fresh, -1, &p);
-	for (size_t i = 0; i < p.n; i++)
-		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
-		       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
-	plan_release(&p);
-	journal_log_free(log);
+	const char *url = build_remote_url(a->build.remote);
+	int rc = url && !a->build.fresh ? plan_remote(a, r, state, url) : plan_local(a, r, state);
 	recipe_free(r);
-	return EXIT_OK;
+	return rc;
 }
 
 /* status and clean take --state DIR or a RECIPE (whose default state they use). */
@@ -339,22 +391,13 @@ static void status_resources(const struct journal_log *log)
 		printf("remote resources: none\n");
 }
 
-static int cmd_status(struct cmd_args *a)
+/* Prints what LOG holds; SHOWN names where it is, CKPT the local store. */
+static void status_print(const struct journal_log *log, const char *where, const char *ckpt)
 {
-	_cleanup_free_ char *state = state_from_args(a);
-	if (!state)
-		return usage_error("%s", "status takes --state DIR or a RECIPE");
-	_cleanup_error_ struct af_error *err = NULL;
-	struct journal_log *log = journal_read(state, &err);
-	if (!log) {
-		log_error("%s", af_error_msg(err));
-		return EXIT_STAGE_FAILED;
-	}
-	_cleanup_free_ char *shown = status_text(state);
+	_cleanup_free_ char *shown = status_text(where);
 	if (journal_log_size(log) == 0) {
 		printf("%s: no build has run here\n", shown);
-		journal_log_free(log);
-		return EXIT_OK;
+		return;
 	}
 	struct journal_build last;
 	journal_last_build(log, &last);
@@ -366,14 +409,50 @@ static int cmd_status(struct cmd_args *a)
 	for (size_t i = 0; i < last.n_stages; i++)
 		status_stage_line(last.stages[i]);
 	status_resources(log);
-	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
 	char sz[32];
 	_cleanup_free_ char *end_status = last.end ? status_field(last.end->status)
 						   : xstrdup("running or killed");
 	journal_build_release(&last);
+	printf("result: %s\n", end_status);
+	if (ckpt)
+		printf("checkpoint store: %s\n", format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
+}
+
+/* status --remote: the store's journal of the state (named after the
+ * recipe's file stem, or --state's last component). */
+static int status_remote(const char *state, const char *url)
+{
+	_cleanup_free_ char *copy = xstrdup(state);
+	const char *name = basename(copy);
+	_cleanup_error_ struct af_error *err = NULL;
+	struct build_remote_view v;
+	if (build_remote_view_open(url, state, name, NULL, &v, &err) < 0) {
+		log_error("%s", af_error_msg(err));
+		build_remote_view_close(&v);
+		return EXIT_UNAVAILABLE;
+	}
+	_cleanup_free_ char *where = xasprintf("%s (state %s)", url, name);
+	status_print(journal_get_log(v.j), where, NULL);
+	build_remote_view_close(&v);
+	return EXIT_OK;
+}
+
+static int cmd_status(struct cmd_args *a)
+{
+	_cleanup_free_ char *state = state_from_args(a);
+	if (!state)
+		return usage_error("%s", "status takes --state DIR or a RECIPE");
+	if (a->build.remote)
+		return status_remote(state, a->build.remote);
+	_cleanup_error_ struct af_error *err = NULL;
+	struct journal_log *log = journal_read(state, &err);
+	if (!log) {
+		log_error("%s", af_error_msg(err));
+		return EXIT_STAGE_FAILED;
+	}
+	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
+	status_print(log, state, ckpt);
 	journal_log_free(log);
-	printf("result: %s\ncheckpoint store: %s\n", end_status,
-	       format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
 	return EXIT_OK;
 }
 
@@ -569,11 +648,11 @@ static const struct command {
 	int (*fn)(struct cmd_args *a);
 	const char *options; /* long options it takes */
 } commands[] = {
-	{ "build", cmd_build, "state cache set from fresh json" },
+	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait" },
 	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region" },
-	{ "plan", cmd_plan, "state set fresh" },
+	{ "plan", cmd_plan, "state set fresh remote" },
 	{ "stages", cmd_stages, "" },
-	{ "status", cmd_status, "state set" },
+	{ "status", cmd_status, "state set remote" },
 	{ "validate", cmd_validate, "set" },
 	{ "version", cmd_version, "" },
 };

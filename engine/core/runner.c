@@ -456,7 +456,9 @@ static int run_stage(struct build *b, size_t i)
 	log_set_stage_fd(log_fd);
 
 	int r = 0;
-	if (type->flags & STAGE_NEEDS_MOUNT)
+	if (type->flags & STAGE_REMOTE)
+		r = build_remote_flush(b->remote, &err);
+	if (r == 0 && (type->flags & STAGE_NEEDS_MOUNT))
 		r = mount_root(b, i, &fs, &err);
 	if (r == 0) {
 		struct stage_ctx ctx = {

@@ -12,6 +12,10 @@
 #include "amiforge/remote.h"
 #include "amiforge/util.h"
 
+#define REMOTE_MAX_ATTEMPTS 5
+#define REMOTE_BACKOFF_CAP_MS 5000
+#define REMOTE_LOW_SPEED_SECS 15
+
 /* S3's own rules (3-63 characters of a-z 0-9 . -), checked here so that a
  * typo reads as one instead of as an odd HTTP error. */
 static bool bucket_name_ok(const char *b, size_t n)
@@ -71,6 +75,12 @@ int remote_open(struct remote *r, const char *url, const char *region, struct af
 		}
 	}
 	r->url = xstrdup(url);
+	/* The store is a cache: a build waits less for it than for AWS calls
+	 * it cannot do without, and a store that does not answer at the start
+	 * is given up on in seconds (the build then goes on locally). */
+	r->aws.opts.max_attempts = REMOTE_MAX_ATTEMPTS;
+	r->aws.opts.backoff_cap_ms = REMOTE_BACKOFF_CAP_MS;
+	r->aws.opts.low_speed_secs = REMOTE_LOW_SPEED_SECS;
 	s3_client_init(&r->s3, r->aws.region, r->aws.creds, &r->aws.opts);
 	return 0;
 }

@@ -241,6 +241,10 @@ static void do_request(struct agent *g, json_t *m)
 		agent_fail(g, false, err);
 	else if (!strcmp(op, "finish"))
 		do_finish(g, json_integer_value(json_object_get(m, "n")));
+	else if (!strcmp(op, "flush")) {
+		push_journal(g);
+		agent_reply(g, json_integer_value(json_object_get(m, "n")), g->failure);
+	}
 }
 
 static _Noreturn void agent_main(struct agent *g)
@@ -357,6 +361,17 @@ int remote_agent_sync(struct remote_agent *a, struct af_error **err)
 		return agent_gone(a, err);
 	unsigned n = ++a->n;
 	agent_send(a, json_pack("{s:s, s:i}", "op", "sync", "n", (int)n));
+	return a->dead ? agent_gone(a, err) : agent_wait(a, n, err);
+}
+
+int remote_agent_flush(struct remote_agent *a, struct af_error **err)
+{
+	if (!a)
+		return 0;
+	if (a->dead)
+		return agent_gone(a, err);
+	unsigned n = ++a->n;
+	agent_send(a, json_pack("{s:s, s:i}", "op", "flush", "n", (int)n));
 	return a->dead ? agent_gone(a, err) : agent_wait(a, n, err);
 }
 

@@ -194,8 +194,10 @@ int remote_lease_acquire(struct remote *r, const char *name, double ttl, double 
 		struct holder h = { 0 };
 		*out = (struct remote_lease){ .name = xstrdup(name), .ttl = ttl };
 		int got = take_once(r, out, &h, err);
-		if (got == 1)
+		if (got == 1) {
+			holder_release(&h);
 			return 0;
+		}
 		if (!out->name)
 			out->name = xstrdup(name);
 		if (got < 0 || now_monotonic() >= give_up) {

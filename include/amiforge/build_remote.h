@@ -81,6 +81,10 @@ int build_remote_start_agent(struct build_remote *br, struct af_error **err);
 void build_remote_journal(struct build_remote *br);
 int build_remote_sync(struct build_remote *br, struct af_error **err);
 void build_remote_checkpoint(struct build_remote *br, const char *dkey);
+/* Waits until everything queued is in the store: before a stage that
+ * makes remote resources, so that a resume on another machine restores
+ * the exact image that stage was sending.  0 or -1 + err. */
+int build_remote_flush(struct build_remote *br, struct af_error **err);
 void build_remote_stage_done(struct build_remote *br, bool shareable, const char *key,
 			     const char *id, const char *type, const char *dkey, double seconds,
 			     const json_t *outputs);

@@ -13,6 +13,10 @@
  *   remote_agent_stage       put a completed stage's record (after the
  *                            checkpoints queued before it)
  *   remote_agent_known       DKEY's blocks are in the store (it was pulled)
+ *   remote_agent_flush       wait until everything queued is pushed: what a
+ *                            stage that makes remote resources needs first,
+ *                            so that a resume elsewhere restores the very
+ *                            image it was sending
  *   remote_agent_finish      push everything queued, release the lease, end
  *
  * Requests are done in order, except journal pushes, which go first and
@@ -52,6 +56,7 @@ struct remote_agent_opts {
 struct remote_agent *remote_agent_start(const struct remote_agent_opts *o, struct af_error **err);
 
 void remote_agent_journal(struct remote_agent *a);
+int remote_agent_flush(struct remote_agent *a, struct af_error **err);
 int remote_agent_sync(struct remote_agent *a, struct af_error **err);
 void remote_agent_checkpoint(struct remote_agent *a, const char *dkey);
 void remote_agent_stage(struct remote_agent *a, const char *key, const json_t *record);
