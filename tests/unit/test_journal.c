@@ -840,6 +840,60 @@ static void test_unwritable_state(void **state)
 	free(file);
 }
 
+
+/* A fresh machine takes the store's journal: its events replace the local
+ * ones, a torn tail is dropped, and appends go on after them. */
+static void test_adopt(void **state)
+{
+	char *st = state_path();
+	struct af_error *err = NULL;
+	struct journal *j = journal_open(st, &err);
+	assert_non_null(j);
+	struct journal_stage s1 = { 1, "alloc", "k1" };
+	assert_int_equal(journal_append_stage_start(j, &s1, &err), 0);
+	const char *remote =
+		"{\"v\":2,\"event\":\"stage_done\",\"index\":1,\"id\":\"alloc\",\"key\":\"k0\",\"seconds\":1,\"outputs\":{\"a\":1},\"time\":\"t\"}\n"
+		"{\"v\":2,\"event\":\"stage_done\",\"index\":1,\"id\":\"alloc\",\"key\":\"k1\",\"seconds\":2,\"outputs\":{\"a\":2},\"time\":\"t\"}\n"
+		"{\"v\":2,\"event\":\"sta";
+	assert_int_equal(journal_adopt(j, remote, strlen(remote), &err), 0);
+	assert_null(err);
+	const struct journal_log *log = journal_get_log(j);
+	assert_int_equal(journal_log_size(log), 2);
+	assert_non_null(journal_find_done(log, &s1));
+	/* The previous run of the stage: the newest done with another key. */
+	const struct journal_event *prev = journal_find_previous(log, "alloc", "k2");
+	assert_non_null(prev);
+	assert_string_equal(prev->stage.key, "k1");
+	prev = journal_find_previous(log, "alloc", "k1");
+	assert_non_null(prev);
+	assert_string_equal(prev->stage.key, "k0");
+	assert_null(journal_find_previous(log, "other", "k1"));
+	assert_int_equal(journal_append_build_end(j, true, &err), 0);
+	journal_close(j);
+	char *jpath = path_join(st, "journal");
+	assert_int_equal(check_valid_lines(jpath), 3);
+	free(jpath);
+	free(st);
+}
+
+/* A journal of a newer format is refused, and the local one stays. */
+static void test_adopt_newer_refused(void **state)
+{
+	char *st = state_path();
+	struct af_error *err = NULL;
+	struct journal *j = journal_open(st, &err);
+	assert_non_null(j);
+	struct journal_stage s1 = { 1, "alloc", "k1" };
+	assert_int_equal(journal_append_stage_start(j, &s1, &err), 0);
+	const char *remote = "{\"v\":99,\"event\":\"stage_done\",\"time\":\"t\"}\n";
+	assert_int_equal(journal_adopt(j, remote, strlen(remote), &err), -1);
+	assert_non_null(strstr(af_error_msg(err), "newer"));
+	af_error_free(err);
+	assert_int_equal(journal_log_size(journal_get_log(j)), 1);
+	journal_close(j);
+	free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -857,6 +911,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_query_before_fresh_reset, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_non_utf8_text, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unwritable_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_adopt, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_adopt_newer_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
