@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The program: the build commands (cli.c) and the tools, which are not
  * builds and parse their own options.  The only file that knows both. */
+#include "amiforge/ami.h"
 #include "amiforge/awscli.h"
 #include "amiforge/boottest.h"
 #include "amiforge/cli.h"
@@ -10,6 +11,7 @@
 
 static const struct cli_tool all_tools[] = {
 	{ "__imds-responder", imds_responder_main }, /* hidden: QEMU's guestfwd runs it */
+	{ "ami", ami_main },
 	{ "aws", awscli_main },
 	{ "boot-test", boottest_main },
 	{ "unbundle", unbundle_main },

@@ -68,7 +68,13 @@ int aws_request_do(const struct aws_signer *s, const struct http_request *req,
 int aws_session_open(struct aws_session *s, const char *region, double deadline,
 		     struct af_error **err)
 {
-	const struct aws_creds_opts co = { 0 };
+	return aws_session_open_profile(s, region, NULL, deadline, err);
+}
+
+int aws_session_open_profile(struct aws_session *s, const char *region, const char *profile,
+			     double deadline, struct af_error **err)
+{
+	const struct aws_creds_opts co = { .profile = profile };
 	char *r = NULL;
 	const char *src = NULL;
 	if (aws_region_resolve(region, &co, &r, &src, err) < 0)

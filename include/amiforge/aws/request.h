@@ -76,6 +76,10 @@ struct aws_session {
  * &s->opts, borrowed: close the session after releasing them. */
 int aws_session_open(struct aws_session *s, const char *region, double deadline,
 		     struct af_error **err);
+/* The same with the credentials and region of profile PROFILE (NULL:
+ * AWS_PROFILE, else "default"), as --profile gives it. */
+int aws_session_open_profile(struct aws_session *s, const char *region, const char *profile,
+			     double deadline, struct af_error **err);
 /* Frees what *s owns and zeroes it.  NULL-safe. */
 void aws_session_close(struct aws_session *s);
 
