@@ -24,6 +24,7 @@
 
 #define LEASE_TTL_DEFAULT 120.0
 #define REMOTE_PARALLEL 8
+#define CONNECT_ATTEMPTS 3
 
 struct build_remote {
 	struct build_remote_opts o;
@@ -61,12 +62,17 @@ static void br_free(struct build_remote *br)
 	free(br);
 }
 
-/* The first request tells whether the store answers at all. */
+/* The first request tells whether the store answers at all: a store that
+ * does not is given up on in seconds, and the build goes on locally. */
 static int br_connect(struct build_remote *br, struct af_error **err)
 {
 	if (remote_open(&br->r, br->o.url, NULL, err) < 0)
 		return -1;
-	return remote_ckpt_keys(&br->r, &br->ckpts, err);
+	int attempts = br->r.aws.opts.max_attempts;
+	br->r.aws.opts.max_attempts = CONNECT_ATTEMPTS;
+	int rc = remote_ckpt_keys(&br->r, &br->ckpts, err);
+	br->r.aws.opts.max_attempts = attempts;
+	return rc;
 }
 
 int build_remote_open(const struct build_remote_opts *o, struct build_remote **out,

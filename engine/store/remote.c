@@ -12,7 +12,6 @@
 #include "amiforge/remote.h"
 #include "amiforge/util.h"
 
-#define REMOTE_MAX_ATTEMPTS 5
 #define REMOTE_BACKOFF_CAP_MS 5000
 #define REMOTE_LOW_SPEED_SECS 15
 
@@ -76,9 +75,7 @@ int remote_open(struct remote *r, const char *url, const char *region, struct af
 	}
 	r->url = xstrdup(url);
 	/* The store is a cache: a build waits less for it than for AWS calls
-	 * it cannot do without, and a store that does not answer at the start
-	 * is given up on in seconds (the build then goes on locally). */
-	r->aws.opts.max_attempts = REMOTE_MAX_ATTEMPTS;
+	 * it cannot do without (shorter backoff, stalls cut sooner). */
 	r->aws.opts.backoff_cap_ms = REMOTE_BACKOFF_CAP_MS;
 	r->aws.opts.low_speed_secs = REMOTE_LOW_SPEED_SECS;
 	s3_client_init(&r->s3, r->aws.region, r->aws.creds, &r->aws.opts);

@@ -312,9 +312,14 @@ static void agent_send(struct remote_agent *a, json_t *m)
 	if (!a || a->dead || !msg)
 		return;
 	_cleanup_free_ char *text = json_dumps(msg, JSON_COMPACT);
-	if (strlen(text) > MSG_MAX || send(a->sock, text, strlen(text), MSG_NOSIGNAL) < 0) {
+	if (strlen(text) > MSG_MAX) {
+		/* Only a stage record can be this large: it is not shared. */
+		log_warn("remote agent: a request of %zu bytes is over %d; not sent", strlen(text), MSG_MAX);
+		return;
+	}
+	if (send(a->sock, text, strlen(text), MSG_NOSIGNAL) < 0) {
 		log_warn("remote agent: cannot send a request (%s); the build goes on with local state only",
-			 strlen(text) > MSG_MAX ? "too large" : strerror(errno));
+			 strerror(errno));
 		a->dead = true;
 	}
 }

@@ -194,10 +194,15 @@ rc=$?
 rc2=$?
 check remote-push-faults bash -c '[ $0 = 0 ] && [ $1 = 0 ]' $rc $rc2 || cat "$WORK/f1.out" "$WORK/f1check.out"
 
-# One corrupt answer: fetched again.  Every answer corrupt: the checkpoint
+# One corrupt answer: fetched again (and 500s, resets, a throttled listing
+# and a stalled write on the way are retried).  Every answer corrupt: the checkpoint
 # is dropped and the build plans again (from an earlier one or from scratch).
 pcontrol '{"op": "reset"}'
 pcontrol '{"op": "fault", "method": "GET", "match": "/faults/blocks/", "kind": "corrupt", "count": 1}'
+pcontrol '{"op": "fault", "method": "GET", "match": "/faults/blocks/", "kind": "500", "count": 2}'
+pcontrol '{"op": "fault", "method": "GET", "match": "/faults/", "kind": "reset", "count": 2}'
+pcontrol '{"op": "fault", "method": "LIST", "match": "faults", "kind": "slowdown", "count": 1}'
+pcontrol '{"op": "fault", "method": "PUT", "match": "/faults/", "kind": "stall", "seconds": 20, "count": 1}'
 "$AMIFORGE" build "$R" --state "$WORK/F2" --remote "$P3" --set GATE_DEST=/opt/gate2 >"$WORK/f2.out" 2>&1
 rc=$?
 check remote-pull-corrupt-refetched bash -c '[ $0 = 0 ] && grep -q "does not match its hash; fetching it again" "$1" && grep -q "pulled checkpoint" "$1"' \
