@@ -314,5 +314,6 @@ check remote-snapshot-incremental-elsewhere bash -c '[ $0 = 0 ] && [ "$1" = "$2"
 	cat "$WORK/se.out" "$WORK/SE/logs/06-snapshot.log"
 
 check remote-no-secrets bash -c '! grep -rqF -- "$0" "$1"' "$T_SECRET" "$STORE"
+stop_servers  # they name $WORK too
 check no-leaks no_leaks "$WORK"
 exit $T_FAILED
