@@ -109,9 +109,15 @@ static int ub_parts(xmlXPathContextPtr x, const char *path, struct ub_manifest *
 	return r;
 }
 
-static int ub_manifest_read(const char *path, struct ub_manifest *m, struct af_error **err)
+#define UB_XML_FLAGS (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+
+/* Reads the manifest at PATH, or (TEXT not NULL) the LEN bytes of TEXT,
+ * PATH then naming it in messages. */
+static int ub_manifest_read(const char *path, const char *text, size_t len, struct ub_manifest *m,
+			    struct af_error **err)
 {
-	xmlDocPtr doc = xmlReadFile(path, NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+	xmlDocPtr doc = text ? xmlReadMemory(text, (int)len, NULL, NULL, UB_XML_FLAGS)
+			     : xmlReadFile(path, NULL, UB_XML_FLAGS);
 	if (!doc)
 		return af_error_set(err, 0, "manifest '%s' is not well-formed XML", path);
 	xmlXPathContextPtr x = xmlXPathNewContext(doc);
@@ -187,6 +193,8 @@ struct ub_tar {
 	uint64_t realsize, stored, data_seen;
 	int fd;
 	const char *out;
+	unbundle_sink_fn *sink;  /* instead of fd: the data handed on */
+	void *sink_arg;
 };
 
 static uint64_t ub_num(const unsigned char *f, size_t width)
@@ -256,6 +264,8 @@ static bool ub_all_zero(const unsigned char *p, size_t n)
 /* Writes data at OFF, skipping all-zero blocks so the image stays sparse. */
 static int ub_write(struct ub_tar *t, const unsigned char *p, size_t n, uint64_t off, struct af_error **err)
 {
+	if (t->sink)
+		return n ? t->sink(t->sink_arg, off, p, n, err) : 0;
 	while (n) {
 		size_t k = UB_ZERO_BLOCK - (size_t)(off % UB_ZERO_BLOCK);
 		if (k > n)
@@ -447,6 +457,38 @@ static int ub_part(struct ub_stream *s, const char *dir, const struct ub_part *p
 	return 0;
 }
 
+/* A part the caller fetched whole: its SHA-1 checked first, as ub_part_digest
+ * does for a file. */
+static int ub_check_mem(const char *where, const struct ub_part *p, const unsigned char *data, size_t len,
+			struct af_error **err)
+{
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	EVP_Digest(data, len, d, &dlen, EVP_sha1(), NULL);
+	_cleanup_free_ char *hex = hex_encode_dup(d, dlen);
+	if (strcasecmp(hex, p->digest) != 0)
+		return af_error_set(err, 0, "bundle part '%s' is damaged: its SHA-1 is %s, the manifest says %s", where, hex,
+				    p->digest);
+	return 0;
+}
+
+static int ub_part_fetched(struct ub_stream *s, const struct unbundle_source *src, const struct ub_part *p,
+			   struct af_error **err)
+{
+	_cleanup_free_ char *data = NULL, *where = NULL;
+	size_t len = 0;
+	if (src->fetch(src->arg, (size_t)p->index, p->filename, &data, &len, &where, err) < 0)
+		return -1;
+	if (ub_check_mem(where ? where : p->filename, p, (unsigned char *)data, len, err) < 0)
+		return -1;
+	for (size_t off = 0; off < len; off += UB_BUF) {
+		size_t k = len - off < UB_BUF ? len - off : UB_BUF;
+		if (ub_decrypt(s, (unsigned char *)data + off, k, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int ub_finish(struct ub_stream *s, const struct ub_manifest *m, struct af_error **err)
 {
 	unsigned char tail[32];
@@ -469,15 +511,29 @@ static int ub_finish(struct ub_stream *s, const struct ub_manifest *m, struct af
 	if (s->tar.realsize != m->size)
 		log_warn("the image is %llu bytes, the manifest says %llu", (unsigned long long)s->tar.realsize,
 			 (unsigned long long)m->size);
-	if (ftruncate(s->tar.fd, (off_t)s->tar.realsize) < 0)
+	if (s->tar.fd >= 0 && ftruncate(s->tar.fd, (off_t)s->tar.realsize) < 0)
 		return af_error_set(err, errno, "set the size of image '%s'", s->tar.out);
 	return 0;
 }
 
-static int ub_run(const struct ub_manifest *m, const unsigned char key[16], const unsigned char iv[16],
-		  const char *dir, int fd, const char *out, struct af_error **err)
+/* Where the parts come from: a directory, or the caller's fetch. */
+struct ub_source {
+	const char *dir;
+	struct unbundle_source *src;
+};
+
+static int ub_part_any(struct ub_stream *s, const struct ub_source *from, const struct ub_part *p, unsigned char *buf,
+		       struct af_error **err)
 {
-	struct ub_stream s = { .tar = { .fd = fd, .out = out } };
+	if (!from->src)
+		return ub_part(s, from->dir, p, buf, err);
+	return ub_part_fetched(s, from->src, p, err);
+}
+
+static int ub_run(const struct ub_manifest *m, const unsigned char key[16], const unsigned char iv[16],
+		  const struct ub_source *from, struct ub_tar tar, struct af_error **err)
+{
+	struct ub_stream s = { .tar = tar };
 	s.cipher = EVP_CIPHER_CTX_new();
 	s.tar_md = EVP_MD_CTX_new();
 	s.plain = xmalloc(UB_BUF + 32);
@@ -488,9 +544,11 @@ static int ub_run(const struct ub_manifest *m, const unsigned char key[16], cons
 	    EVP_DigestInit_ex(s.tar_md, EVP_sha1(), NULL) != 1)
 		r = af_error_set(err, 0, "cannot set up aes-128-cbc, gunzip and sha1");
 	for (size_t i = 0; r == 0 && i < m->n_parts; i++)
-		r = ub_part(&s, dir, &m->parts[i], buf, err);
+		r = ub_part_any(&s, from, &m->parts[i], buf, err);
 	if (r == 0)
 		r = ub_finish(&s, m, err);
+	if (r == 0 && from->src)
+		from->src->image_size = s.tar.realsize;
 	inflateEnd(&s.z);
 	EVP_CIPHER_CTX_free(s.cipher);
 	EVP_MD_CTX_free(s.tar_md);
@@ -505,7 +563,7 @@ int unbundle_image(const char *manifest, const char *key_pem, const char *parts_
 {
 	struct ub_manifest m = { 0 };
 	unsigned char key[16], iv[16];
-	int r = ub_manifest_read(manifest, &m, err);
+	int r = ub_manifest_read(manifest, NULL, 0, &m, err);
 	if (r == 0)
 		r = ub_keys(key_pem, &m, key, iv, err);
 	_cleanup_free_ char *mcopy = xstrdup(manifest);
@@ -521,8 +579,9 @@ int unbundle_image(const char *manifest, const char *key_pem, const char *parts_
 		if (r == 0 && fd < 0)
 			r = af_error_set(err, errno, "create image '%s'", tmp);
 	}
+	struct ub_source from = { .dir = dir };
 	if (r == 0)
-		r = ub_run(&m, key, iv, dir, fd, output, err);
+		r = ub_run(&m, key, iv, &from, (struct ub_tar){ .fd = fd, .out = output }, err);
 	if (r == 0 && fsync(fd) < 0)
 		r = af_error_set(err, errno, "write image '%s'", tmp);
 	if (fd >= 0 && close(fd) < 0 && r == 0)
@@ -532,6 +591,39 @@ int unbundle_image(const char *manifest, const char *key_pem, const char *parts_
 	if (r < 0 && fd >= 0)
 		unlink(tmp);
 	OPENSSL_cleanse(key, sizeof(key));
+	ub_manifest_release(&m);
+	return r;
+}
+
+/* ---- streaming ---- */
+
+int unbundle_key_check(const char *text, size_t len, const char *name, const char *key_pem, struct af_error **err)
+{
+	struct ub_manifest m = { 0 };
+	unsigned char key[16], iv[16];
+	int r = ub_manifest_read(name, text, len, &m, err);
+	if (r == 0)
+		r = ub_keys(key_pem, &m, key, iv, err);
+	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(iv, sizeof(iv));
+	ub_manifest_release(&m);
+	return r;
+}
+
+int unbundle_stream(const char *text, size_t len, const char *name, const char *key_pem,
+		    struct unbundle_source *src, struct af_error **err)
+{
+	struct ub_manifest m = { 0 };
+	unsigned char key[16], iv[16];
+	int r = ub_manifest_read(name, text, len, &m, err);
+	if (r == 0)
+		r = ub_keys(key_pem, &m, key, iv, err);
+	struct ub_source from = { .src = src };
+	if (r == 0)
+		r = ub_run(&m, key, iv, &from, (struct ub_tar){ .fd = -1, .out = name, .sink = src->sink, .sink_arg = src->arg },
+			   err);
+	OPENSSL_cleanse(key, sizeof(key));
+	OPENSSL_cleanse(iv, sizeof(iv));
 	ub_manifest_release(&m);
 	return r;
 }
