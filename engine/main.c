@@ -5,6 +5,7 @@
 #include "amiforge/awscli.h"
 #include "amiforge/boottest.h"
 #include "amiforge/cli.h"
+#include "amiforge/iam_policy.h"
 #include "amiforge/imds_responder.h"
 #include "amiforge/mem.h"
 #include "amiforge/unbundle.h"
@@ -14,6 +15,7 @@ static const struct cli_tool all_tools[] = {
 	{ "ami", ami_main },
 	{ "aws", awscli_main },
 	{ "boot-test", boottest_main },
+	{ "iam-policy", iam_policy_main },
 	{ "unbundle", unbundle_main },
 };
 
