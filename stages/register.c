@@ -30,6 +30,7 @@
 #include "amiforge/params.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
+#include "amiforge/when.h"
 
 /* Tag keys this stage writes besides the recipe's. */
 #define REG_TAG_KEY "amiforge:stage-key"
@@ -71,7 +72,7 @@ static const struct param_spec reg_params[] = {
 	  .defval = "v2.0" },
 	{ .name = "kernel_id", .type = PT_STRING, .help = "AKI for paravirtual", .defval = "the PV-GRUB hd0 AKI for the region" },
 	{ .name = "tags", .type = PT_MAP, .help = "tags on the AMIs and their snapshots" },
-	{ .name = "expire_after", .type = PT_DURATION, .help = "expiry tag and deprecation this long after the AMI was created" },
+	{ .name = "expire_after", .type = PT_STRING, .help = "expiry tag and deprecation this long after the AMI was created: 90d, 2w, 3mo (calendar months), 1y, '+1 week' (as ami --expire-after)" },
 	{ .name = "share", .type = PT_STRINGS, .help = "launch permissions: account ids, public, organisation or OU ARNs" },
 	{ .name = "copy_to", .type = PT_STRINGS, .help = "copy the AMI to these regions" },
 	{ .name = "kms_keys", .type = PT_MAP, .help = "region -> KMS key: that region's copy is encrypted with it" },
@@ -194,6 +195,10 @@ static int reg_check(const json_t *params, struct af_error **err)
 		return af_error_set(err, 0, "ephemeral must be 0 to %d", REG_MAX_EPHEMERAL);
 	if (reg_check_share(params_get(params, "share"), err) < 0)
 		return -1;
+	struct when_span span;
+	const char *after = params_str(params, "expire_after", NULL);
+	if (after && when_parse_span(after, &span, err) < 0)
+		return af_error_wrap(err, "expire_after");
 	return reg_check_regions(params, err);
 }
 
@@ -613,11 +618,14 @@ static int reg_wait(struct reg *r, const struct ec2_client *c, const char *id, s
  * resumed build computes the same time. */
 static void reg_set_expiry(struct reg *r, const struct ec2_image *img)
 {
-	int64_t after = params_int(r->p, "expire_after", 0);
-	if (after <= 0 || r->expires)
+	const char *after = params_str(r->p, "expire_after", NULL);
+	struct when_span span;
+	if (!after || r->expires || when_parse_span(after, &span, NULL) < 0)
+		return; /* reg_check refused a span that does not parse */
+	if (span.seconds <= 0 && span.months <= 0)
 		return;
 	time_t created = reg_parse_time(img->creation_date);
-	r->expires = (created ? created : time(NULL)) + (time_t)after;
+	r->expires = when_add(created ? created : time(NULL), &span);
 	reg_format_time(r->expires, r->expires_text);
 	r->tags[r->n_tags++] = (struct aws_tag){ REG_TAG_EXPIRES, r->expires_text };
 }

@@ -312,6 +312,10 @@ class Ec2:
         "DescribeSnapshots": {"MaxResults", "NextToken", "Owner", "RestorableBy", "SnapshotId",
                               "DryRun", "Filter"},
         "DeleteSnapshot": {"SnapshotId", "DryRun"},
+        "ModifySnapshotAttribute": {"Attribute", "CreateVolumePermission", "GroupName",
+                                    "OperationType", "SnapshotId", "UserId", "DryRun"},
+        "DescribeSnapshotAttribute": {"Attribute", "SnapshotId", "DryRun"},
+        "DisableImageDeprecation": {"ImageId", "DryRun"},
         "DescribeRegions": {"Filter", "RegionName", "DryRun", "AllRegions"},
         "DescribeInstances": {"Filter", "InstanceId", "DryRun", "MaxResults", "NextToken"},
     }
@@ -664,6 +668,7 @@ class Ec2:
 
     def copy_snapshot(self, snap, region):
         new = dict(snap, id=new_id("snap"), region=region, tags={}, blocks=dict(snap["blocks"]),
+                   volume_users=set(), volume_groups=set(),
                    description=f"Copied for DestinationAmi from {snap['id']}")
         self.s.snapshots[new["id"]] = new
         return new
@@ -762,6 +767,59 @@ class Ec2:
                 raise ApiError("InvalidSnapshot.InUse",
                                f"The snapshot {sid} is currently in use by {img['id']}")
         del self.s.snapshots[sid]
+        return {"return": True}
+
+    # createVolumePermission (snapshot sharing) and DisableImageDeprecation
+    def snapshot(self, sid, region):
+        snap = self.s.snapshots.get(sid)
+        if not snap or snap["region"] != region:
+            raise ApiError("InvalidSnapshot.NotFound", f"The snapshot '{sid}' does not exist.")
+        return snap
+
+    @staticmethod
+    def volume_perm(snap, op, user, group):
+        if user is not None and not re.match(r"^\d{12}$", user):
+            raise ApiError("InvalidParameterValue", f"Invalid user id: {user}")
+        if group is not None and group != "all":
+            raise ApiError("InvalidParameterValue", f"Invalid group: {group}")
+        if group and op == "Add" and snap["encrypted"]:
+            raise ApiError("InvalidParameterValue", "Encrypted snapshots cannot be made public")
+        target = snap.setdefault("volume_users" if user else "volume_groups", set())
+        value = user or group
+        if value is None:
+            raise ApiError("InvalidParameterValue", "A createVolumePermission needs UserId or Group")
+        (target.add if op == "Add" else target.discard)(value)
+
+    def op_ModifySnapshotAttribute(self, p, region):
+        snap = self.snapshot(self.need(p, "SnapshotId"), region)
+        if p.get("Attribute", "createVolumePermission") != "createVolumePermission":
+            raise ApiError("InvalidParameterValue", "Only createVolumePermission can be modified")
+        cvp = p.get("CreateVolumePermission")
+        if isinstance(cvp, dict):
+            for op in ("Add", "Remove"):
+                for perm in as_list(cvp.get(op), f"CreateVolumePermission.{op}"):
+                    self.volume_perm(snap, op, perm.get("UserId"), perm.get("Group"))
+            return {"return": True}
+        op = {"add": "Add", "remove": "Remove"}.get(p.get("OperationType"))
+        if op is None:
+            raise ApiError("MissingParameter", "No createVolumePermission change was given")
+        for u in as_list(p.get("UserId"), "UserId"):
+            self.volume_perm(snap, op, u, None)
+        for g in as_list(p.get("GroupName"), "GroupName"):
+            self.volume_perm(snap, op, None, g)
+        return {"return": True}
+
+    def op_DescribeSnapshotAttribute(self, p, region):
+        snap = self.snapshot(self.need(p, "SnapshotId"), region)
+        if self.need(p, "Attribute") != "createVolumePermission":
+            raise ApiError("InvalidParameterValue", "Only createVolumePermission is supported here")
+        return {"snapshotId": snap["id"], "createVolumePermission":
+                [{"userId": u} for u in sorted(snap.get("volume_users", ()))] +
+                [{"group": g} for g in sorted(snap.get("volume_groups", ()))]}
+
+    def op_DisableImageDeprecation(self, p, region):
+        img = self.image(self.need(p, "ImageId"), region)
+        img["deprecation"] = None
         return {"return": True}
 
     def op_DescribeRegions(self, p, region):
@@ -1234,7 +1292,9 @@ class Handler(BaseHandler):
                                          "size": v["size"], "tags": v["tags"],
                                          "blocks": sorted(v["blocks"]),
                                          "written": sorted(v.get("written", ())),
-                                         "parent": v.get("parent")}
+                                         "parent": v.get("parent"),
+                                         "volume_users": sorted(v.get("volume_users", ())),
+                                         "volume_groups": sorted(v.get("volume_groups", ()))}
                                      for s, v in st.snapshots.items()}}
             return self.send(200, json.dumps(out), {"Content-Type": "application/json"})
         try:
