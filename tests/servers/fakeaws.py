@@ -24,6 +24,12 @@ Control (unsigned, JSON body, JSON answer):
   POST /__control {"op": "set", "image_pending_polls": N, "snapshot_pending_polls": N,
                    "max_skew": SECS}
   POST /__control {"op": "instance", "region": R, "instance_id": I, "image_id": A}
+  POST /__control {"op": "account", "access_key": A, "account": ID}
+                                              # A's requests act as account ID (default --account):
+                                              # images and snapshots are owned per account, another
+                                              # account's image is visible with its launch permission,
+                                              # and CopyImage of it needs createVolumePermission on
+                                              # its snapshots
   POST /__control {"op": "reset"}             # forget state, faults and counters
   GET  /__control/state                       # images, snapshots (blocks held, blocks written
                                               # to it, parent), calls per action, requests
@@ -176,6 +182,7 @@ def tag_set(tags):
 class State:
     def __init__(self, account):
         self.account = account
+        self.caller = account   # the account of the request being served (under lock)
         self.lock = threading.RLock()
         self.reset()
 
@@ -323,7 +330,7 @@ class Ec2:
     def __init__(self, state):
         self.s = state
 
-    def dispatch(self, action, p, region):
+    def dispatch(self, action, p, region, caller=None):
         allowed = self.PARAMS.get(action)
         if allowed is None:
             raise ApiError("InvalidAction", f"The action {action} is not valid for this web service.")
@@ -334,7 +341,12 @@ class Ec2:
             raise ApiError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.",
                            412)
         with self.s.lock:
+            self.s.caller = caller or self.s.account
             return getattr(self, "op_" + action)(p, region)
+
+    def visible(self, img):
+        c = self.s.caller
+        return img["owner"] == c or c in img["launch_users"] or "all" in img["launch_groups"]
 
     @staticmethod
     def need(p, name):
@@ -348,7 +360,8 @@ class Ec2:
         img = self.s.images.get(iid)
         if not re.match(r"^ami-[0-9a-f]{8,17}$", iid or ""):
             raise ApiError("InvalidAMIID.Malformed", f'Invalid id: "{iid}" (expecting "ami-...")')
-        if not img or img["region"] != region or img["state"] == "deregistered":
+        if (not img or img["region"] != region or img["state"] == "deregistered" or
+                not self.visible(img)):
             raise ApiError("InvalidAMIID.NotFound", f"The image id '[{iid}]' does not exist")
         return img
 
@@ -395,7 +408,7 @@ class Ec2:
                 raise ApiError("InvalidAMIName.Duplicate",
                                f"AMI name {name} is already in use by AMI {img['id']}")
         iid = new_id("ami")
-        img = {"id": iid, "region": region, "name": name, "owner": self.s.account,
+        img = {"id": iid, "region": region, "name": name, "owner": self.s.caller,
                "state": "pending" if self.s.settings["image_pending_polls"] else "available",
                "pending_polls": self.s.settings["image_pending_polls"], "created": now_iso(),
                "architecture": "x86_64", "virtualization": "paravirtual",
@@ -493,15 +506,16 @@ class Ec2:
             self.image(i, region)  # raises NotFound for a missing one, as AWS does
         out = []
         for img in sorted(self.s.images.values(), key=lambda i: i["id"]):
-            if img["region"] != region or img["state"] == "deregistered":
+            if img["region"] != region or img["state"] == "deregistered" or not self.visible(img):
                 continue
             if ids and img["id"] not in ids:
                 continue
-            if owners and not any(o in ("self", img["owner"]) for o in owners):
+            if owners and not any(o == img["owner"] or (o == "self" and img["owner"] ==
+                                  self.s.caller) for o in owners):
                 continue
             if execs and not any(e in img["launch_users"] or (e == "all" and "all" in
                                  img["launch_groups"]) or (e == "self" and img["owner"] ==
-                                 self.s.account) for e in execs):
+                                 self.s.caller) for e in execs):
                 continue
             if all(image_filters(img, n, v) for n, v in filters):
                 out.append(img)
@@ -561,6 +575,8 @@ class Ec2:
 
     def op_ModifyImageAttribute(self, p, region):
         img = self.image(self.need(p, "ImageId"), region)
+        if img["owner"] != self.s.caller:
+            raise ApiError("AuthFailure", f"Not authorized for image:{img['id']}", 403)
         lp = p.get("LaunchPermission")
         attr = p.get("Attribute")
         if isinstance(lp, dict):
@@ -644,6 +660,12 @@ class Ec2:
         src = self.image(src_id, src_region)
         if src["state"] != "available":
             raise ApiError("IncorrectState", f"Image {src_id} is not in a valid state")
+        for b in src["bdm"] if src["owner"] != self.s.caller else ():
+            snap = self.s.snapshots.get(b.get("snapshot_id"))
+            if snap and not (self.s.caller in snap.get("volume_users", ()) or
+                             "all" in snap.get("volume_groups", ())):
+                raise ApiError("AuthFailure", "You do not have permission to access the storage "
+                               f"of this ami ({snap['id']} lacks createVolumePermission)", 403)
         bdm = []
         for b in src["bdm"]:
             b = dict(b)
@@ -670,6 +692,7 @@ class Ec2:
         new = dict(snap, id=new_id("snap"), region=region, tags={}, blocks=dict(snap["blocks"]),
                    volume_users=set(), volume_groups=set(),
                    description=f"Copied for DestinationAmi from {snap['id']}")
+        new["owner"] = self.s.caller
         self.s.snapshots[new["id"]] = new
         return new
 
@@ -706,7 +729,7 @@ class Ec2:
     def new_snapshot(self, region, volume_id, size, status, description, **kw):
         sid = new_id("snap")
         snap = {"id": sid, "region": region, "volume_id": volume_id, "size": size,
-                "status": status, "description": description, "owner": self.s.account,
+                "status": status, "description": description, "owner": self.s.caller,
                 "start": time.time(), "tags": {}, "blocks": {}, "encrypted": False,
                 "pending_polls": 0}
         snap.update(kw)
@@ -750,7 +773,8 @@ class Ec2:
         for snap in sorted(self.s.snapshots.values(), key=lambda s: s["id"]):
             if snap["region"] != region or (ids and snap["id"] not in ids):
                 continue
-            if owners and not any(o in ("self", snap["owner"]) for o in owners):
+            if owners and not any(o == snap["owner"] or (o == "self" and snap["owner"] ==
+                                  self.s.caller) for o in owners):
                 continue
             if all(snapshot_filters(snap, n, v) for n, v in filters):
                 out.append(snap)
@@ -1086,6 +1110,7 @@ class Server(BaseServer):
     def __init__(self, addr, creds, account, max_skew):
         super().__init__(addr, Handler)
         self.creds = creds          # access key -> (secret, token or None)
+        self.accounts = {}          # access key -> account id (default: --account)
         self.max_skew = max_skew
         self.state = State(account)
         self.ec2 = Ec2(self.state)
@@ -1122,7 +1147,8 @@ class Handler(BaseHandler):
                 del flat["Action"], flat["Version"]
                 if len(flat) != len(params) - 2:
                     raise ApiError("InvalidParameterValue", "A parameter was given twice")
-                result = self.server.ec2.dispatch(action, unflatten(flat.items()), region)
+                result = self.server.ec2.dispatch(action, unflatten(flat.items()), region,
+                                                  self.server.accounts.get(self.akid))
                 xml_body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response xmlns='
                             f'"{EC2_NS}"><requestId>{request_id}</requestId>{xml(result)}'
                             f"</{action}Response>")
@@ -1211,6 +1237,7 @@ class Handler(BaseHandler):
                 code = "MissingAuthenticationToken" if guess == "ec2" else "MissingAuthenticationTokenException"
             raise ApiError(code, "Authorization header missing or malformed", 401 if guess == "ec2" else 403)
         akid, date, region, service, signed, signature = m.groups()
+        self.akid = akid
         if service not in ("ec2", "ebs") or (service == "ec2") != (url.path == "/"):
             raise ApiError("IncompleteSignatureException" if service != "ec2" else "AuthFailure",
                            f"Credential should be scoped to correct service: '{guess}'", 403)
@@ -1283,6 +1310,7 @@ class Handler(BaseHandler):
             with st.lock:
                 out = {"calls": st.calls, "requests": st.requests,
                        "images": {i: {"name": v["name"], "state": v["state"], "region": v["region"],
+                                      "owner": v["owner"],
                                       "tags": v["tags"], "launch_users": sorted(v["launch_users"]),
                                       "launch_groups": sorted(v["launch_groups"]),
                                       "launch_orgs": sorted(v.get("launch_orgs", ())),
@@ -1303,12 +1331,15 @@ class Handler(BaseHandler):
         except (ValueError, KeyError):
             return self.send(400, '{"error": "body must be JSON with an op"}', {})
         with st.lock:
+            st.caller = st.account  # what the control API makes is the default account's
             if op == "fault":
                 st.faults.append({"action": req.get("action", "*"), "kind": req["kind"],
                                   "count": int(req.get("count", 1)), **{k: req[k] for k in
                                   ("status", "code", "message", "seconds") if k in req}})
             elif op == "creds":
                 self.server.creds[req["access_key"]] = (req["secret_key"], req.get("token"))
+            elif op == "account":
+                self.server.accounts[req["access_key"]] = req["account"]
             elif op == "set":
                 for k, v in req.items():
                     if k == "max_skew":
