@@ -24,6 +24,13 @@ Control (unsigned, JSON body, JSON answer):
   POST /__control {"op": "set", "image_pending_polls": N, "snapshot_pending_polls": N,
                    "max_skew": SECS}
   POST /__control {"op": "instance", "region": R, "instance_id": I, "image_id": A}
+  POST /__control {"op": "image", "region": R, "name": N, "created": ISO, "tags": {},
+                   "deprecation": ISO, "snapshots": N, "description": D}   # -> image_id, snapshots
+  POST /__control {"op": "snapshot", "region": R, "description": D, "age_days": N, "tags": {}}
+                                              # -> snapshot_id
+  POST /__control {"op": "launch_template", "region": R, "name": N, "images": [AMI per version],
+                   "default": N}              # -> launch_template_id
+  POST /__control {"op": "instance_state", "instance_id": I, "state": "terminated"}
   POST /__control {"op": "account", "access_key": A, "account": ID}
                                               # A's requests act as account ID (default --account):
                                               # images and snapshots are owned per account, another
@@ -191,6 +198,8 @@ class State:
         self.snapshots = {}     # id -> dict (has "region", "blocks": {index: (data, raw sha256)})
         self.instances = {}     # id -> dict
         self.volumes = {}       # id -> dict
+        self.launch_templates = {}  # id -> dict: region, name, versions [image id], default (1-based)
+        self.deletes = {}       # image or snapshot id -> successful deletions (purge: never 2)
         self.tokens = {}        # (region, "StartSnapshot"|"CopyImage", client token) -> (params, id)
         self.faults = []        # dicts: action, kind, count, ...
         self.calls = {}         # action -> count (after the signature check)
@@ -325,6 +334,11 @@ class Ec2:
         "DisableImageDeprecation": {"ImageId", "DryRun"},
         "DescribeRegions": {"Filter", "RegionName", "DryRun", "AllRegions"},
         "DescribeInstances": {"Filter", "InstanceId", "DryRun", "MaxResults", "NextToken"},
+        "DescribeLaunchTemplates": {"DryRun", "LaunchTemplateId", "LaunchTemplateName", "Filter",
+                                    "NextToken", "MaxResults"},
+        "DescribeLaunchTemplateVersions": {"DryRun", "LaunchTemplateId", "LaunchTemplateName",
+                                           "LaunchTemplateVersion", "MinVersion", "MaxVersion",
+                                           "NextToken", "MaxResults", "Filter", "ResolveAlias"},
     }
 
     def __init__(self, state):
@@ -525,11 +539,13 @@ class Ec2:
     def op_DeregisterImage(self, p, region):
         img = self.image(self.need(p, "ImageId"), region)
         img["state"] = "deregistered"
+        self.s.deletes[img["id"]] = self.s.deletes.get(img["id"], 0) + 1
         results = []
         if as_bool(p.get("DeleteAssociatedSnapshots"), "DeleteAssociatedSnapshots"):
             for b in img["bdm"]:
                 sid = b.get("snapshot_id")
                 if sid and self.s.snapshots.pop(sid, None):
+                    self.s.deletes[sid] = self.s.deletes.get(sid, 0) + 1
                     results.append({"snapshotId": sid, "returnCode": "success"})
         return {"return": True, "deleteSnapshotResultSet": results or None}
 
@@ -791,6 +807,7 @@ class Ec2:
                 raise ApiError("InvalidSnapshot.InUse",
                                f"The snapshot {sid} is currently in use by {img['id']}")
         del self.s.snapshots[sid]
+        self.s.deletes[sid] = self.s.deletes.get(sid, 0) + 1
         return {"return": True}
 
     # createVolumePermission (snapshot sharing) and DisableImageDeprecation
@@ -894,6 +911,87 @@ class Ec2:
                               "placement": {"availabilityZone": i["region"] + "a"},
                               "tagSet": tag_set(i["tags"]) or None}]} for i in chunk],
             "nextToken": nxt}
+
+    # launch templates (ami purge: AMIs in use) and state made through the control API
+    def templates(self, p, region):
+        ids = as_list(p.get("LaunchTemplateId"), "LaunchTemplateId")
+        names = as_list(p.get("LaunchTemplateName"), "LaunchTemplateName")
+        out = [t for _, t in sorted(self.s.launch_templates.items()) if t["region"] == region and
+               (not ids or t["id"] in ids) and (not names or t["name"] in names)]
+        for i in ids:
+            if not any(t["id"] == i for t in out):
+                raise ApiError("InvalidLaunchTemplateId.NotFound",
+                               f"The specified launch template, with template ID {i}, does not exist.")
+        for n in names:
+            if not any(t["name"] == n for t in out):
+                raise ApiError("InvalidLaunchTemplateName.NotFoundException",
+                               f"At least one of the launch templates specified in the request does "
+                               f"not exist.")
+        return out
+
+    def op_DescribeLaunchTemplates(self, p, region):
+        chunk, nxt = page(self.templates(p, region), p, "templates")
+        return {"launchTemplates": [{
+            "launchTemplateId": t["id"], "launchTemplateName": t["name"],
+            "defaultVersionNumber": t["default"], "latestVersionNumber": len(t["images"]),
+            "createTime": t["created"]} for t in chunk], "nextToken": nxt}
+
+    def op_DescribeLaunchTemplateVersions(self, p, region):
+        wanted = as_list(p.get("LaunchTemplateVersion"), "LaunchTemplateVersion")
+        one = p.get("LaunchTemplateId") or p.get("LaunchTemplateName")
+        if not one and any(v not in ("$Latest", "$Default") for v in wanted):
+            raise ApiError("InvalidParameterCombination", "Without a launch template, only $Latest "
+                           "and $Default versions can be described")
+        if not one and not wanted:
+            raise ApiError("MissingParameter", "Give a launch template or $Latest/$Default versions")
+        out = []
+        for t in self.templates(p, region):
+            nums = []
+            for v in wanted or [str(i + 1) for i in range(len(t["images"]))]:
+                n = {"$Latest": len(t["images"]), "$Default": t["default"]}.get(v)
+                n = n if n is not None else as_int(v, "LaunchTemplateVersion", 1, len(t["images"]))
+                if n not in nums:
+                    nums.append(n)
+            out += [(t, n) for n in sorted(nums)]
+        chunk, nxt = page(out, p, "versions")
+        return {"launchTemplateVersionSet": [{
+            "launchTemplateId": t["id"], "launchTemplateName": t["name"], "versionNumber": n,
+            "defaultVersion": n == t["default"], "createTime": t["created"],
+            "launchTemplateData": {"imageId": t["images"][n - 1]}} for t, n in chunk],
+            "nextToken": nxt}
+
+    def control_purge(self, req):
+        op, region = req["op"], req.get("region", "us-east-1")
+        if op == "image":
+            snaps = []
+            img = self.new_image(region, req["name"], architecture="x86_64", virtualization="hvm",
+                                 root_device_name="/dev/xvda", tags=dict(req.get("tags", {})),
+                                 created=req.get("created", now_iso()),
+                                 deprecation=req.get("deprecation"), state=req.get("state", "available"))
+            for k in range(int(req.get("snapshots", 1))):
+                snap = self.new_snapshot(region, "vol-ffffffff", 8, "completed", req.get(
+                    "description", f"Created by CreateImage(i-0123456789abcdef0) for {img['id']}"))
+                snaps.append(snap["id"])
+                img["bdm"].append({"device_name": "/dev/xvd" + "abcdefgh"[k], "snapshot_id": snap["id"],
+                                   "volume_size": 8, "volume_type": "gp3",
+                                   "delete_on_termination": True, "encrypted": False})
+            return {"image_id": img["id"], "snapshots": snaps}
+        if op == "snapshot":
+            snap = self.new_snapshot(region, "vol-ffffffff", 8, req.get("status", "completed"),
+                                     req.get("description"), tags=dict(req.get("tags", {})),
+                                     start=time.time() - float(req.get("age_days", 0)) * 86400)
+            return {"snapshot_id": snap["id"]}
+        if op == "launch_template":
+            lid = new_id("lt")
+            self.s.launch_templates[lid] = {"id": lid, "region": region, "name": req["name"],
+                                            "images": list(req["images"]),
+                                            "default": int(req.get("default", 1)),
+                                            "created": now_iso()}
+            return {"launch_template_id": lid}
+        if op == "instance_state":
+            self.s.instances[req["instance_id"]]["state"] = req["state"]
+            return {"ok": True}
+        raise KeyError(op)
 
 
 # --- EBS direct APIs ---------------------------------------------------------------------------
@@ -1308,7 +1406,7 @@ class Handler(BaseHandler):
         st = self.server.state
         if self.command == "GET" and path == "/__control/state":
             with st.lock:
-                out = {"calls": st.calls, "requests": st.requests,
+                out = {"calls": st.calls, "requests": st.requests, "deletes": st.deletes,
                        "images": {i: {"name": v["name"], "state": v["state"], "region": v["region"],
                                       "owner": v["owner"],
                                       "tags": v["tags"], "launch_users": sorted(v["launch_users"]),
@@ -1350,6 +1448,9 @@ class Handler(BaseHandler):
                 st.instances[req["instance_id"]] = {"id": req["instance_id"], "region": req["region"],
                                                     "image_id": req.get("image_id", "ami-00000000"),
                                                     "state": "running", "tags": {}}
+            elif op in ("image", "snapshot", "launch_template", "instance_state"):
+                return self.send(200, json.dumps(self.server.ec2.control_purge(req)),
+                                 {"Content-Type": "application/json"})
             elif op == "reset":
                 st.reset()
             else:
