@@ -7,17 +7,6 @@
 #include "amiforge/exitcodes.h"
 #include "amiforge/mem.h"
 
-/* TRANSITIONAL, removed before this lands: the subcommands are being
- * written in parallel; until each file exists its entry is NULL. */
-#pragma weak ami_list_main
-#pragma weak ami_create_main
-#pragma weak ami_copy_main
-#pragma weak ami_share_main
-#pragma weak ami_expire_main
-#pragma weak ami_deregister_main
-#pragma weak ami_purge_main
-#pragma weak ami_convert_main
-
 struct ami_sub {
 	const char *name;
 	int (*main)(int argc, char **argv);
@@ -52,7 +41,7 @@ int ami_main(int argc, char **argv)
 		return argc < 2 ? EXIT_USAGE : EXIT_OK;
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
-		if (!strcmp(argv[1], subs[i].name) && subs[i].main)
+		if (!strcmp(argv[1], subs[i].name))
 			return subs[i].main(argc - 1, argv + 1);
 	fprintf(stderr, "amiforge ami: unknown subcommand '%s'\n", argv[1]);
 	ami_usage(stderr);
