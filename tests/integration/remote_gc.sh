@@ -19,26 +19,8 @@ gc-removes-unused gc-keeps-used gc-keeps-unknown gc-summary gc-lease-released gc
 gc-live-lease-keeps-blocks gc-live-lease-removes-checkpoints gc-after-lease-removes-blocks gc-lease-held
 gc-check-consistent gc-check-names-missing-and-corrupt gc-faults-retried gc-faults-result
 gc-check-faults-retried gc-unreachable-69 gc-no-secrets"
-S3RVER=$TOP/tests/servers/s3rver/node_modules/.bin/s3rver
-[ -x "$S3RVER" ] || skip_all "needs s3rver (make test-servers installs it with npm)" $TESTS
-command -v node >/dev/null || skip_all "needs nodejs" $TESTS
-
-mkdir -p "$WORK/s3" "$WORK/home"
-node --openssl-legacy-provider "$S3RVER" -d "$WORK/s3" -a 127.0.0.1 -p 0 >"$WORK/s3rver.log" 2>&1 &
-SERVER_PIDS+=($!)
-for i in $(seq 100); do
-	s3port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/s3rver.log")
-	[ -n "$s3port" ] && break
-	sleep 0.1
-done
-[ -n "$s3port" ] || { not_ok "s3rver starts"; cat "$WORK/s3rver.log"; exit 1; }
-$PY "$TOP/tests/servers/s3faults.py" --upstream "127.0.0.1:$s3port" --port-file "$WORK/proxy.port" \
-	>"$WORK/proxy.log" 2>&1 &
-SERVER_PIDS+=($!)
-PROXY=http://127.0.0.1:$(wait_port "$WORK/proxy.port") || { not_ok "s3faults starts"; exit 1; }
-export AWS_ENDPOINT_URL_S3=$PROXY AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$T_SECRET
-export AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true HOME=$WORK/home
-unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_DEFAULT_REGION AWS_ENDPOINT_URL AMIFORGE_REMOTE
+require_s3rver $TESTS
+start_s3 || { not_ok "s3rver and s3faults start"; exit 1; }
 S3=http://127.0.0.1:$s3port
 BUCKET=gc-store
 DATA=$WORK/s3/$BUCKET # s3rver keeps KEY as DATA/KEY._S3rver_object

@@ -93,3 +93,38 @@ check_no_secrets() {
 	done
 	check "no secret in any output" [ $bad = 0 ]
 }
+
+# S3: s3rver (npm; `make check` installs it) behind tests/servers/s3faults.py,
+# which counts requests, injects faults and adds the conditional writes
+# s3rver lacks.
+S3RVER=$TOP/tests/servers/s3rver/node_modules/.bin/s3rver
+# Skips every named test unless s3rver can run.
+require_s3rver() {
+	[ -x "$S3RVER" ] || skip_all "needs s3rver (make test-servers installs it with npm)" "$@"
+	command -v node >/dev/null || skip_all "needs nodejs" "$@"
+}
+# Starts both; sets s3port (s3rver's own port: unsigned set-up requests)
+# and PROXY (where AWS_ENDPOINT_URL_S3 points), and the S3 environment:
+# s3rver knows the key S3RVER; the secret is the run's, so the scan means
+# something.  s3rver keeps BUCKET/KEY as $WORK/s3/BUCKET/KEY._S3rver_object.
+start_s3() {
+	local i
+	mkdir -p "$WORK/s3" "$WORK/home"
+	# s3rver ciphers its continuation tokens with DES, which OpenSSL 3 keeps
+	# in its legacy provider.
+	node --openssl-legacy-provider "$S3RVER" -d "$WORK/s3" -a 127.0.0.1 -p 0 >"$WORK/s3rver.log" 2>&1 &
+	SERVER_PIDS+=($!)
+	for i in $(seq 100); do
+		s3port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/s3rver.log")
+		[ -n "$s3port" ] && break
+		sleep 0.1
+	done
+	[ -n "$s3port" ] || { echo "s3rver did not start"; cat "$WORK/s3rver.log"; return 1; }
+	$PY "$TOP/tests/servers/s3faults.py" --upstream "127.0.0.1:$s3port" --port-file "$WORK/proxy.port" \
+		>"$WORK/proxy.log" 2>&1 &
+	SERVER_PIDS+=($!)
+	PROXY=http://127.0.0.1:$(wait_port "$WORK/proxy.port") || { echo "s3faults did not start"; return 1; }
+	export AWS_ENDPOINT_URL_S3=$PROXY AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$T_SECRET
+	export AWS_REGION=eu-west-1 AWS_EC2_METADATA_DISABLED=true HOME=$WORK/home
+	unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_DEFAULT_REGION AWS_ENDPOINT_URL AMIFORGE_REMOTE
+}
