@@ -9,7 +9,7 @@
 
 struct ami_sub {
 	const char *name;
-	int (*main)(int argc, char **argv);
+	int (*run)(int argc, char **argv);
 	const char *summary;
 };
 
@@ -42,7 +42,7 @@ int ami_main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(subs); i++)
 		if (!strcmp(argv[1], subs[i].name))
-			return subs[i].main(argc - 1, argv + 1);
+			return subs[i].run(argc - 1, argv + 1);
 	fprintf(stderr, "amiforge ami: unknown subcommand '%s'\n", argv[1]);
 	ami_usage(stderr);
 	return EXIT_USAGE;
