@@ -39,6 +39,25 @@ void ami_common_release(struct ami_common *c)
 	c->n_regions = 0;
 }
 
+int ami_parse_options(int argc, char **argv, const struct option *longopts, const char *usage,
+		      struct ami_common *c, ami_own_option_fn *own, void *arg, int *first)
+{
+	int opt, rc;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			fputs(usage, stdout);
+			return AMI_PARSE_HELP;
+		}
+		if (ami_common_option(c, opt, optarg))
+			continue;
+		if ((rc = own(arg, opt, optarg)) != 0)
+			return rc;
+	}
+	*first = optind;
+	return 0;
+}
+
 int ami_usage_error(const char *sub, const char *usage, const char *fmt, ...)
 {
 	va_list ap;

@@ -55,6 +55,7 @@ enum { OPT_KEY = AMI_OPT_FIRST_OWN, OPT_CERT, OPT_NAME, OPT_WAIT };
 struct conv {
 	struct ami_common c;
 	const char *source, *key_pem, *cert_pem, *name;
+	const char *wait;              /* --wait's text */
 	uint64_t wait_s;
 	struct ami_region r;
 	struct s3_client s3;
@@ -65,6 +66,19 @@ struct conv {
 	int64_t blocks;
 };
 
+static int conv_option(void *arg, int opt, char *val)
+{
+	struct conv *v = arg;
+	switch (opt) {
+	case OPT_KEY: v->key_pem = val; return 0;
+	case OPT_CERT: v->cert_pem = val; return 0;
+	case OPT_NAME: v->name = val; return 0;
+	case OPT_WAIT: v->wait = val; return 0;
+	default: return ami_usage_error("convert", conv_usage, "unknown option");
+	}
+}
+
+/* -1 to go on, else the exit code (EXIT_OK after --help). */
 static int conv_options(struct conv *v, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -75,28 +89,18 @@ static int conv_options(struct conv *v, int argc, char **argv)
 		{ "wait", required_argument, NULL, OPT_WAIT },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *wait = "1h";
-	int opt;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (ami_common_option(&v->c, opt, optarg))
-			continue;
-		switch (opt) {
-		case OPT_KEY: v->key_pem = optarg; break;
-		case OPT_CERT: v->cert_pem = optarg; break;
-		case OPT_NAME: v->name = optarg; break;
-		case OPT_WAIT: wait = optarg; break;
-		case 'h': fputs(conv_usage, stdout); return EXIT_OK;
-		default: return ami_usage_error("convert", conv_usage, "unknown option");
-		}
-	}
-	if (optind + 1 != argc)
+	int first;
+	v->wait = "1h";
+	int rc = ami_parse_options(argc, argv, opts, conv_usage, &v->c, conv_option, v, &first);
+	if (rc)
+		return rc == AMI_PARSE_HELP ? EXIT_OK : rc;
+	if (first + 1 != argc)
 		return ami_usage_error("convert", conv_usage, "give one AMI id or s3:// manifest URL");
-	v->source = argv[optind];
+	v->source = argv[first];
 	if (!v->key_pem)
 		return ami_usage_error("convert", conv_usage, "--key PK.pem is needed to decrypt the bundle");
-	if (param_parse_duration(wait, &v->wait_s) < 0 || !v->wait_s)
-		return ami_usage_error("convert", conv_usage, "--wait '%s' is not a duration (e.g. 30m, 2h)", wait);
+	if (param_parse_duration(v->wait, &v->wait_s) < 0 || !v->wait_s)
+		return ami_usage_error("convert", conv_usage, "--wait '%s' is not a duration (e.g. 30m, 2h)", v->wait);
 	if (v->c.all_regions || v->c.n_regions > 1)
 		return ami_usage_error("convert", conv_usage, "convert works in one region: give at most one --region");
 	return -1;

@@ -102,8 +102,9 @@ static void push(char ***v, size_t *n, char *s)
 	(*v)[(*n)++] = s;
 }
 
-static int copy_option(struct copy *k, int opt, char *arg)
+static int copy_option(void *arg_k, int opt, char *arg)
 {
+	struct copy *k = arg_k;
 	struct af_error *e = NULL;
 	switch (opt) {
 	case OPT_TO: push(&k->to, &k->n_to, arg); return 0;
@@ -122,8 +123,7 @@ static int copy_option(struct copy *k, int opt, char *arg)
 		int rc = ami_usage_error("copy", copy_usage, "%s", af_error_msg(e));
 		af_error_free(e);
 		return rc;
-	default:
-		return ami_common_option(&k->c, opt, arg) ? 0 : EXIT_USAGE;
+	default: return EXIT_USAGE; /* getopt said why */
 	}
 	const char *eq = strchr(arg, '=');
 	if (!eq || eq == arg || !eq[1])
@@ -178,22 +178,14 @@ static int copy_parse(struct copy *k, int argc, char **argv)
 		AMI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
-	int opt, rc;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (opt == 'h') {
-			fputs(copy_usage, stdout);
-			return -1;
-		}
-		if (opt == '?')
-			return EXIT_USAGE;
-		if ((rc = copy_option(k, opt, optarg)) != 0)
-			return rc;
-	}
-	if (argc - optind > 1)
-		return ami_usage_error("copy", copy_usage, "one AMI at a time ('%s' is extra)", argv[optind + 1]);
-	if (optind < argc)
-		k->ami = argv[optind];
+	int i;
+	int rc = ami_parse_options(argc, argv, longopts, copy_usage, &k->c, copy_option, k, &i);
+	if (rc)
+		return rc;
+	if (argc - i > 1)
+		return ami_usage_error("copy", copy_usage, "one AMI at a time ('%s' is extra)", argv[i + 1]);
+	if (i < argc)
+		k->ami = argv[i];
 	return copy_check(k);
 }
 
@@ -456,7 +448,7 @@ int ami_copy_main(int argc, char **argv)
 	int rc = copy_parse(&k, argc, argv);
 	if (rc != 0) {
 		copy_release(&k);
-		return rc < 0 ? EXIT_OK : rc;
+		return rc == AMI_PARSE_HELP ? EXIT_OK : rc;
 	}
 	struct af_error *err = NULL;
 	int run = copy_run(&k, &err);

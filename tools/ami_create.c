@@ -91,8 +91,9 @@ static void create_release(struct create *k)
 	ami_common_release(&k->c);
 }
 
-static int create_option(struct create *k, int opt, char *arg)
+static int create_option(void *arg_k, int opt, char *arg)
 {
+	struct create *k = arg_k;
 	switch (opt) {
 	case OPT_NAME: k->name = arg; return 0;
 	case OPT_NO_REBOOT: k->no_reboot = true; return 0;
@@ -116,8 +117,7 @@ static int create_option(struct create *k, int opt, char *arg)
 		}
 		return 0;
 	}
-	default:
-		return ami_common_option(&k->c, opt, arg) ? 0 : EXIT_USAGE;
+	default: return EXIT_USAGE; /* getopt said why */
 	}
 }
 
@@ -134,22 +134,14 @@ static int create_parse(struct create *k, int argc, char **argv)
 		AMI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
-	int opt, rc;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (opt == 'h') {
-			fputs(create_usage, stdout);
-			return -1;
-		}
-		if (opt == '?')
-			return EXIT_USAGE;
-		if ((rc = create_option(k, opt, optarg)) != 0)
-			return rc;
-	}
-	if (argc - optind > 1)
-		return ami_usage_error("create", create_usage, "one INSTANCE at most ('%s' is extra)", argv[optind + 1]);
-	if (optind < argc)
-		k->instance = argv[optind];
+	int i;
+	int rc = ami_parse_options(argc, argv, longopts, create_usage, &k->c, create_option, k, &i);
+	if (rc)
+		return rc;
+	if (argc - i > 1)
+		return ami_usage_error("create", create_usage, "one INSTANCE at most ('%s' is extra)", argv[i + 1]);
+	if (i < argc)
+		k->instance = argv[i];
 	if (k->c.all_regions)
 		return ami_usage_error("create", create_usage, "--all-regions does not apply: give --copy-to");
 	return 0;
@@ -410,7 +402,7 @@ int ami_create_main(int argc, char **argv)
 		rc = create_tags(&k);
 	if (rc != 0) {
 		create_release(&k);
-		return rc < 0 ? EXIT_OK : rc;
+		return rc == AMI_PARSE_HELP ? EXIT_OK : rc;
 	}
 	struct af_error *err = NULL;
 	int run = create_run(&k, &err);

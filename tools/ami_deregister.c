@@ -293,6 +293,17 @@ static int dereg_run(const struct dereg_opts *o)
 	return x.worst;
 }
 
+static int dereg_option(void *arg, int opt, char *val)
+{
+	struct dereg_opts *o = arg;
+	(void)val;
+	switch (opt) {
+	case DEREG_OPT_SNAPSHOTS: o->delete_snapshots = true; return 0;
+	case DEREG_OPT_BUNDLE: o->delete_bundle = true; return 0;
+	default: return ami_usage_error("deregister", dereg_usage, "unknown option");
+	}
+}
+
 static int dereg_parse(int argc, char **argv, struct dereg_opts *o)
 {
 	static const struct option opts[] = {
@@ -301,20 +312,12 @@ static int dereg_parse(int argc, char **argv, struct dereg_opts *o)
 		{ "delete-bundle", no_argument, NULL, DEREG_OPT_BUNDLE },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (ami_common_option(&o->c, c, optarg))
-			continue;
-		switch (c) {
-		case 'h': fputs(dereg_usage, stdout); return 1;
-		case DEREG_OPT_SNAPSHOTS: o->delete_snapshots = true; break;
-		case DEREG_OPT_BUNDLE: o->delete_bundle = true; break;
-		default: return ami_usage_error("deregister", dereg_usage, "unknown option");
-		}
-	}
-	o->amis = argv + optind;
-	o->n_amis = (size_t)(argc - optind);
+	int first;
+	int rc = ami_parse_options(argc, argv, opts, dereg_usage, &o->c, dereg_option, o, &first);
+	if (rc)
+		return rc;
+	o->amis = argv + first;
+	o->n_amis = (size_t)(argc - first);
 	if (!o->n_amis)
 		return ami_usage_error("deregister", dereg_usage, "which AMIs? give their ids");
 	if (o->c.all_regions || o->c.n_regions > 1)
@@ -329,7 +332,7 @@ int ami_deregister_main(int argc, char **argv)
 	int rc = dereg_parse(argc, argv, &o);
 	if (rc == 0)
 		rc = dereg_run(&o);
-	else if (rc == 1)
+	else if (rc == AMI_PARSE_HELP)
 		rc = EXIT_OK;
 	ami_common_release(&o.c);
 	return rc;

@@ -159,6 +159,17 @@ static int expire_check(struct expire_opts *o)
 	return 0;
 }
 
+static int expire_option(void *arg, int opt, char *val)
+{
+	struct expire_opts *o = arg;
+	switch (opt) {
+	case EXPIRE_OPT_IN: o->in = val; return 0;
+	case EXPIRE_OPT_AT: o->at = val; return 0;
+	case EXPIRE_OPT_NEVER: o->never = true; return 0;
+	default: return ami_usage_error("expire", expire_usage, "unknown option");
+	}
+}
+
 static int expire_parse(int argc, char **argv, struct expire_opts *o)
 {
 	static const struct option opts[] = {
@@ -168,24 +179,14 @@ static int expire_parse(int argc, char **argv, struct expire_opts *o)
 		{ "never", no_argument, NULL, EXPIRE_OPT_NEVER },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (ami_common_option(&o->c, c, optarg))
-			continue;
-		switch (c) {
-		case 'h': fputs(expire_usage, stdout); return 1;
-		case EXPIRE_OPT_IN: o->in = optarg; break;
-		case EXPIRE_OPT_AT: o->at = optarg; break;
-		case EXPIRE_OPT_NEVER: o->never = true; break;
-		default: return ami_usage_error("expire", expire_usage, "unknown option");
-		}
-	}
-	if (optind < argc)
-		o->ami = argv[optind++];
-	if (optind < argc)
-		return ami_usage_error("expire", expire_usage, "one AMI at a time: unexpected '%s'",
-				       argv[optind]);
+	int i;
+	int rc = ami_parse_options(argc, argv, opts, expire_usage, &o->c, expire_option, o, &i);
+	if (rc)
+		return rc;
+	if (i < argc)
+		o->ami = argv[i++];
+	if (i < argc)
+		return ami_usage_error("expire", expire_usage, "one AMI at a time: unexpected '%s'", argv[i]);
 	return expire_check(o);
 }
 
@@ -195,7 +196,7 @@ int ami_expire_main(int argc, char **argv)
 	int rc = expire_parse(argc, argv, &o);
 	if (rc == 0)
 		rc = expire_run(&o);
-	else if (rc == 1)
+	else if (rc == AMI_PARSE_HELP)
 		rc = EXIT_OK;
 	ami_common_release(&o.c);
 	return rc;

@@ -252,6 +252,22 @@ static int list_region(const struct list_opts *o, const char *region, struct lis
 	return 0;
 }
 
+static int list_option(void *arg, int opt, char *val)
+{
+	struct list_opts *o = arg;
+	switch (opt) {
+	case LIST_OPT_NAME: o->name = val; return 0;
+	case LIST_OPT_TAG:
+		if (!*val || *val == '=')
+			return ami_usage_error("list", list_usage, "--tag wants K=V, not '%s'", val);
+		o->tags = xreallocarray(o->tags, o->n_tags + 1, sizeof(*o->tags));
+		o->tags[o->n_tags++] = val;
+		return 0;
+	case LIST_OPT_EXPIRED: o->expired = true; return 0;
+	default: return ami_usage_error("list", list_usage, "unknown option");
+	}
+}
+
 static int list_parse(int argc, char **argv, struct list_opts *o)
 {
 	static const struct option opts[] = {
@@ -261,26 +277,12 @@ static int list_parse(int argc, char **argv, struct list_opts *o)
 		{ "expired", no_argument, NULL, LIST_OPT_EXPIRED },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (ami_common_option(&o->c, c, optarg))
-			continue;
-		switch (c) {
-		case 'h': fputs(list_usage, stdout); return 1;
-		case LIST_OPT_NAME: o->name = optarg; break;
-		case LIST_OPT_TAG:
-			if (!*optarg || *optarg == '=')
-				return ami_usage_error("list", list_usage, "--tag wants K=V, not '%s'", optarg);
-			o->tags = xreallocarray(o->tags, o->n_tags + 1, sizeof(*o->tags));
-			o->tags[o->n_tags++] = optarg;
-			break;
-		case LIST_OPT_EXPIRED: o->expired = true; break;
-		default: return ami_usage_error("list", list_usage, "unknown option");
-		}
-	}
-	if (optind < argc)
-		return ami_usage_error("list", list_usage, "unexpected argument '%s'", argv[optind]);
+	int first;
+	int rc = ami_parse_options(argc, argv, opts, list_usage, &o->c, list_option, o, &first);
+	if (rc)
+		return rc;
+	if (first < argc)
+		return ami_usage_error("list", list_usage, "unexpected argument '%s'", argv[first]);
 	if (o->c.all_regions && o->c.n_regions)
 		return ami_usage_error("list", list_usage, "give --region or --all-regions, not both");
 	if (o->c.dry_run)
@@ -343,7 +345,7 @@ int ami_list_main(int argc, char **argv)
 	int rc = list_parse(argc, argv, &o);
 	if (rc == 0)
 		rc = list_run(&o);
-	else if (rc == 1)
+	else if (rc == AMI_PARSE_HELP)
 		rc = EXIT_OK;
 	free(o.tags);
 	ami_common_release(&o.c);

@@ -79,8 +79,9 @@ static int keep_newest(struct purge_opts *o, const char *arg)
 }
 
 /* One option of purge's own: 0, or a usage error's exit code. */
-static int own_option(struct purge_opts *o, int opt, char *arg)
+static int own_option(void *opts, int opt, char *arg)
 {
+	struct purge_opts *o = opts;
 	struct af_error *e = NULL;
 	switch (opt) {
 	case PURGE_OPT_EXPIRED: o->expired = true; return 0;
@@ -110,21 +111,12 @@ static int own_option(struct purge_opts *o, int opt, char *arg)
 
 static int parse_args(int argc, char **argv, struct ami_common *c, struct purge_opts *o)
 {
-	int opt;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", purge_longopts, NULL)) != -1) {
-		if (opt == 'h') {
-			fputs(purge_usage, stdout);
-			return -1;
-		}
-		if (ami_common_option(c, opt, optarg))
-			continue;
-		int rc = own_option(o, opt, optarg);
-		if (rc)
-			return rc;
-	}
-	if (optind < argc)
-		return ami_usage_error("purge", purge_usage, "unexpected argument '%s'", argv[optind]);
+	int first;
+	int rc = ami_parse_options(argc, argv, purge_longopts, purge_usage, c, own_option, o, &first);
+	if (rc)
+		return rc;
+	if (first < argc)
+		return ami_usage_error("purge", purge_usage, "unexpected argument '%s'", argv[first]);
 	if (c->n_regions && c->all_regions)
 		return ami_usage_error("purge", purge_usage, "give --region or --all-regions, not both");
 	if (!o->expired && !o->have_older && o->keep_newest < 0)
@@ -359,7 +351,7 @@ int ami_purge_main(int argc, char **argv)
 		if (o.have_older)
 			o.cutoff = purge_cutoff(o.now, &o.older);
 		rc = purge_run(&c, &o);
-	} else if (rc < 0) {
+	} else if (rc == AMI_PARSE_HELP) {
 		rc = EXIT_OK;
 	}
 	free(o.tags);

@@ -242,6 +242,22 @@ static int share_check(struct share_opts *o)
 	return 0;
 }
 
+static int share_option(void *arg, int opt, char *val)
+{
+	struct share_opts *o = arg;
+	switch (opt) {
+	case SHARE_OPT_ACCOUNT:
+		o->accounts = xreallocarray(o->accounts, o->n_accounts + 1, sizeof(*o->accounts));
+		o->accounts[o->n_accounts++] = val;
+		return 0;
+	case SHARE_OPT_ORG: o->org = val; return 0;
+	case SHARE_OPT_OU: o->ou = val; return 0;
+	case SHARE_OPT_PUBLIC: o->public_ = true; return 0;
+	case SHARE_OPT_REMOVE: o->remove = true; return 0;
+	default: return ami_usage_error("share", share_usage, "unknown option");
+	}
+}
+
 static int share_parse(int argc, char **argv, struct share_opts *o)
 {
 	static const struct option opts[] = {
@@ -253,28 +269,14 @@ static int share_parse(int argc, char **argv, struct share_opts *o)
 		{ "remove", no_argument, NULL, SHARE_OPT_REMOVE },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (ami_common_option(&o->c, c, optarg))
-			continue;
-		switch (c) {
-		case 'h': fputs(share_usage, stdout); return 1;
-		case SHARE_OPT_ACCOUNT:
-			o->accounts = xreallocarray(o->accounts, o->n_accounts + 1, sizeof(*o->accounts));
-			o->accounts[o->n_accounts++] = optarg;
-			break;
-		case SHARE_OPT_ORG: o->org = optarg; break;
-		case SHARE_OPT_OU: o->ou = optarg; break;
-		case SHARE_OPT_PUBLIC: o->public_ = true; break;
-		case SHARE_OPT_REMOVE: o->remove = true; break;
-		default: return ami_usage_error("share", share_usage, "unknown option");
-		}
-	}
-	if (optind < argc)
-		o->ami = argv[optind++];
-	if (optind < argc)
-		return ami_usage_error("share", share_usage, "one AMI at a time: unexpected '%s'", argv[optind]);
+	int i;
+	int rc = ami_parse_options(argc, argv, opts, share_usage, &o->c, share_option, o, &i);
+	if (rc)
+		return rc;
+	if (i < argc)
+		o->ami = argv[i++];
+	if (i < argc)
+		return ami_usage_error("share", share_usage, "one AMI at a time: unexpected '%s'", argv[i]);
 	return share_check(o);
 }
 
@@ -284,7 +286,7 @@ int ami_share_main(int argc, char **argv)
 	int rc = share_parse(argc, argv, &o);
 	if (rc == 0)
 		rc = share_run(&o);
-	else if (rc == 1)
+	else if (rc == AMI_PARSE_HELP)
 		rc = EXIT_OK;
 	free(o.accounts);
 	ami_common_release(&o.c);

@@ -8,8 +8,8 @@
  * the expiry forms, and output.
  *
  * Conventions every subcommand keeps:
- * - Options: AMI_COMMON_LONGOPTS in its getopt_long table, handed to
- *   ami_common_option(); --help prints its usage.
+ * - Options: AMI_COMMON_LONGOPTS in its getopt_long table, parsed by
+ *   ami_parse_options(); --help prints its usage.
  * - --json: one JSON document on stdout (an object, or an array for
  *   lists); otherwise human lines/tables on stdout; warnings, progress and
  *   errors on stderr.
@@ -79,6 +79,21 @@ enum {
 /* Takes option OPT (with ARG) if it is a common one: 1 taken, 0 not. */
 int ami_common_option(struct ami_common *c, int opt, const char *arg);
 void ami_common_release(struct ami_common *c);
+
+/* A subcommand's own option OPT (with VAL, NULL for none; getopt's '?'
+ * for an unknown one) into ARG: 0, or an exit code after saying why. */
+typedef int ami_own_option_fn(void *arg, int opt, char *val);
+
+/* ami_parse_options() after --help. */
+#define AMI_PARSE_HELP (-1)
+
+/* The getopt loop every subcommand runs: LONGOPTS (with
+ * AMI_COMMON_LONGOPTS) over ARGV; the common options into *C, the others
+ * to OWN(ARG, ...); --help prints USAGE on stdout.  Returns 0 with *FIRST
+ * the index of the first operand, AMI_PARSE_HELP after --help, or OWN's
+ * exit code. */
+int ami_parse_options(int argc, char **argv, const struct option *longopts, const char *usage,
+		      struct ami_common *c, ami_own_option_fn *own, void *arg, int *first);
 
 /* Prints "amiforge ami SUB: MESSAGE" and USAGE on stderr; returns
  * EXIT_USAGE. */
