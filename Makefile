@@ -9,7 +9,7 @@ PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml
 	libseccomp libcap libmnl
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wmissing-prototypes -Wswitch-enum -Wno-unused-parameter
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) \
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) -Iinclude $(CFLAGS) $(EXTRA_CFLAGS) $(VERSION_CFLAGS) \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
 LDFLAGS ?=
@@ -52,6 +52,19 @@ $(BUILD)/libamiforge.a: $(LIB_OBJS)
 $(BUILD)/%.o: %.c | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# The version `amiforge --version` prints: the git description when built
+# from a checkout.  Rewritten only when it changes, so that only cli.c
+# recompiles then.
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(dir $@)
+	@d=$$(git describe --always --dirty 2>/dev/null || true); \
+	printf '#define AMIFORGE_GIT_DESC "%s"\n' "$$d" >$@.tmp; \
+	cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
+$(BUILD)/engine/core/cli.o: $(BUILD)/version.h
+$(BUILD)/engine/core/cli.o: VERSION_CFLAGS = -I$(BUILD)
+.PHONY: FORCE
+FORCE:
 
 $(BUILD)/.pkgs-ok: Makefile
 	@missing=""; for p in $(PKGS); do pkg-config --exists $$p || missing="$$missing $$p"; done; \

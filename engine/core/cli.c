@@ -26,6 +26,8 @@
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
+#include "version.h" /* generated: AMIFORGE_GIT_DESC */
+
 #define AMIFORGE_VERSION "0.1.0"
 
 static const char usage_text[] =
@@ -35,10 +37,11 @@ static const char usage_text[] =
 	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]]\n"
 	"                              run the recipe's stages, resuming where the last build stopped\n"
 	"                              (--remote: there or on any machine sharing the store)\n"
-	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX]\n"
+	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX] [--json]\n"
 	"                              one line per stage: INDEX ID STATUS KEY12\n"
-	"  validate RECIPE...          check recipes; every error as FILE:LINE:COLUMN: message\n"
-	"  status [--state DIR | RECIPE] [--remote s3://BUCKET/PREFIX]\n"
+	"  validate RECIPE... [--set VAR=VALUE]...\n"
+	"                              check recipes; every error as FILE:LINE:COLUMN: message\n"
+	"  status [--state DIR | RECIPE] [--remote s3://BUCKET/PREFIX] [--json]\n"
 	"                              what the journal (with --remote: the store's) holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
 	"  clean --remote s3://BUCKET/PREFIX --unused-for DURATION [--dry-run] [--region R]\n"
@@ -51,9 +54,16 @@ static const char usage_text[] =
 	"                              send (or show) one SigV4-signed request\n"
 	"  boot-test IMAGE [--hvm|--pvgrub] [--uefi|--bios] [--user NAME] [--accel tcg|kvm] [--timeout S]\n"
 	"                              boot in QEMU with a metadata service, ssh in, report\n"
+	"  ami SUBCOMMAND ...          AMIs after the build: list, create, copy, share, expire,\n"
+	"                              deregister, purge, convert (amiforge ami --help)\n"
+	"  iam-policy (RECIPE... | --ami-commands) [--remote]\n"
+	"                              the least-privilege IAM policy for what they call\n"
 	"  unbundle MANIFEST --key PK.pem [--parts DIR] -o IMAGE\n"
 	"                              an instance-store bundle back to a raw image\n"
-	"  version                     print the version\n"
+	"  version, --version          print the version (and the git commit it was built from)\n"
+	"\n"
+	"build, plan, status and clean take --profile NAME and --region R for AWS (the stages', the\n"
+	"remote store's): the same as AWS_PROFILE and AWS_REGION (a recipe's own region comes first).\n"
 	"\n"
 	"exit codes: 0 ok, 1 a stage failed, 2 usage, 65 recipe invalid, 69 tool or service\n"
 	"unavailable, 77 not enough privilege, 130 interrupted\n";
@@ -97,7 +107,7 @@ enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_A
        OPT_REMOTE_REQUIRED, OPT_REMOTE_WAIT };
 
 /* clean --remote's (beside the shared enum: its own block of values). */
-enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION };
+enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION, OPT_PROFILE };
 
 static const struct option build_options[] = {
 	{ "state", required_argument, NULL, OPT_STATE },
@@ -114,6 +124,7 @@ static const struct option build_options[] = {
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "check", no_argument, NULL, OPT_CHECK },
 	{ "region", required_argument, NULL, OPT_REGION },
+	{ "profile", required_argument, NULL, OPT_PROFILE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -123,6 +134,7 @@ struct cmd_args {
 	struct sets sets;
 	bool json, all;
 	struct { const char *unused_for, *region; bool dry_run, check; } clean; /* clean --remote */
+	const char *profile; /* --profile */
 	char **rest;
 	int n_rest;
 };
@@ -169,6 +181,7 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 		case OPT_DRY_RUN: a->clean.dry_run = true; break;
 		case OPT_CHECK: a->clean.check = true; break;
 		case OPT_REGION: a->clean.region = optarg; break;
+		case OPT_PROFILE: a->profile = optarg; break;
 		}
 	}
 	a->rest = argv + optind;
@@ -176,6 +189,17 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 	a->build.sets = a->sets.v;
 	a->build.n_sets = a->sets.n;
 	return 0;
+}
+
+/* --profile and --region as the AWS layer reads them everywhere (the
+ * credential chain, the region chain: a recipe's own region still comes
+ * first), so that every stage and the remote store use them. */
+static void aws_options_apply(const struct cmd_args *a)
+{
+	if (a->profile)
+		setenv("AWS_PROFILE", a->profile, 1);
+	if (a->clean.region)
+		setenv("AWS_REGION", a->clean.region, 1);
 }
 
 static int print_diags(struct diag_list *d)
@@ -211,13 +235,37 @@ static int cmd_validate(struct cmd_args *a)
 	return rc;
 }
 
-static void plan_print(const struct recipe *r, const struct plan_input *in)
+/* plan --json: the recipe's name (the AMI's, after expansion), then per
+ * stage what it is, what it will do and with which parameters (after
+ * expansion; credentials redacted). */
+static void plan_print_json(const struct recipe *r, const struct plan *p)
+{
+	_cleanup_json_ json_t *stages = json_array();
+	for (size_t i = 0; i < p->n; i++) {
+		const struct stage_inst *s = &r->stages[i];
+		json_array_append_new(stages, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:O}", "index", s->index,
+							"id", s->id, "type", s->type->name, "status",
+							p->stages[i].status == PLAN_DONE ? "done" : "run",
+							"key", p->stages[i].key, "does", s->type->summary,
+							"params", s->params));
+	}
+	_cleanup_json_ json_t *o = json_pack("{s:s, s:s, s:s, s:O}", "recipe", r->path, "name", r->name,
+					     "arch", r->arch, "stages", stages);
+	redact_json(o);
+	_cleanup_free_ char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	puts(text);
+}
+
+static void plan_print(const struct recipe *r, const struct plan_input *in, bool json)
 {
 	struct plan p;
 	plan_make(r, in, &p);
-	for (size_t i = 0; i < p.n; i++)
-		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
-		       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
+	if (json)
+		plan_print_json(r, &p);
+	else
+		for (size_t i = 0; i < p.n; i++)
+			printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
+			       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
 	plan_release(&p);
 }
 
@@ -233,7 +281,7 @@ static int plan_local(struct cmd_args *a, const struct recipe *r, const char *st
 	}
 	const struct plan_input in = { .log = log, .ckpt_usable = plan_ckpt_local, .ckpt_arg = ckpt,
 				       .image_here = true, .fresh = a->build.fresh, .from = -1 };
-	plan_print(r, &in);
+	plan_print(r, &in, a->json);
 	journal_log_free(log);
 	return EXIT_OK;
 }
@@ -254,7 +302,7 @@ static int plan_remote(struct cmd_args *a, const struct recipe *r, const char *s
 	struct build_remote_ckpts ckpts = { .br = v.br, .ckpt_dir = ckpt };
 	const struct plan_input in = { .log = journal_get_log(v.j), .ckpt_usable = build_remote_ckpt_usable,
 				       .ckpt_arg = &ckpts, .image_here = !v.foreign, .from = -1 };
-	plan_print(r, &in);
+	plan_print(r, &in, a->json);
 	build_remote_view_close(&v);
 	return EXIT_OK;
 }
@@ -418,9 +466,66 @@ static void status_print(const struct journal_log *log, const char *where, const
 		printf("checkpoint store: %s\n", format_size(ckpt_store_bytes(ckpt), sz, sizeof(sz)));
 }
 
+/* Field names a resource must not show (status_field_secret) go. */
+static json_t *status_json_resource(const json_t *r)
+{
+	json_t *out = json_object();
+	const char *k;
+	const json_t *v;
+	json_object_foreach((json_t *)r, k, v)
+		if (!status_field_secret(k))
+			json_object_set(out, k, (json_t *)v);
+	return out;
+}
+
+static json_t *status_json_stage(const struct journal_event *ev)
+{
+	const char *st = ev->kind == JOURNAL_STAGE_DONE ? "done" :
+			 ev->kind == JOURNAL_STAGE_FAIL ? "failed" : "started";
+	json_t *o = json_pack("{s:i, s:s?, s:s, s:s?, s:s?}", "index", ev->stage.index, "id",
+			      ev->stage.id, "status", st, "key", ev->stage.key, "time", ev->time);
+	if (ev->kind != JOURNAL_STAGE_START)
+		json_object_set_new(o, "seconds", json_real(ev->seconds));
+	if (ev->error)
+		json_object_set_new(o, "error", json_string(ev->error));
+	if (ev->outputs)
+		json_object_set(o, "outputs", (json_t *)ev->outputs);
+	return o;
+}
+
+/* status --json: the same as one object (credentials redacted). */
+static void status_print_json(const struct journal_log *log, const char *where, const char *ckpt)
+{
+	_cleanup_json_ json_t *o = json_pack("{s:s, s:b}", "state", where, "built", journal_log_size(log) > 0);
+	if (journal_log_size(log)) {
+		struct journal_build last;
+		journal_last_build(log, &last);
+		const struct journal_event *bs = last.start ? last.start : journal_log_at(log, 0);
+		json_t *stages = json_array(), *res = json_array();
+		for (size_t i = 0; i < last.n_stages; i++)
+			json_array_append_new(stages, status_json_stage(last.stages[i]));
+		size_t n;
+		_cleanup_free_ const struct journal_event **rv = journal_resources(log, NULL, &n);
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(res, json_pack("{s:s?, s:o}", "stage", rv[i]->stage.id,
+							     "resource", status_json_resource(rv[i]->resource)));
+		json_object_set_new(o, "last_build", json_pack("{s:s?, s:s?}", "time", bs->time, "recipe", bs->recipe));
+		json_object_set_new(o, "stages", stages);
+		json_object_set_new(o, "resources", res);
+		json_object_set_new(o, "result", json_string(last.end && last.end->status ? last.end->status
+										 : "running or killed"));
+		journal_build_release(&last);
+	}
+	if (ckpt)
+		json_object_set_new(o, "checkpoint_store_bytes", json_integer((json_int_t)ckpt_store_bytes(ckpt)));
+	redact_json(o);
+	_cleanup_free_ char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	puts(text);
+}
+
 /* status --remote: the store's journal of the state (named after the
  * recipe's file stem, or --state's last component). */
-static int status_remote(const char *state, const char *url)
+static int status_remote(const char *state, const char *url, bool json)
 {
 	_cleanup_free_ char *copy = xstrdup(state);
 	const char *name = basename(copy);
@@ -432,7 +537,7 @@ static int status_remote(const char *state, const char *url)
 		return EXIT_UNAVAILABLE;
 	}
 	_cleanup_free_ char *where = xasprintf("%s (state %s)", url, name);
-	status_print(journal_get_log(v.j), where, NULL);
+	(json ? status_print_json : status_print)(journal_get_log(v.j), where, NULL);
 	build_remote_view_close(&v);
 	return EXIT_OK;
 }
@@ -443,7 +548,7 @@ static int cmd_status(struct cmd_args *a)
 	if (!state)
 		return usage_error("%s", "status takes --state DIR or a RECIPE");
 	if (a->build.remote)
-		return status_remote(state, a->build.remote);
+		return status_remote(state, a->build.remote, a->json);
 	_cleanup_error_ struct af_error *err = NULL;
 	struct journal_log *log = journal_read(state, &err);
 	if (!log) {
@@ -451,7 +556,7 @@ static int cmd_status(struct cmd_args *a)
 		return EXIT_STAGE_FAILED;
 	}
 	_cleanup_free_ char *ckpt = path_join(state, "checkpoints");
-	status_print(log, state, ckpt);
+	(a->json ? status_print_json : status_print)(log, state, ckpt);
 	journal_log_free(log);
 	return EXIT_OK;
 }
@@ -639,7 +744,11 @@ static int cmd_stages(struct cmd_args *a)
 
 static int cmd_version(struct cmd_args *a)
 {
-	printf("amiforge %s\n", AMIFORGE_VERSION);
+	/* The checkout's description says which commit this is built from. */
+	if (*AMIFORGE_GIT_DESC)
+		printf("amiforge %s (git %s)\n", AMIFORGE_VERSION, AMIFORGE_GIT_DESC);
+	else
+		printf("amiforge %s\n", AMIFORGE_VERSION);
 	return EXIT_OK;
 }
 
@@ -648,11 +757,11 @@ static const struct command {
 	int (*fn)(struct cmd_args *a);
 	const char *options; /* long options it takes */
 } commands[] = {
-	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait" },
-	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region" },
-	{ "plan", cmd_plan, "state set fresh remote" },
+	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait region profile" },
+	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region profile" },
+	{ "plan", cmd_plan, "state set fresh remote json region profile" },
 	{ "stages", cmd_stages, "" },
-	{ "status", cmd_status, "state set remote" },
+	{ "status", cmd_status, "state set remote json region profile" },
 	{ "validate", cmd_validate, "set" },
 	{ "version", cmd_version, "" },
 };
@@ -689,6 +798,7 @@ int cli_main(int argc, char **argv, const struct cli_tool *tools, size_t n_tools
 		if (rc == 0) {
 			if (a.json || level != LOG_LEVEL_INFO)
 				log_init(level, a.json);
+			aws_options_apply(&a);
 			rc = commands[c].fn(&a);
 		} else if (rc < 0) {
 			rc = EXIT_OK;
