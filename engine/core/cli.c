@@ -23,6 +23,7 @@
 #include "amiforge/redact.h"
 #include "amiforge/remote.h"
 #include "amiforge/runner.h"
+#include "amiforge/schema.h"
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
@@ -50,6 +51,7 @@ static const char usage_text[] =
 	"  clean --remote s3://BUCKET/PREFIX --check [--region R]\n"
 	"                              check that every block a checkpoint names is there and intact\n"
 	"  stages                      the stage types and their parameters\n"
+	"  schema                      the recipe JSON Schema (2020-12), from the stage table\n"
 	"  aws request METHOD URL [--service S] [--region R] [-H 'K: V']... [-d @FILE] [--dry-run]\n"
 	"                              send (or show) one SigV4-signed request\n"
 	"  boot-test IMAGE [--hvm|--pvgrub] [--uefi|--bios] [--user NAME] [--accel tcg|kvm] [--timeout S]\n"
@@ -742,6 +744,15 @@ static int cmd_stages(struct cmd_args *a)
 	return EXIT_OK;
 }
 
+static int cmd_schema(struct cmd_args *a)
+{
+	if (a->n_rest)
+		return usage_error("%s", "schema takes no arguments");
+	_cleanup_free_ char *text = schema_recipe_text();
+	fputs(text, stdout);
+	return EXIT_OK;
+}
+
 static int cmd_version(struct cmd_args *a)
 {
 	/* The checkout's description says which commit this is built from. */
@@ -760,6 +771,7 @@ static const struct command {
 	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait region profile" },
 	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region profile" },
 	{ "plan", cmd_plan, "state set fresh remote json region profile" },
+	{ "schema", cmd_schema, "" },
 	{ "stages", cmd_stages, "" },
 	{ "status", cmd_status, "state set remote json region profile" },
 	{ "validate", cmd_validate, "set" },
