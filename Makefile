@@ -24,7 +24,7 @@ TEST_DEPS := libcmocka-dev valgrind python3 procps qemu-system-x86 ovmf openssh-
 # The AWS tests' local servers: fakeaws.py and imds.py need botocore, s3rver node.
 TEST_DEPS += python3-botocore nodejs
 # #12: schemas checked with python3-jsonschema; man pages from scdoc, rendered with man-db.
-TEST_DEPS += python3-jsonschema scdoc man-db bash-completion
+TEST_DEPS += python3-jsonschema python3-yaml scdoc man-db bash-completion
 # make fuzz, tests/integration/fuzz.sh: clang with libFuzzer (libclang-rt: the fuzzer runtime).
 TEST_DEPS += clang-14 libclang-rt-14-dev
 

@@ -35,7 +35,7 @@ static const char usage_text[] =
 	"usage: amiforge [-v|-q] COMMAND [ARGS]\n"
 	"\n"
 	"  build RECIPE [--state DIR] [--cache DIR] [--set VAR=VALUE]... [--from ID] [--fresh] [--json]\n"
-	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]]\n"
+	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]] [--outputs-env FILE]\n"
 	"                              run the recipe's stages, resuming where the last build stopped\n"
 	"                              (--remote: there or on any machine sharing the store)\n"
 	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX] [--json]\n"
@@ -109,7 +109,7 @@ enum { OPT_STATE = 256, OPT_CACHE, OPT_SET, OPT_FROM, OPT_FRESH, OPT_JSON, OPT_A
        OPT_REMOTE_REQUIRED, OPT_REMOTE_WAIT };
 
 /* clean --remote's (beside the shared enum: its own block of values). */
-enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION, OPT_PROFILE };
+enum { OPT_UNUSED_FOR = 512, OPT_DRY_RUN, OPT_CHECK, OPT_REGION, OPT_PROFILE, OPT_OUTPUTS_ENV };
 
 static const struct option build_options[] = {
 	{ "state", required_argument, NULL, OPT_STATE },
@@ -127,6 +127,7 @@ static const struct option build_options[] = {
 	{ "check", no_argument, NULL, OPT_CHECK },
 	{ "region", required_argument, NULL, OPT_REGION },
 	{ "profile", required_argument, NULL, OPT_PROFILE },
+	{ "outputs-env", required_argument, NULL, OPT_OUTPUTS_ENV },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -184,6 +185,7 @@ static int parse_args(int argc, char **argv, const char *allowed, struct cmd_arg
 		case OPT_CHECK: a->clean.check = true; break;
 		case OPT_REGION: a->clean.region = optarg; break;
 		case OPT_PROFILE: a->profile = optarg; break;
+		case OPT_OUTPUTS_ENV: a->build.outputs_env = optarg; break;
 		}
 	}
 	a->rest = argv + optind;
@@ -768,7 +770,7 @@ static const struct command {
 	int (*fn)(struct cmd_args *a);
 	const char *options; /* long options it takes */
 } commands[] = {
-	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait region profile" },
+	{ "build", cmd_build, "state cache set from fresh json remote remote-required remote-wait region profile outputs-env" },
 	{ "clean", cmd_clean, "state all set remote unused-for dry-run check region profile" },
 	{ "plan", cmd_plan, "state set fresh remote json region profile" },
 	{ "schema", cmd_schema, "" },

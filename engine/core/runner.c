@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amiforge/build_outputs.h"
 #include "amiforge/build_remote.h"
 #include "amiforge/channel.h"
 #include "amiforge/checkpoint.h"
@@ -78,6 +79,7 @@ struct build {
 	struct build_remote *remote;  /* --remote, or NULL */
 	bool foreign;                 /* the journal came from another machine */
 	char (*keys)[65];             /* the stages' keys, for the remote store */
+	const char *failed_stage;     /* the id of the stage that failed, or NULL */
 };
 
 char *runner_state_dir(const char *dir, const char *stem)
@@ -140,12 +142,20 @@ static int journaled(int r, struct af_error **err)
 	return r;
 }
 
-static void emit_stage_end(struct build *b, size_t i, const char *status, double secs, bool cached)
+/* A stage's end: one progress line, or with --json one event carrying its
+ * outputs and, when it failed, the error (credentials redacted). */
+static void emit_stage_end(struct build *b, size_t i, const char *status, double secs, bool cached,
+			   const json_t *outputs, const char *error)
 {
 	const struct stage_inst *s = &b->recipe->stages[i];
 	_cleanup_json_ json_t *ev = json_pack("{s:s, s:i, s:s, s:s, s:f, s:b}", "event", "stage_end",
 					      "index", s->index, "id", s->id, "status", status,
 					      "seconds", secs, "cached", cached);
+	if (json_is_object(outputs))
+		json_object_set_new(ev, "outputs", json_deep_copy(outputs));
+	if (error)
+		json_object_set_new(ev, "error", json_string(error));
+	redact_json(ev);
 	log_event(ev);
 	if (cached)
 		log_progress("[%d/%zu] %-16s done (cached)", s->index, b->recipe->n_stages, s->id);
@@ -505,7 +515,8 @@ static int run_stage(struct build *b, size_t i)
 		_cleanup_error_ struct af_error *jerr = NULL;
 		journaled(journal_append_stage_fail(b->journal, &js, secs, msg, &jerr), &jerr);
 		build_remote_journal(b->remote);
-		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false);
+		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false, NULL, msg);
+		b->failed_stage = s->id;
 		{
 			_cleanup_free_ char *shown = redact_text(msg, NULL, 0);
 			dprintf(log_fd, "amiforge: error: %s\n", shown);
@@ -526,7 +537,7 @@ static int run_stage(struct build *b, size_t i)
 	build_remote_journal(b->remote);
 	build_remote_stage_done(b->remote, !(type->flags & STAGE_REMOTE), key, s->id, type->name,
 				b->plan.stages[i].disk_key, secs, outs);
-	emit_stage_end(b, i, "done", secs, false);
+	emit_stage_end(b, i, "done", secs, false, outs, NULL);
 	return EXIT_OK;
 }
 
@@ -555,7 +566,10 @@ static int restore_disk(struct build *b)
 	return 0;
 }
 
-static int write_manifest(struct build *b)
+/* STATE/manifest.json, after every build that ran stages: "status" says
+ * how it ended ("ok", "failed" with "failed_stage", "interrupted"), the
+ * outputs are what was made so far. */
+static int write_manifest(struct build *b, const char *status)
 {
 	_cleanup_error_ struct af_error *err = NULL;
 	time_t now = time(NULL);
@@ -570,6 +584,9 @@ static int write_manifest(struct build *b)
 		now_monotonic() - b->t_start, "checkpoint_seconds", b->ckpt_seconds,
 		"checkpoint_bytes_new", (json_int_t)b->ckpt_bytes_new, "engine_peak_rss_kib",
 		(int)proc_peak_rss_kib() /* the engine only: stage children are not counted */, "finished", stamp);
+	json_object_set_new(m, "status", json_string(status));
+	if (b->failed_stage)
+		json_object_set_new(m, "failed_stage", json_string(b->failed_stage));
 	redact_json(m);
 	_cleanup_free_ char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	_cleanup_free_ char *path = path_join(b->state, "manifest.json");
@@ -685,7 +702,8 @@ static int run_stages(struct build *b)
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
 			merge_cached_outputs(b, ps->done_event->outputs);
-			emit_stage_end(b, i, "done", ps->done_event->seconds, true);
+			emit_stage_end(b, i, "done", ps->done_event->seconds, true,
+				       ps->done_event->outputs, NULL);
 		} else {
 			if (caught_up(b, i))
 				return REPLAN;
@@ -700,7 +718,7 @@ static int run_stages(struct build *b)
 			return EXIT_INTERRUPTED;
 		}
 	}
-	return write_manifest(b) < 0 ? EXIT_STAGE_FAILED : EXIT_OK;
+	return write_manifest(b, "ok") < 0 ? EXIT_STAGE_FAILED : EXIT_OK;
 }
 
 /* Runs the plan; a checkpoint that cannot be restored (damaged by a power
@@ -747,7 +765,26 @@ static int run_all(struct build *b, int from)
 	}
 }
 
-/* The build's end in the journal, then in the store. */
+/* What the build made: the summary, $GITHUB_OUTPUT and --outputs-env. */
+static void report_outputs(struct build *b, const json_t *summary, int *rc)
+{
+	_cleanup_error_ struct af_error *err = NULL;
+	const char *gh = getenv("GITHUB_OUTPUT");
+	const char *files[] = { gh && *gh ? gh : NULL, b->opts->outputs_env };
+	if (!log_json_enabled())
+		build_outputs_print(summary);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		if (files[i] && build_outputs_append(files[i], summary, &err) < 0) {
+			log_error("%s", af_error_msg(err));
+			af_error_clear(&err);
+			if (*rc == EXIT_OK)
+				*rc = EXIT_STAGE_FAILED;
+		}
+	}
+}
+
+/* The build's end in the journal, then in the store, then the manifest (a
+ * failed build's too) and what was made. */
 static int report_end(struct build *b, int rc)
 {
 	_cleanup_error_ struct af_error *err = NULL;
@@ -758,13 +795,25 @@ static int report_end(struct build *b, int rc)
 			rc = EXIT_STAGE_FAILED;
 	}
 	const char *status = rc == EXIT_OK ? "ok" : "failed";
-	_cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:f, s:s}", "event", "build_end", "status",
-					       status, "seconds", now_monotonic() - b->t_start, "image",
-					       image_path(b));
+	_cleanup_free_ char *manifest = path_join(b->state, "manifest.json");
+	bool have_manifest = rc == EXIT_OK;
+	if (rc != EXIT_OK && b->facts)
+		have_manifest = write_manifest(b, interrupted ? "interrupted" : "failed") == 0;
+	_cleanup_json_ json_t *summary =
+		build_outputs_summary(b->facts, image_path(b), have_manifest ? manifest : NULL);
+	_cleanup_json_ json_t *end = json_pack("{s:s, s:s, s:f, s:O, s:O}", "event", "build_end", "status",
+					       status, "seconds", now_monotonic() - b->t_start, "made",
+					       summary, "outputs", b->facts ? b->facts : summary);
+	if (json_object_get(summary, "image"))
+		json_object_set(end, "image", json_object_get(summary, "image"));
+	if (have_manifest)
+		json_object_set_new(end, "manifest", json_string(manifest));
+	redact_json(end);
 	log_event(end);
 	if (rc == EXIT_OK)
 		log_progress("done in %.1fs (checkpoints %.1fs): %s", now_monotonic() - b->t_start,
 			     b->ckpt_seconds, image_path(b));
+	report_outputs(b, summary, &rc);
 	return rc;
 }
 

@@ -21,6 +21,7 @@ struct build_opts {
 	const char *remote;      /* --remote s3://BUCKET/PREFIX, or NULL: AMIFORGE_REMOTE */
 	bool remote_required;    /* an unusable remote store fails the build */
 	double remote_wait;      /* seconds to wait for the state's lease */
+	const char *outputs_env; /* --outputs-env FILE: KEY=VALUE lines of what was made */
 };
 
 int runner_build(const struct build_opts *o);

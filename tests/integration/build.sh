@@ -5,7 +5,7 @@
 # is a no-op, plan says done, --json events are well formed, and nothing is
 # left on the host.
 . "$(dirname "$0")/lib.sh"
-TESTS="build-minimal label dpkg-status devnodes fstab-root manifest no-leaks plan-done rebuild-noop json-events"
+TESTS="build-minimal label dpkg-status devnodes fstab-root manifest no-leaks plan-done rebuild-noop json-events outputs-summary outputs-env"
 require_root $TESTS
 require_loop $TESTS
 require_network $TESTS
@@ -77,7 +77,16 @@ import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1])]
 ends = [e for e in ev if e["event"] == "stage_end"]
 assert len(ends) == 7 and all(e["cached"] and e["status"] == "done" for e in ends), ends
-assert ends[3] == {"event": "stage_end", "index": 4, "id": "debootstrap", "status": "done", "seconds": ends[3]["seconds"], "cached": True}
-assert ev[-1]["event"] == "build_end" and ev[-1]["status"] == "ok"
-' "$WORK/events"
+assert ends[3] == {"event": "stage_end", "index": 4, "id": "debootstrap", "status": "done", "seconds": ends[3]["seconds"], "cached": True, "outputs": ends[3]["outputs"]}
+assert ends[0]["outputs"]["disk.size"] > 0 and "error" not in ends[0]
+end = ev[-1]
+assert end["event"] == "build_end" and end["status"] == "ok"
+assert end["manifest"] == sys.argv[2] + "/manifest.json" and end["image"] == sys.argv[2] + "/disk.img"
+assert end["outputs"]["root.fstype"] == "ext4" and end["made"]["image_size"] > 0
+' "$WORK/events" "$(realpath "$S")"
+# What was made: the summary at the end, and KEY=VALUE lines for the next CI step.
+rm -f "$WORK/gh" "$WORK/env"
+GITHUB_OUTPUT=$WORK/gh "$AMIFORGE" build "$TOP/recipes/debian-12-minimal.yaml" --state "$S" --outputs-env "$WORK/env" >"$WORK/out3" 2>&1
+check outputs-summary bash -c 'grep -q "^made:" "$0" && grep -q "^  image *$1/disk.img (" "$0" && grep -q "^  manifest *$1/manifest.json" "$0"' "$WORK/out3" "$(realpath "$S")"
+check outputs-env bash -c 'grep -qx "image=$2/disk.img" "$0" && grep -qx "manifest=$2/manifest.json" "$0" && cmp -s "$0" "$1" && [ "$(stat -c %a "$1")" = 600 ]' "$WORK/gh" "$WORK/env" "$(realpath "$S")"
 exit $T_FAILED

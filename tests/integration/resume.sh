@@ -3,7 +3,7 @@
 # stage as done without running it and finishes.  --from re-runs from a
 # stage; a changed parameter re-runs that stage and what follows only.
 . "$(dirname "$0")/lib.sh"
-TESTS="first-build-fails failure-names-stage resume-skips-done resume-ran-only-gate resume-image from-reruns fresh-quick param-change-quick damaged-checkpoint-falls-back no-leaks"
+TESTS="first-build-fails failure-names-stage failed-build-manifest resume-skips-done resume-ran-only-gate resume-image from-reruns fresh-quick param-change-quick damaged-checkpoint-falls-back no-leaks"
 require_root $TESTS
 require_loop $TESTS
 require_network $TESTS
@@ -13,6 +13,13 @@ S=$WORK/resume R=$RECIPES/resume.yaml
 rc=$?
 check first-build-fails test $rc = 1
 check failure-names-stage grep -q "stage 8 'gate' (run) failed: command 'test \"0\" = 1'.* exited with status 1" "$WORK/1.err"
+# A failed build writes its manifest too: what was made so far, and which stage failed.
+check failed-build-manifest python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m["status"] == "failed" and m["failed_stage"] == "gate", m
+assert m["outputs"]["root.fstype"] and len(m["stages"]) == 8 and m["stages"][7]["status"] == "failed"
+' "$S/manifest.json"
 
 starts_before=$(grep -c '"stage_start"' "$S/journal")
 "$AMIFORGE" build "$R" --state "$S" --set PASS=1 >"$WORK/2.out" 2>"$WORK/2.err"
