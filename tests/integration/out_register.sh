@@ -15,7 +15,7 @@
 TESTS="register-build one-ami-per-region ebs-attributes image-and-snapshot-tags deprecation launch-permissions
 copies-attributes outputs status-lists-amis rerun-cached kill-after-ami resume-reuses-ami fresh-adopts-own-ami
 foreign-name-clash-fails pvgrub-table pvgrub-unknown-region instance-store faults-complete faults-no-duplicate
-non-retryable-fails-fast resume-after-failure-no-duplicate snapshot-chain no-secrets no-leaks"
+non-retryable-fails-fast resume-after-failure-no-duplicate snapshot-chain chain-outputs no-secrets no-leaks"
 require_botocore $TESTS
 start_fakeaws || { not_ok "fakeaws starts"; exit 1; }
 
@@ -229,14 +229,20 @@ stages:
   - snapshot: {region: eu-west-1}
   - register: {tags: {team: infra}}
 EOF
-	af build "$WORK/r9.yaml" --state "$WORK/s9"
+	GITHUB_OUTPUT=$WORK/gh9 af build "$WORK/r9.yaml" --state "$WORK/s9"
 	chain=$(images eu-west-1 reg-test-chain)
 	sid=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"].get("snapshot.id"))' "$WORK/s9/manifest.json" 2>/dev/null)
 	[ "$RC" = 0 ] && [ "$(jq_ "$chain" '(len(i), i[0]["bdm"][0]["snapshotId"])')" = "(1, '$sid')" ]
 	verdict snapshot-chain
 	[ "$RC" = 0 ] || cat "$OUT"
+	# The next CI step reads what was made from $GITHUB_OUTPUT, and a person from the summary.
+	ami9=$(jq_ "$chain" 'i[0]["imageId"]')
+	grep -qx "ami_id=$ami9" "$WORK/gh9" && grep -qx "snapshot_id=$sid" "$WORK/gh9" &&
+		grep -qx "ami_ids={\"eu-west-1\":\"$ami9\"}" "$WORK/gh9" && grep -q "^  ami *$ami9 (eu-west-1)" "$OUT"
+	verdict chain-outputs
 else
 	skip snapshot-chain "no snapshot stage in this build"
+	skip chain-outputs "no snapshot stage in this build"
 fi
 
 check no-secrets bash -c '! grep -rlF -e "$1" "$2"/out.* "$2"/s*/journal "$2"/s*/logs "$2"/s*/manifest.json 2>/dev/null' _ "$T_SECRET" "$WORK"
