@@ -151,12 +151,43 @@ bench:
 	$(MAKE) all unit test-servers
 	./bench/run
 
-install: all
-	install -D -m 0755 amiforge $(DESTDIR)$(PREFIX)/bin/amiforge
+# Man pages: amiforge(1) written in scdoc, amiforge-recipe(5) generated from
+# the stage table (`amiforge __man-recipe`), so that it cannot drift.
+.PHONY: man uninstall
+MAN_PAGES := $(BUILD)/man/amiforge.1 $(BUILD)/man/amiforge-recipe.5
+man: $(MAN_PAGES)
+$(BUILD)/man/.scdoc-ok:
+	@command -v scdoc >/dev/null || { echo "Makefile: scdoc not found: apt-get install scdoc (make check installs it)" >&2; exit 69; }
+	@mkdir -p $(dir $@) && touch $@
+$(BUILD)/man/amiforge.1: man/amiforge.1.scd | $(BUILD)/man/.scdoc-ok
+	scdoc <$< >$@.tmp && mv -f $@.tmp $@
+$(BUILD)/man/amiforge-recipe.5: $(BUILD)/amiforge | $(BUILD)/man/.scdoc-ok
+	$(BUILD)/amiforge __man-recipe >$@.scd && scdoc <$@.scd >$@.tmp && mv -f $@.tmp $@
+
+# Everything under PREFIX (DESTDIR for staging); uninstall removes exactly these.
+SHARE_DIR = $(DESTDIR)$(PREFIX)/share/amiforge
+SCHEMAS := $(wildcard schemas/*.json)
+EXAMPLES := $(shell find examples -type f 2>/dev/null)
+install: $(BUILD)/amiforge man
+	install -D -m 0755 $(BUILD)/amiforge $(DESTDIR)$(PREFIX)/bin/amiforge
+	install -D -m 0644 $(BUILD)/man/amiforge.1 $(DESTDIR)$(PREFIX)/share/man/man1/amiforge.1
+	install -D -m 0644 $(BUILD)/man/amiforge-recipe.5 $(DESTDIR)$(PREFIX)/share/man/man5/amiforge-recipe.5
+	install -D -m 0644 completion/amiforge.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/amiforge
 	install -d $(DESTDIR)$(PREFIX)/share/amiforge/recipes
 	install -m 0644 recipes/*.yaml $(DESTDIR)$(PREFIX)/share/amiforge/recipes/
 	install -d $(DESTDIR)$(PREFIX)/share/amiforge/ec2-certs
 	install -m 0644 data/ec2-certs/*.pem data/ec2-certs/README $(DESTDIR)$(PREFIX)/share/amiforge/ec2-certs/
+	$(if $(SCHEMAS),install -d $(SHARE_DIR)/schemas && install -m 0644 $(SCHEMAS) $(SHARE_DIR)/schemas/)
+	for f in $(EXAMPLES); do install -D -m 0644 $$f $(SHARE_DIR)/$$f || exit 1; done
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/amiforge $(DESTDIR)$(PREFIX)/share/man/man1/amiforge.1 \
+		$(DESTDIR)$(PREFIX)/share/man/man5/amiforge-recipe.5 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/amiforge
+	rm -f $(addprefix $(SHARE_DIR)/recipes/,$(notdir $(wildcard recipes/*.yaml))) \
+		$(addprefix $(SHARE_DIR)/ec2-certs/,$(notdir $(wildcard data/ec2-certs/*.pem)) README) \
+		$(addprefix $(SHARE_DIR)/schemas/,$(notdir $(SCHEMAS))) $(addprefix $(SHARE_DIR)/,$(EXAMPLES))
+	-find $(SHARE_DIR) -depth -type d -empty -delete 2>/dev/null
 
 clean:
 	rm -rf build build-asan build-fuzz amiforge

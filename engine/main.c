@@ -7,11 +7,13 @@
 #include "amiforge/cli.h"
 #include "amiforge/iam_policy.h"
 #include "amiforge/imds_responder.h"
+#include "amiforge/man_recipe.h"
 #include "amiforge/mem.h"
 #include "amiforge/unbundle.h"
 
 static const struct cli_tool all_tools[] = {
 	{ "__imds-responder", imds_responder_main }, /* hidden: QEMU's guestfwd runs it */
+	{ "__man-recipe", man_recipe_main },         /* hidden: make man pipes it into scdoc */
 	{ "ami", ami_main },
 	{ "aws", awscli_main },
 	{ "boot-test", boottest_main },
