@@ -43,7 +43,11 @@ require_network() { have_network || skip_all "the host's Debian mirror ($(host_m
 
 # A scratch directory removed at exit; state directories live in it.
 WORK=$(mktemp -d /var/tmp/amiforge-it.XXXXXX)
-cleanup_work() { rm -rf "$WORK"; }
+# Every manifest a test wrote is checked against its schema before it goes.
+cleanup_work() {
+	python3 "$TOP/tests/integration/check_manifests.py" "$WORK" "$TOP/schemas/manifest.schema.json" 2>&1
+	rm -rf "$WORK"
+}
 trap cleanup_work EXIT
 
 # Nothing of a build may remain on the host: mounts, loop devices over files
