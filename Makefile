@@ -157,7 +157,7 @@ bench:
 MAN_PAGES := $(BUILD)/man/amiforge.1 $(BUILD)/man/amiforge-recipe.5
 man: $(MAN_PAGES)
 $(BUILD)/man/.scdoc-ok:
-	@command -v scdoc >/dev/null || { echo "Makefile: scdoc not found: apt-get install scdoc (make check installs it)" >&2; exit 69; }
+	@command -v scdoc >/dev/null || ./tests/ensure-packages scdoc
 	@mkdir -p $(dir $@) && touch $@
 $(BUILD)/man/amiforge.1: man/amiforge.1.scd | $(BUILD)/man/.scdoc-ok
 	scdoc <$< >$@.tmp && mv -f $@.tmp $@
