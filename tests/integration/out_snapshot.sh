@@ -51,20 +51,6 @@ print(out)
 PY
 }
 
-# Blocks the journal in STATE holds as acknowledged for snapshot SNAP.
-journaled_blocks() { # STATE SNAP
-	$PY - "$1/journal" "$2" <<'PY'
-import json, sys
-n = 0
-for line in open(sys.argv[1]):
-    ev = json.loads(line)
-    r = ev.get("resource") or {}
-    if ev.get("event") == "resource" and r.get("snapshot") == sys.argv[2] and "blocks" in r:
-        n += sum(b - a + 1 for a, b in r["blocks"])
-print(n)
-PY
-}
-
 out_id() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"]["snapshot.id"])' "$1/manifest.json"; }
 out() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"].get(sys.argv[2], ""))' "$1/manifest.json" "$2"; } # STATE FACT
 written() { state "s['snapshots']['$1']['written']"; } # SNAP: blocks written to it (not inherited)
@@ -189,7 +175,7 @@ else
 fi
 no_leaks "$S2" || not_ok "no leftovers after the kill"
 snap1=$(state "list(s['snapshots'])[0]" 2>/dev/null)
-journaled=$(journaled_blocks "$S2" "$snap1")
+journaled=$(journaled_snapshot_blocks "$S2/journal" "$snap1")
 before=$(calls PutSnapshotBlock)
 if [ $killed = 1 ] && build "$S2" "$R2" --set DEV="$LOOP"; then
 	snap2=$(out_id "$S2")
@@ -424,7 +410,7 @@ snap7=
 for i in $(seq 300); do
 	if [ "$(($(calls PutSnapshotBlock) - before))" -ge "$CHANGED" ]; then
 		snap7=$(last_incremental "$S11")
-		[ -n "$snap7" ] && [ "$snap7" != "$last" ] && [ "$(journaled_blocks "$S11" "$snap7")" -gt 0 ] && break
+		[ -n "$snap7" ] && [ "$snap7" != "$last" ] && [ "$(journaled_snapshot_blocks "$S11/journal" "$snap7")" -gt 0 ] && break
 	fi
 	kill -0 $pid 2>/dev/null || break
 	sleep 0.1
@@ -437,7 +423,7 @@ else
 fi
 no_leaks "$S11" || not_ok "no leftovers after the kill"
 snap7=$(last_incremental "$S11")
-journaled=$(journaled_blocks "$S11" "$snap7")
+journaled=$(journaled_snapshot_blocks "$S11/journal" "$snap7")
 before=$(calls PutSnapshotBlock)
 if [ $killed = 1 ] && [ -n "$snap7" ] && build "$S11" "$R2" --set DEV="$LOOP" --set PAR=2 --set DESC=gen7; then
 	resent=$(($(calls PutSnapshotBlock) - before))
