@@ -165,6 +165,33 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+/* For plan (stage.h): the command as written (printable, cut short), or
+ * the script; never the values of env. */
+static char *run_describe(const struct stage_describe *d)
+{
+	const json_t *cmd = params_get(d->params, "command");
+	const char *script = params_str(d->params, "script", NULL);
+	size_t n_env = json_object_size(params_get(d->params, "env"));
+	struct strbuf sb = STRBUF_INIT, text = STRBUF_INIT;
+	if (json_is_array(cmd))
+		for (size_t i = 0; i < json_array_size(cmd); i++)
+			strbuf_addf(&text, "%s%s", i ? " " : "", json_string_value(json_array_get(cmd, i)));
+	else if (cmd)
+		strbuf_addstr(&text, json_string_value(cmd));
+	_cleanup_free_ char *raw = strbuf_detach(&text);
+	_cleanup_free_ char *shown = str_printable(raw);
+	if (script)
+		strbuf_addf(&sb, "run the script %s in the image", strrchr(script, '/') ? strrchr(script, '/') + 1 : script);
+	else
+		strbuf_addf(&sb, "run '%.60s%s' in the image", shown, strlen(shown) > 60 ? "..." : "");
+	if (n_env) {
+		strbuf_addstr(&sb, " with ");
+		stage_describe_count(&sb, n_env, "environment variable");
+	}
+	strbuf_addstr(&sb, params_bool(d->params, "network", false) ? ", with a network" : ", without a network");
+	return strbuf_detach(&sb);
+}
+
 const struct stage_type stage_run = {
 	.name = "run",
 	.summary = "run a command or a script inside the image (sandboxed; network only with network: true)",
@@ -172,5 +199,6 @@ const struct stage_type stage_run = {
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
 	.default_timeout = 3600,
 	.check = run_check,
+	.describe = run_describe,
 	.run = run_run,
 };
