@@ -154,6 +154,29 @@ static void test_register(void **state)
 	said_free(&s);
 }
 
+/* One line, cut short without breaking a character, argv spaces quoted,
+ * env values never shown. */
+static void test_run(void **state)
+{
+	(void)state;
+	check_says("run", "{\"command\": \"echo a\\necho b\", \"env\": {\"K\": \"hidden-value\"}}", NULL, NULL,
+		   "run 'echo a echo b' in the image with 1 environment variable, without a network");
+	check_says("run", "{\"command\": [\"sh\", \"-c\", \"echo one\", \"\"], \"network\": true}", NULL, NULL,
+		   "run 'sh -c \"echo one\" \"\"' in the image, with a network");
+	/* 59 bytes, then a 2-byte character across the cut at 60: cut before it */
+	char x59[60];
+	memset(x59, 'x', 59);
+	x59[59] = '\0';
+	char *params = xasprintf("{\"command\": \"%s\xc3\xa9zz\"}", x59);
+	char *want = xasprintf("run '%s...' in the image, without a network", x59);
+	_cleanup_json_ json_t *p = load_json(params);
+	struct said s = describe_with("run", p, NULL, NULL, NULL);
+	assert_string_equal(s.text, want);
+	free(params);
+	free(want);
+	said_free(&s);
+}
+
 static void test_lists(void **state)
 {
 	(void)state;
@@ -256,6 +279,7 @@ int main(void)
 		cmocka_unit_test(test_debootstrap),
 		cmocka_unit_test(test_upload),
 		cmocka_unit_test(test_register),
+		cmocka_unit_test(test_run),
 		cmocka_unit_test(test_lists),
 		cmocka_unit_test(test_chained_through_a_recipe),
 	};
