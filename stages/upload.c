@@ -550,9 +550,15 @@ static char *upload_describe(const struct stage_describe *d)
 	stage_describe_know(d, "bundle.bucket_region", given ? given : d->region);
 	_cleanup_free_ char *what = manifest ? xasprintf("the bundle of %s", strrchr(manifest, '/') ? strrchr(manifest, '/') + 1 : manifest)
 					     : xstrdup("the bundle");
-	return xasprintf("upload %s to s3://%s/%s%s in %s%s", what, bucket, prefix, *prefix ? "/" : "",
+	/* As upload_run_stage warns: the bucket must be in the AMI's region. */
+	const char *region = given ? given : d->region, *bregion = stage_describe_fact(d, "bundle.region");
+	_cleanup_free_ char *clash = region && bregion && strcmp(region, bregion)
+					     ? xasprintf(" (but the bundle is for %s: register needs the bucket there)", bregion)
+					     : xstrdup("");
+	return xasprintf("upload %s to s3://%s/%s%s in %s%s%s", what, bucket, prefix, *prefix ? "/" : "",
 			 stage_describe_region(d, given),
-			 params_bool(d->params, "create_bucket", false) ? ", creating the bucket if it does not exist" : "");
+			 params_bool(d->params, "create_bucket", false) ? ", creating the bucket if it does not exist" : "",
+			 clash);
 }
 
 static const struct fact_need upload_needs[] = { { "bundle.manifest", "manifest" }, { NULL, NULL } };

@@ -123,6 +123,10 @@ static void test_upload(void **state)
 	/* location wins over the command's region; no prefix: the bucket's root */
 	check_says("upload", "{\"bucket\": \"amis\", \"location\": \"us-east-2\", \"create_bucket\": true}", NULL,
 		   "eu-west-1", "upload the bundle to s3://amis/ in us-east-2, creating the bucket if it does not exist");
+	/* a bundle made for another region: said, as the build warns */
+	check_says("upload", "{\"bucket\": \"amis\", \"location\": \"us-east-2\"}", "{\"bundle.region\": \"eu-west-1\"}",
+		   NULL, "upload the bundle to s3://amis/ in us-east-2 (but the bundle is for eu-west-1: register needs the "
+			 "bucket there)");
 	_cleanup_json_ json_t *p = load_json("{\"bucket\": \"amis\", \"prefix\": \"x/\"}");
 	struct said s = describe_with("upload", p, NULL, NULL, NULL);
 	assert_non_null(strstr(s.text, "s3://amis/x/ in the region the build resolves"));
