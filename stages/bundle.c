@@ -220,6 +220,29 @@ static int bundle_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h).  The certificate's path is shown relative to the
+ * recipe, as the recipe names it. */
+static char *bundle_describe(const struct stage_describe *d)
+{
+	const char *name = params_str(d->params, "name", d->recipe_name);
+	const char *given = params_str(d->params, "region", NULL);
+	const char *cert = params_str(d->params, "cert", NULL);
+	const char *kernel = params_str(d->params, "kernel_id", NULL);
+	size_t dirlen = d->recipe_dir ? strlen(d->recipe_dir) : 0;
+	if (cert && dirlen && !strncmp(cert, d->recipe_dir, dirlen) && cert[dirlen] == '/')
+		cert += dirlen + 1;
+	stage_describe_know(d, "bundle.name", name);
+	stage_describe_know(d, "bundle.arch", bundle_arch(d->arch));
+	stage_describe_know(d, "bundle.region", given ? given : d->region);
+	if (kernel && strcmp(kernel, "none") != 0)
+		stage_describe_know(d, "bundle.kernel_id", kernel);
+	_cleanup_free_ char *signer = cert ? xasprintf("signed with %s", cert)
+					   : xstrdup("signed with a self-signed certificate made once in STATE/x509/");
+	return xasprintf("bundle the image for instance store as %s (%s) for %s, %s, kernel %s", name,
+			 bundle_arch(d->arch), stage_describe_region(d, given), signer,
+			 !kernel ? "the region's PV-GRUB AKI" : strcmp(kernel, "none") ? kernel : "none");
+}
+
 static const struct fact_need bundle_needs[] = { { "disk.path", NULL }, { NULL, NULL } };
 static const char *const bundle_provides[] = { "bundle.dir", "bundle.name", "bundle.manifest", "bundle.digest", "bundle.parts", "bundle.size", "bundle.arch", "bundle.kernel_id", "bundle.region", "bundle.x509_cert", NULL };
 
@@ -231,5 +254,6 @@ const struct stage_type stage_bundle = {
 	.needs = bundle_needs,
 	.provides = bundle_provides,
 	.check = bundle_check,
+	.describe = bundle_describe,
 	.run = bundle_run,
 };
