@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "amiforge/aws/creds.h"
@@ -27,11 +28,13 @@ static const char *const bundle_x509_choices[] = { "generate", NULL };
 static const struct param_spec bundle_params[] = {
 	{ .name = "account", .type = PT_STRING, .flags = PARAM_REQUIRED,
 	  .help = "the AWS account number (12 digits; hyphens are dropped)" },
-	{ .name = "cert", .type = PT_PATH, .help = "your X.509 certificate (PEM); its key can unbundle the image" },
-	{ .name = "key", .type = PT_PATH, .help = "the private key of cert (PEM, unencrypted); signs the manifest" },
+	{ .name = "cert", .type = PT_PATH, .flags = PARAM_HOST_FILE,
+	  .help = "your X.509 certificate (PEM); its key can unbundle the image" },
+	{ .name = "key", .type = PT_PATH, .flags = PARAM_HOST_FILE,
+	  .help = "the private key of cert (PEM, unencrypted; mode 0600); signs the manifest" },
 	{ .name = "x509", .type = PT_ENUM, .choices = bundle_x509_choices,
 	  .help = "generate: make a self-signed pair once in STATE/x509/ (cert.pem, key.pem) instead of cert/key" },
-	{ .name = "ec2_cert", .type = PT_PATH, .help = "the EC2 certificate (PEM)",
+	{ .name = "ec2_cert", .type = PT_PATH, .flags = PARAM_HOST_FILE, .help = "the EC2 certificate (PEM)",
 	  .defval = "the shipped one for the region (commercial, GovCloud or China)" },
 	{ .name = "region", .type = PT_STRING, .help = "the region the bundle is for",
 	  .defval = "AWS_REGION, AWS_DEFAULT_REGION or the profile's" },
@@ -107,12 +110,25 @@ static char *bundle_region(const json_t *params)
 	return region;
 }
 
-/* cert and key: the recipe's, or a generated pair in STATE/x509. */
+/* As ssh does for an identity file: a key others may read is everyone's
+ * key to this image.  Only a warning, since the owner may have reasons
+ * (a CI runner's shared secret mount) and the build cannot fix it. */
+static void bundle_key_mode_check(const char *key)
+{
+	struct stat st;
+	if (stat(key, &st) == 0 && (st.st_mode & 077))
+		log_warn("bundle key '%s' is readable by group or others (mode %04o): anyone who can read it "
+			 "can decrypt the bundle; chmod 600 '%s'", key, (unsigned)(st.st_mode & 07777), key);
+}
+
+/* cert and key: the recipe's (read where they are: never copied into
+ * STATE), or a generated pair in STATE/x509. */
 static int bundle_pair(struct stage_ctx *ctx, char **cert, char **key, struct af_error **err)
 {
 	if (!params_get(ctx->params, "x509")) {
 		*cert = xstrdup(params_str(ctx->params, "cert", ""));
 		*key = xstrdup(params_str(ctx->params, "key", ""));
+		bundle_key_mode_check(*key);
 		return 0;
 	}
 	_cleanup_free_ char *dir = path_join(ctx->state_dir, "x509");
