@@ -49,9 +49,23 @@ static const struct param_spec bundle_params[] = {
 	{ .name = NULL },
 };
 
+/* As ssh does for an identity file: a key others may read is everyone's
+ * key to this image.  A warning, not an error: the owner may have reasons
+ * (a CI runner's shared secret mount).  Given when the recipe loads, so
+ * that validate, plan and build show it on the terminal; a stage's own
+ * messages go to its log only. */
+static void bundle_key_mode_check(const char *key)
+{
+	struct stat st;
+	if (key && stat(key, &st) == 0 && (st.st_mode & 077))
+		log_warn("bundle key '%s' is readable by group or others (mode %04o): anyone who can read it "
+			 "can decrypt the bundle; chmod 600 '%s'", key, (unsigned)(st.st_mode & 07777), key);
+}
+
 static int bundle_check(const json_t *params, struct af_error **err)
 {
 	bool cert = params_get(params, "cert"), key = params_get(params, "key"), gen = params_get(params, "x509");
+	bundle_key_mode_check(params_str(params, "key", NULL));
 	if (gen && (cert || key))
 		return af_error_set(err, 0, "bundle takes x509: generate or cert and key, not both");
 	if (!gen && !(cert && key))
@@ -110,17 +124,6 @@ static char *bundle_region(const json_t *params)
 	return region;
 }
 
-/* As ssh does for an identity file: a key others may read is everyone's
- * key to this image.  Only a warning, since the owner may have reasons
- * (a CI runner's shared secret mount) and the build cannot fix it. */
-static void bundle_key_mode_check(const char *key)
-{
-	struct stat st;
-	if (stat(key, &st) == 0 && (st.st_mode & 077))
-		log_warn("bundle key '%s' is readable by group or others (mode %04o): anyone who can read it "
-			 "can decrypt the bundle; chmod 600 '%s'", key, (unsigned)(st.st_mode & 07777), key);
-}
-
 /* cert and key: the recipe's (read where they are: never copied into
  * STATE), or a generated pair in STATE/x509. */
 static int bundle_pair(struct stage_ctx *ctx, char **cert, char **key, struct af_error **err)
@@ -128,7 +131,6 @@ static int bundle_pair(struct stage_ctx *ctx, char **cert, char **key, struct af
 	if (!params_get(ctx->params, "x509")) {
 		*cert = xstrdup(params_str(ctx->params, "cert", ""));
 		*key = xstrdup(params_str(ctx->params, "key", ""));
-		bundle_key_mode_check(*key);
 		return 0;
 	}
 	_cleanup_free_ char *dir = path_join(ctx->state_dir, "x509");
