@@ -430,7 +430,9 @@ static bool path_in_recipe(struct param_conv *c, const char *subj, const yaml_no
 	return false;
 }
 
-/* A host file (PARAM_HOST_FILE) is read, never listed: one regular file. */
+/* A host file (PARAM_HOST_FILE) is one regular file, so its fingerprint is
+ * the SHA-256 of its bytes, as sha256sum prints it; a directory would be
+ * hashed with its names, and a device or FIFO is no key or certificate. */
 static bool host_file_ok(struct param_conv *c, const char *subj, const yaml_node_t *n, const char *shown,
 			 const char *real)
 {

@@ -57,8 +57,9 @@ static const char *const credential_words[] = {
 };
 
 /* The suffixes that say a variable holds where a secret is kept, not the
- * secret (Docker's and systemd's *_FILE convention): a path is safe to
- * expand, log and journal, and a bundle's key must be passable. */
+ * secret (the *_FILE convention of Docker secrets, POSTGRES_PASSWORD_FILE):
+ * a path is safe to expand, log and journal, and a bundle's key must be
+ * passable to the recipe without committing it. */
 static const char *const path_suffixes[] = { "_FILE", "_PATH" };
 
 static bool name_holds_path(const char *name)
