@@ -43,7 +43,7 @@ static const struct param_spec upload_params[] = {
 	{ .name = "acl", .type = PT_ENUM, .choices = upload_acls, .help = "canned ACL (x-amz-acl) of every object",
 	  .defval = "aws-exec-read" },
 	{ .name = "parallel", .type = PT_INT, .help = "objects sent at once (1-64)", .defval = "4" },
-	{ .name = "manifest", .type = PT_PATH,
+	{ .name = "manifest", .type = PT_PATH, .flags = PARAM_HOST_FILE,
 	  .help = "a bundle's NAME.manifest.xml (its parts beside it) instead of the bundle stage's" },
 	{ .name = NULL },
 };

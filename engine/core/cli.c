@@ -44,6 +44,8 @@ static const char usage_text[] =
 	"                              will do; --json: \"will\")\n"
 	"  validate RECIPE... [--set VAR=VALUE]...\n"
 	"                              check recipes; every error as FILE:LINE:COLUMN: message\n"
+	"                              (--set as for build, so file parameters are checked too:\n"
+	"                              validate r.yaml --set BUNDLE_PRIVATE_KEY_FILE=/secrets/pk.pem)\n"
 	"  status [--state DIR | RECIPE] [--remote s3://BUCKET/PREFIX] [--json]\n"
 	"                              what the journal (with --remote: the store's) holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
