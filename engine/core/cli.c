@@ -39,7 +39,7 @@ static const char usage_text[] =
 	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]] [--outputs-env FILE]\n"
 	"                              run the recipe's stages, resuming where the last build stopped\n"
 	"                              (--remote: there or on any machine sharing the store)\n"
-	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX] [--json]\n"
+	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--fresh] [--remote s3://BUCKET/PREFIX] [--json]\n"
 	"                              one line per stage: INDEX ID STATUS KEY12 (-v: and what it\n"
 	"                              will do; --json: \"will\")\n"
 	"  validate RECIPE... [--set VAR=VALUE]...\n"
@@ -764,8 +764,9 @@ static int cmd_clean(struct cmd_args *a)
 static void print_params(const struct param_spec *ps, int depth)
 {
 	for (; ps && ps->name; ps++) {
-		printf("%*s%-20s %-9s %s%s%s%s\n", 4 + 2 * depth, "", ps->name,
+		printf("%*s%-20s %-9s %s%s%s%s%s\n", 4 + 2 * depth, "", ps->name,
 		       param_type_name(ps->type), (ps->flags & PARAM_REQUIRED) ? "(required) " : "",
+		       (ps->flags & PARAM_HOST_FILE) ? "(anywhere: absolute paths allowed) " : "",
 		       ps->help ? ps->help : "", ps->defval ? "; default: " : "",
 		       ps->defval ? ps->defval : "");
 		if (ps->type == PT_ENUM && ps->choices) {
