@@ -309,7 +309,7 @@ else
 	cat "$BOUT" "$S6/logs/02-snapshot.log"; not_ok snapshot-incremental; not_ok snapshot-incremental-zeroed
 fi
 
-# ---- 7. the parent is gone: a full snapshot, with a warning -------------------------
+# ---- 7. the parent is gone: a full snapshot, with a warning (in the log and on the terminal)
 "$AMIFORGE" aws request POST "$FAKEAWS/" --service ec2 --region eu-west-1 \
 	-d "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=${P2:-none}" >"$WORK/out.del7" 2>&1
 put_blocks "$LOOP" 60 1
@@ -318,6 +318,7 @@ if incr "$S6" gen3; then
 	want=$(nonzero_blocks "$LOOP")
 	if [ "$(written "$P3")" = "$want" ] && [ -z "$(out "$S6" snapshot.parent)" ] &&
 		grep -q "warning: parent snapshot $P2: it no longer exists; making a full snapshot" "$S6/logs/02-snapshot.log" &&
+		grep -q "amiforge: warning: stage 'snapshot': parent snapshot $P2: it no longer exists" "$BOUT" &&
 		reads_back "$P3" "$LOOP"; then
 		ok snapshot-parent-deleted
 	else
