@@ -13,15 +13,6 @@
 
 #include "../../engine/aws/ebs_upload.c"
 
-static json_t *load(const char *text)
-{
-	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
-	if (!j)
-		fail_msg("bad JSON in test: %s", e.text);
-	return j;
-}
-
 /* A sparse file of SIZE bytes with data written at the given offsets. */
 static int sparse_file(const char *dir, uint64_t size, const uint64_t *offs, const size_t *lens, size_t n,
 		       char **path)
@@ -150,7 +141,7 @@ static void test_verify_batches(void **state)
 	json_t *batches = json_array();
 	json_array_append_new(batches, batch_record(fd, b1, 2));
 	json_array_append_new(batches, batch_record(fd, b2, 2));
-	json_array_append_new(batches, load("{\"snapshot\": \"snap-x\", \"blocks\": [[5, 99]], \"digest\": \"x\"}"));
+	json_array_append_new(batches, test_json("{\"snapshot\": \"snap-x\", \"blocks\": [[5, 99]], \"digest\": \"x\"}"));
 	/* Block 3 changes after it was journaled: its whole batch is sent again. */
 	assert_int_equal(pwrite_all(fd, "changed", 7, 3 * EBS_BLOCK_SIZE + 1), 0);
 	struct af_error *err = NULL;

@@ -100,14 +100,6 @@ static void reports_free(struct reports *r)
 		free(r->msg[i]);
 }
 
-static json_t *P(const char *text)
-{
-	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
-	assert_non_null(j);
-	return j;
-}
-
 /* Checks stages "type:{params}" in order. */
 static size_t check_list(struct reports *r, size_t n, const char *const *types, const char *const *params)
 {
@@ -115,7 +107,7 @@ static size_t check_list(struct reports *r, size_t n, const char *const *types, 
 	assert_true(n <= 12);
 	json_t *p[12];
 	for (size_t i = 0; i < n; i++) {
-		p[i] = P(params[i]);
+		p[i] = test_json(params[i]);
 		fs[i] = (struct fact_stage){ registry_find(types[i]), p[i], types[i] };
 		assert_non_null(fs[i].type);
 	}
@@ -204,22 +196,22 @@ static void test_outputs(void **state)
 	(void)state;
 	const struct stage_type *mkfs = registry_find("mkfs");
 	struct af_error *err = NULL;
-	json_t *ok = P("{\"root.fstype\":\"ext4\",\"root.pvgrub_compatible\":false}");
+	json_t *ok = test_json("{\"root.fstype\":\"ext4\",\"root.pvgrub_compatible\":false}");
 	assert_int_equal(facts_check_outputs(mkfs, ok, &err), 0);
-	json_t *undeclared = P("{\"snapshot.id\":\"snap-1\"}");
+	json_t *undeclared = test_json("{\"snapshot.id\":\"snap-1\"}");
 	assert_int_equal(facts_check_outputs(mkfs, undeclared, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "the mkfs stage output 'snapshot.id'"));
 	af_error_clear(&err);
-	json_t *wrong = P("{\"root.fstype\":4}");
+	json_t *wrong = test_json("{\"root.fstype\":4}");
 	assert_int_equal(facts_check_outputs(mkfs, wrong, &err), -1);
 	assert_non_null(strstr(af_error_msg(err), "that is not a string"));
 	af_error_clear(&err);
 	/* A family: ami.REGION. */
-	json_t *copies = P("{\"ami.id\":\"ami-1\",\"ami.eu-west-1\":\"ami-1\",\"ami.us-east-1\":\"ami-2\"}");
+	json_t *copies = test_json("{\"ami.id\":\"ami-1\",\"ami.eu-west-1\":\"ami-1\",\"ami.us-east-1\":\"ami-2\"}");
 	assert_int_equal(facts_check_outputs(registry_find("register"), copies, &err), 0);
 	assert_int_equal(facts_check_outputs(mkfs, copies, &err), -1);
 	af_error_clear(&err);
-	json_t *bare = P("{\"ami.\":\"ami-1\"}");
+	json_t *bare = test_json("{\"ami.\":\"ami-1\"}");
 	assert_int_equal(facts_check_outputs(registry_find("register"), bare, &err), -1);
 	af_error_clear(&err);
 	json_decref(copies);

@@ -89,7 +89,7 @@ static void test_aws_redact_uses_the_rule(void **state)
 	assert_string_equal(r, "a [REDACTED] b [REDACTED] c [REDACTED]");
 }
 
-static void test_json(void **state)
+static void test_redact_json(void **state)
 {
 	(void)state;
 	json_t *j = json_pack("{s:s, s:[s, i, {s:s}], s:s}", "a", "x" ENV_SECRET "y", "b", ENV_TOKEN, 3,
@@ -214,7 +214,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_text, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_aws_redact_uses_the_rule, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_redact_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_sinks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state_tightened, setup, teardown),

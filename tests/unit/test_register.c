@@ -7,15 +7,6 @@
 
 #include "../../stages/register.c"
 
-static json_t *P(const char *text)
-{
-	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
-	if (!j)
-		fail_msg("bad test JSON %s: %s", text, e.text);
-	return j;
-}
-
 static void test_share_kinds(void **state)
 {
 	(void)state;
@@ -84,7 +75,7 @@ static void test_check(void **state)
 		{ "{\"copy_to\":[\"US East\"]}", "copy_to: 'US East' is not a region name" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		json_t *p = P(cases[i].params);
+		json_t *p = test_json(cases[i].params);
 		struct af_error *err = NULL;
 		int rc = reg_check(p, &err);
 		if (!cases[i].error && rc != 0)
@@ -100,7 +91,7 @@ static void test_check(void **state)
 static void test_journaled(void **state)
 {
 	(void)state;
-	json_t *res = P("[{\"kind\":\"ami\",\"region\":\"eu-west-1\",\"image_id\":\"ami-1\"},"
+	json_t *res = test_json("[{\"kind\":\"ami\",\"region\":\"eu-west-1\",\"image_id\":\"ami-1\"},"
 			"{\"kind\":\"ami-copy\",\"region\":\"us-east-1\",\"image_id\":\"ami-2\"},"
 			"{\"kind\":\"ami\",\"region\":\"eu-west-1\",\"image_id\":\"ami-3\"},"
 			"{\"blocks\":[1,2,3]}]");
@@ -143,11 +134,11 @@ static void test_times(void **state)
 static void test_facts_defaults(void **state)
 {
 	(void)state;
-	json_t *f = P("{\"bootloader.type\":\"grub\",\"bootloader.firmware\":\"both\"}");
-	json_t *none = P("{}");
-	json_t *pv = P("{\"virtualization\":\"paravirtual\"}");
-	json_t *hvm = P("{\"virtualization\":\"hvm\"}");
-	json_t *pvf = P("{\"bootloader.type\":\"pvgrub\"}");
+	json_t *f = test_json("{\"bootloader.type\":\"grub\",\"bootloader.firmware\":\"both\"}");
+	json_t *none = test_json("{}");
+	json_t *pv = test_json("{\"virtualization\":\"paravirtual\"}");
+	json_t *hvm = test_json("{\"virtualization\":\"hvm\"}");
+	json_t *pvf = test_json("{\"bootloader.type\":\"pvgrub\"}");
 	assert_string_equal(reg_default_boot_mode(f), "uefi-preferred");
 	assert_null(reg_default_boot_mode(none));
 	assert_false(reg_is_pv(none, f));
@@ -164,7 +155,7 @@ static void test_facts_defaults(void **state)
 static void test_bdm(void **state)
 {
 	(void)state;
-	json_t *p = P("{\"volume_size\":1610612736,\"ephemeral\":2,\"delete_on_termination\":false,"
+	json_t *p = test_json("{\"volume_size\":1610612736,\"ephemeral\":2,\"delete_on_termination\":false,"
 		      "\"volume_type\":\"io2\",\"iops\":3000}");
 	struct stage_ctx ctx = { .params = p };
 	struct reg r = { .ctx = &ctx, .p = p, .snapshot_id = "snap-1" };
@@ -185,7 +176,7 @@ static void test_bdm(void **state)
 
 	/* paravirtual: /dev/sda1; instance-store: no EBS root mapping */
 	r.pv = true;
-	json_t *q = P("{}");
+	json_t *q = test_json("{}");
 	r.p = q;
 	assert_int_equal(reg_bdm(&r, bdm, names), 1);
 	assert_string_equal(bdm[0].device_name, "/dev/sda1");

@@ -6,15 +6,6 @@
 
 #include "../../stages/register.c"
 
-static json_t *P(const char *text)
-{
-	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
-	if (!j)
-		fail_msg("bad test JSON %s: %s", text, e.text);
-	return j;
-}
-
 static void test_check_spans(void **state)
 {
 	(void)state;
@@ -28,7 +19,7 @@ static void test_check_spans(void **state)
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		_cleanup_free_ char *text = xasprintf("{\"expire_after\": \"%s\"}", cases[i].after);
-		json_t *p = P(text);
+		json_t *p = test_json(text);
 		struct af_error *e = NULL;
 		int rc = reg_check(p, &e);
 		if ((rc == 0) != cases[i].ok)
@@ -44,7 +35,7 @@ static void test_check_spans(void **state)
 static void expect_expiry(const char *after, const char *created, const char *want)
 {
 	_cleanup_free_ char *text = xasprintf("{\"expire_after\": \"%s\"}", after);
-	json_t *p = P(text);
+	json_t *p = test_json(text);
 	struct aws_tag tags[2];
 	struct reg r = { .p = p, .tags = tags };
 	struct ec2_image img = { .creation_date = (char *)created };

@@ -11,18 +11,9 @@
 
 #include "../../stages/snapshot.c"
 
-static json_t *load(const char *text)
-{
-	json_error_t e;
-	json_t *j = json_loads(text, 0, &e);
-	if (!j)
-		fail_msg("bad JSON in test: %s", e.text);
-	return j;
-}
-
 static void expect_check_error(const char *params, const char *needle)
 {
-	json_t *p = load(params);
+	json_t *p = test_json(params);
 	struct af_error *err = NULL;
 	assert_int_equal(snapshot_check(p, &err), -1);
 	if (!strstr(af_error_msg(err), needle))
@@ -35,7 +26,7 @@ static void test_check(void **state)
 {
 	(void)state;
 	struct af_error *err = NULL;
-	json_t *p = load("{\"region\": \"eu-west-1\", \"parallel\": 4, \"encrypted\": true, \"kms_key\": \"arn:k\","
+	json_t *p = test_json("{\"region\": \"eu-west-1\", \"parallel\": 4, \"encrypted\": true, \"kms_key\": \"arn:k\","
 			 " \"tags\": {\"team\": \"infra\"}, \"volume_size\": 8}");
 	assert_int_equal(snapshot_check(p, &err), 0);
 	assert_null(err);
@@ -58,7 +49,7 @@ static void test_check(void **state)
 	expect_check_error("{\"parent\": \"snap-0123456789ABCDEF0\"}", "is not auto, none");
 	expect_check_error("{\"parent\": \"snap-0123456789abcdef0\", \"encrypted\": true}",
 			   "parent: encrypted snapshots are always full");
-	p = load("{\"parent\": \"auto\", \"encrypted\": true}");
+	p = test_json("{\"parent\": \"auto\", \"encrypted\": true}");
 	assert_int_equal(snapshot_check(p, &err), 0);
 	json_decref(p);
 }
@@ -109,7 +100,7 @@ static void test_resume_parse(void **state)
 	json_decref(r.batches);
 	json_decref(none);
 
-	json_t *res = load("["
+	json_t *res = test_json("["
 			   "{\"snapshot\": \"snap-a\", \"region\": \"eu-west-1\", \"generation\": 0, \"volume_size\": 1,"
 			   " \"encrypted\": false},"
 			   "{\"snapshot\": \"snap-a\", \"blocks\": [[0, 3]], \"digest\": \"x\"},"
@@ -133,8 +124,8 @@ static void test_resume_parse(void **state)
 
 	assert_null(r.parent);
 	assert_int_equal(r.blocks_sent, -1);
-	json_array_append_new(res, load("{\"snapshot\": \"snap-b\", \"blocks_sent\": 3, \"blocks_sha256\": \"d\"}"));
-	json_array_append_new(res, load("{\"snapshot\": \"snap-b\", \"completing\": true}"));
+	json_array_append_new(res, test_json("{\"snapshot\": \"snap-b\", \"blocks_sent\": 3, \"blocks_sha256\": \"d\"}"));
+	json_array_append_new(res, test_json("{\"snapshot\": \"snap-b\", \"completing\": true}"));
 	snap_resume_parse(res, &r);
 	assert_true(r.completing);
 	assert_int_equal(r.blocks_sent, 3);
@@ -142,14 +133,14 @@ static void test_resume_parse(void **state)
 	assert_int_equal(json_array_size(r.batches), 2);
 	json_decref(r.batches);
 
-	json_array_append_new(res, load("{\"snapshot\": \"snap-b\", \"abandoned\": true}"));
+	json_array_append_new(res, test_json("{\"snapshot\": \"snap-b\", \"abandoned\": true}"));
 	snap_resume_parse(res, &r);
 	assert_null(r.snapshot_id);
 	assert_int_equal(r.generation, 2);
 	assert_int_equal(json_array_size(r.batches), 0);
 	json_decref(r.batches);
 	/* A snapshot over a parent: the parent and its list's identity. */
-	json_array_append_new(res, load("{\"snapshot\": \"snap-c\", \"region\": \"eu-west-1\", \"generation\": 2,"
+	json_array_append_new(res, test_json("{\"snapshot\": \"snap-c\", \"region\": \"eu-west-1\", \"generation\": 2,"
 					" \"volume_size\": 1, \"encrypted\": false, \"parent\": \"snap-a\","
 					" \"parent_image_key\": \"k\", \"parent_blocks_sha256\": \"p\"}"));
 	snap_resume_parse(res, &r);
@@ -183,7 +174,7 @@ static void test_decide(void **state)
 static void expect_parent(const char *params, const char *previous, const char *region, bool encrypted,
 			  const char *id, const char *digest, const char *image_key)
 {
-	json_t *p = load(params), *prev = previous ? load(previous) : NULL;
+	json_t *p = test_json(params), *prev = previous ? test_json(previous) : NULL;
 	struct stage_ctx ctx = { .id = "snap", .params = p, .previous = prev };
 	struct snap_parent sp = { 0 };
 	snap_parent_choose(&ctx, region, encrypted, &sp);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); caller frees
  * and removes it with test_rmdir_r. */
@@ -34,6 +35,17 @@ static inline void test_rmdir_r(const char *dir)
 	if (system(cmd) != 0)
 		fprintf(stderr, "warning: could not remove %s\n", dir);
 	free(cmd);
+}
+
+/* A test's own JSON data (new reference): a test that cannot parse what
+ * it wrote fails, naming the text. */
+static inline json_t *test_json(const char *text)
+{
+	json_error_t e;
+	json_t *j = json_loads(text, 0, &e);
+	if (!j)
+		fail_msg("bad JSON in test: %s: %s", text, e.text);
+	return j;
 }
 
 /* Skip a test (cmocka 1.1 has skip()) with a reason printed. */
