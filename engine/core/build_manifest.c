@@ -124,17 +124,20 @@ static json_t *image_object(const struct build_manifest *m)
 	}
 	json_t *o = json_pack("{s:s, s:b, s:I, s:I}", "path", m->image, "device", m->image_is_device,
 			      "size", (json_int_t)f.size, "allocated", (json_int_t)f.allocated);
+	/* After a failure the failing stage may have written to the image:
+	 * no disk key names what it holds. */
+	const char *disk_key = !strcmp(m->status, "ok") ? m->disk_key : NULL;
 	_cleanup_json_ json_t *prev = previous_manifest(m->state);
 	char hex[65];
-	const char *sha = reusable_hash(prev, m->disk_key, &f);
+	const char *sha = reusable_hash(prev, disk_key, &f);
 	if (!sha && hash_fd(fd, m->image, hex, &err) == 0)
 		sha = hex;
 	if (sha)
 		json_object_set_new(o, "sha256", json_string(sha));
 	else
 		log_warn("manifest: no SHA-256 of the image: %s", af_error_msg(err));
-	if (sha && m->disk_key) {
-		json_object_set_new(o, "disk_key", json_string(m->disk_key));
+	if (sha && disk_key) {
+		json_object_set_new(o, "disk_key", json_string(disk_key));
 		json_object_set_new(o, "ctime_ns", json_integer(f.ctime_ns));
 	}
 	return o;

@@ -597,8 +597,7 @@ static int write_manifest(struct build *b, const char *status)
 		.state = b->state, .name = b->recipe->name, .arch = b->recipe->arch,
 		.recipe_path = b->recipe->path, .image = image_path(b),
 		.image_is_device = json_is_true(json_object_get(b->facts, "disk.is_device")),
-		/* After a failure the failing stage may have written to the image. */
-		.disk_key = ok && b->plan.n ? b->plan.stages[b->plan.n - 1].disk_key : NULL,
+		.disk_key = b->plan.n ? b->plan.stages[b->plan.n - 1].disk_key : NULL,
 		.status = status, .failed_stage = b->failed_stage, .error = ok ? NULL : b->error,
 		.stages = b->stage_reports, .outputs = b->facts,
 		.timings = { .total_seconds = now_monotonic() - b->t_start,

@@ -38,9 +38,9 @@ struct build_manifest {
 	const char *recipe_path;  /* the recipe file as given (required) */
 	const char *image;        /* the image's path; nothing is said of it when it does not exist */
 	bool image_is_device;
-	/* The disk key the image is in: the last stage's, when the build
-	 * ended ok.  NULL after a failure (the failing stage may have written
-	 * to the image), and then the hash is never reused later. */
+	/* The disk key the image is in: the last stage's.  Used only when the
+	 * status is "ok": after a failure the failing stage may have written
+	 * to the image, and that hash is never reused later. */
 	const char *disk_key;
 	const char *status;       /* "ok", "failed" or "interrupted" (required) */
 	const char *failed_stage; /* the id of the stage that failed */
