@@ -191,17 +191,21 @@ static void merge_outputs(json_t *facts, const json_t *outputs)
 		json_object_update(facts, (json_t *)outputs);
 }
 
-/* A completed stage's outputs, from the journal.  An image file is always
+/* A completed stage's outputs, from the journal, merged; returns them as
+ * this build sees them (new reference).  An image file is always
  * STATE/disk.img: a journal adopted from another machine (the remote
  * store) names that machine's. */
-static void merge_cached_outputs(struct build *b, const json_t *outputs)
+static json_t *merge_cached_outputs(struct build *b, const json_t *outputs)
 {
-	merge_outputs(b->facts, outputs);
-	if (json_object_get(outputs, "disk.path") &&
+	json_t *seen = json_is_object(outputs) ? json_deep_copy(outputs) : json_object();
+	merge_outputs(b->facts, seen);
+	if (json_object_get(seen, "disk.path") &&
 	    json_is_false(json_object_get(b->facts, "disk.is_device"))) {
 		json_object_del(b->facts, "disk.path");
 		json_object_set_new(b->facts, "disk.path", json_string(image_path(b)));
+		json_object_set(seen, "disk.path", json_object_get(b->facts, "disk.path"));
 	}
+	return seen;
 }
 
 /* ---- the stage child ---------------------------------------------------- */
@@ -718,9 +722,8 @@ static int run_stages(struct build *b)
 	for (size_t i = 0; i < r->n_stages; i++) {
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
-			merge_cached_outputs(b, ps->done_event->outputs);
-			emit_stage_end(b, i, "done", ps->done_event->seconds, true,
-				       ps->done_event->outputs, NULL);
+			_cleanup_json_ json_t *outs = merge_cached_outputs(b, ps->done_event->outputs);
+			emit_stage_end(b, i, "done", ps->done_event->seconds, true, outs, NULL);
 		} else {
 			if (caught_up(b, i))
 				return REPLAN;
