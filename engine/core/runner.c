@@ -597,12 +597,15 @@ static int write_manifest(struct build *b, const char *status)
 {
 	_cleanup_error_ struct af_error *err = NULL;
 	bool ok = !strcmp(status, "ok");
+	/* No stage failed: the journal, a checkpoint or the remote store did,
+	 * and said so on stderr. */
+	const char *error = b->error ? b->error : "the build failed outside its stages; see its messages";
 	const struct build_manifest m = {
 		.state = b->state, .name = b->recipe->name, .arch = b->recipe->arch,
 		.recipe_path = b->recipe->path, .image = image_path(b),
 		.image_is_device = json_is_true(json_object_get(b->facts, "disk.is_device")),
 		.disk_key = b->plan.n ? b->plan.stages[b->plan.n - 1].disk_key : NULL,
-		.status = status, .failed_stage = b->failed_stage, .error = ok ? NULL : b->error,
+		.status = status, .failed_stage = b->failed_stage, .error = ok ? NULL : error,
 		.stages = b->stage_reports, .outputs = b->facts,
 		.timings = { .total_seconds = now_monotonic() - b->t_start,
 			     .checkpoint_seconds = b->ckpt_seconds,
