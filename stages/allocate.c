@@ -153,6 +153,22 @@ static int allocate_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *allocate_describe(const struct stage_describe *d)
+{
+	const char *dev = params_str(d->params, "device", NULL);
+	stage_describe_know(d, "partition.table", "none");
+	json_object_set_new(d->known, "disk.is_device", json_boolean(dev != NULL));
+	if (dev) {
+		stage_describe_know(d, "disk.path", dev);
+		return xasprintf("use block device %s", dev);
+	}
+	char buf[32];
+	int64_t size = params_int(d->params, "size", 0);
+	json_object_set_new(d->known, "disk.size", json_integer(size));
+	return xasprintf("create a %s sparse image file", stage_describe_size((uint64_t)size, buf, sizeof(buf)));
+}
+
 static const char *const allocate_provides[] = { "disk.path", "disk.size", "disk.is_device", "partition.table", "root.offset", "root.size", NULL };
 
 const struct stage_type stage_allocate = {
@@ -162,5 +178,6 @@ const struct stage_type stage_allocate = {
 	.flags = STAGE_NEEDS_IMAGE,
 	.provides = allocate_provides,
 	.check = allocate_check,
+	.describe = allocate_describe,
 	.run = allocate_run,
 };

@@ -632,6 +632,38 @@ static int boot_run(struct stage_ctx *ctx, struct af_error **err)
 	return boot_grub_run(ctx, rootfd, err);
 }
 
+/* The firmware boot_grub_choose will pick, from what the partition stage's
+ * parameters already say of the disk. */
+static const char *boot_describe_firmware(const struct stage_describe *d)
+{
+	const char *fw = params_str(d->params, "firmware", "auto");
+	if (strcmp(fw, "auto") != 0)
+		return fw;
+	bool arm = d->arch && strcmp(d->arch, "arm64") == 0;
+	bool esp = json_object_get(d->facts, "esp.offset") != NULL;
+	bool biosboot = json_object_get(d->facts, "bios_boot.partnum") != NULL;
+	bool uefi = esp || arm, bios = !arm && (!esp || biosboot);
+	return uefi && bios ? "both" : uefi ? "uefi" : "bios";
+}
+
+/* For plan (stage.h). */
+static char *boot_describe(const struct stage_describe *d)
+{
+	const char *type = params_str(d->params, "type", "none");
+	const char *by = params_str(d->params, "root_by", "label");
+	const char *cmdline = params_str(d->params, "cmdline", NULL);
+	stage_describe_know(d, "bootloader.type", type);
+	if (strcmp(type, "none") == 0)
+		return xstrdup("install no bootloader: the image boots its kernel directly");
+	_cleanup_free_ char *extra = cmdline ? xasprintf(", kernel arguments '%s'", cmdline) : xstrdup("");
+	if (strcmp(type, "pvgrub") == 0)
+		return xasprintf("write /boot/grub/menu.lst for PV-GRUB, root by %s%s", by, extra);
+	const char *fw = boot_describe_firmware(d);
+	stage_describe_know(d, "bootloader.firmware", fw);
+	return xasprintf("install GRUB 2 for %s, root by %s%s",
+			 !strcmp(fw, "both") ? "BIOS and UEFI" : !strcmp(fw, "bios") ? "BIOS" : "UEFI", by, extra);
+}
+
 static const struct fact_need bootloader_needs[] = { { "partition.table", NULL }, { "root.uuid", NULL }, { NULL, NULL } };
 static const char *const bootloader_provides[] = { "bootloader.type", "bootloader.firmware", "bootloader.config", "bootloader.pvgrub_root", "kernel.cmdline", NULL };
 
@@ -643,5 +675,6 @@ const struct stage_type stage_bootloader = {
 	.needs = bootloader_needs,
 	.provides = bootloader_provides,
 	.default_timeout = 1800,
+	.describe = boot_describe,
 	.run = boot_run,
 };

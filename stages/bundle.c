@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "amiforge/aws/creds.h"
@@ -27,11 +28,13 @@ static const char *const bundle_x509_choices[] = { "generate", NULL };
 static const struct param_spec bundle_params[] = {
 	{ .name = "account", .type = PT_STRING, .flags = PARAM_REQUIRED,
 	  .help = "the AWS account number (12 digits; hyphens are dropped)" },
-	{ .name = "cert", .type = PT_PATH, .help = "your X.509 certificate (PEM); its key can unbundle the image" },
-	{ .name = "key", .type = PT_PATH, .help = "the private key of cert (PEM, unencrypted); signs the manifest" },
+	{ .name = "cert", .type = PT_PATH, .flags = PARAM_HOST_FILE,
+	  .help = "your X.509 certificate (PEM); its key can unbundle the image" },
+	{ .name = "key", .type = PT_PATH, .flags = PARAM_HOST_FILE,
+	  .help = "the private key of cert (PEM, unencrypted; mode 0600); signs the manifest" },
 	{ .name = "x509", .type = PT_ENUM, .choices = bundle_x509_choices,
 	  .help = "generate: make a self-signed pair once in STATE/x509/ (cert.pem, key.pem) instead of cert/key" },
-	{ .name = "ec2_cert", .type = PT_PATH, .help = "the EC2 certificate (PEM)",
+	{ .name = "ec2_cert", .type = PT_PATH, .flags = PARAM_HOST_FILE, .help = "the EC2 certificate (PEM)",
 	  .defval = "the shipped one for the region (commercial, GovCloud or China)" },
 	{ .name = "region", .type = PT_STRING, .help = "the region the bundle is for",
 	  .defval = "AWS_REGION, AWS_DEFAULT_REGION or the profile's" },
@@ -46,9 +49,23 @@ static const struct param_spec bundle_params[] = {
 	{ .name = NULL },
 };
 
+/* As ssh does for an identity file: a key others may read is everyone's
+ * key to this image.  A warning, not an error: the owner may have reasons
+ * (a CI runner's shared secret mount).  Given when the recipe loads, so
+ * that validate, plan and build show it on the terminal; a stage's own
+ * messages go to its log only. */
+static void bundle_key_mode_check(const char *key)
+{
+	struct stat st;
+	if (key && stat(key, &st) == 0 && (st.st_mode & 077))
+		log_warn("bundle key '%s' is readable by group or others (mode %04o): anyone who can read it "
+			 "can decrypt the bundle; chmod 600 '%s'", key, (unsigned)(st.st_mode & 07777), key);
+}
+
 static int bundle_check(const json_t *params, struct af_error **err)
 {
 	bool cert = params_get(params, "cert"), key = params_get(params, "key"), gen = params_get(params, "x509");
+	bundle_key_mode_check(params_str(params, "key", NULL));
 	if (gen && (cert || key))
 		return af_error_set(err, 0, "bundle takes x509: generate or cert and key, not both");
 	if (!gen && !(cert && key))
@@ -107,7 +124,8 @@ static char *bundle_region(const json_t *params)
 	return region;
 }
 
-/* cert and key: the recipe's, or a generated pair in STATE/x509. */
+/* cert and key: the recipe's (read where they are: never copied into
+ * STATE), or a generated pair in STATE/x509. */
 static int bundle_pair(struct stage_ctx *ctx, char **cert, char **key, struct af_error **err)
 {
 	if (!params_get(ctx->params, "x509")) {
@@ -220,6 +238,29 @@ static int bundle_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h).  The certificate's path is shown relative to the
+ * recipe, as the recipe names it. */
+static char *bundle_describe(const struct stage_describe *d)
+{
+	const char *name = params_str(d->params, "name", d->recipe_name);
+	const char *given = params_str(d->params, "region", NULL);
+	const char *cert = params_str(d->params, "cert", NULL);
+	const char *kernel = params_str(d->params, "kernel_id", NULL);
+	size_t dirlen = d->recipe_dir ? strlen(d->recipe_dir) : 0;
+	if (cert && dirlen && !strncmp(cert, d->recipe_dir, dirlen) && cert[dirlen] == '/')
+		cert += dirlen + 1;
+	stage_describe_know(d, "bundle.name", name);
+	stage_describe_know(d, "bundle.arch", bundle_arch(d->arch));
+	stage_describe_know(d, "bundle.region", given ? given : d->region);
+	if (kernel && strcmp(kernel, "none") != 0)
+		stage_describe_know(d, "bundle.kernel_id", kernel);
+	_cleanup_free_ char *signer = cert ? xasprintf("signed with %s", cert)
+					   : xstrdup("signed with a self-signed certificate made once in STATE/x509/");
+	return xasprintf("bundle the image for instance store as %s (%s) for %s, %s, kernel %s", name,
+			 bundle_arch(d->arch), stage_describe_region(d, given), signer,
+			 !kernel ? "the region's PV-GRUB AKI" : strcmp(kernel, "none") ? kernel : "none");
+}
+
 static const struct fact_need bundle_needs[] = { { "disk.path", NULL }, { NULL, NULL } };
 static const char *const bundle_provides[] = { "bundle.dir", "bundle.name", "bundle.manifest", "bundle.digest", "bundle.parts", "bundle.size", "bundle.arch", "bundle.kernel_id", "bundle.region", "bundle.x509_cert", NULL };
 
@@ -231,5 +272,6 @@ const struct stage_type stage_bundle = {
 	.needs = bundle_needs,
 	.provides = bundle_provides,
 	.check = bundle_check,
+	.describe = bundle_describe,
 	.run = bundle_run,
 };

@@ -659,6 +659,35 @@ static int deb_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *deb_describe(const struct stage_describe *d)
+{
+	const char *suite = params_str(d->params, "suite", "");
+	const char *tool = params_str(d->params, "tool", "auto");
+	const char *mirror = params_str(d->params, "mirror", NULL);
+	size_t n_inc = json_array_size(params_get(d->params, "include"));
+	size_t n_exc = json_array_size(params_get(d->params, "exclude"));
+	struct strbuf sb = STRBUF_INIT;
+	stage_describe_know(d, "debootstrap.suite", suite);
+	stage_describe_know(d, "debootstrap.mirror", mirror);
+	if (strcmp(tool, "auto") != 0)
+		stage_describe_know(d, "debootstrap.tool", tool);
+	strbuf_addf(&sb, "install Debian %s (%s) for %s", suite, params_str(d->params, "variant", "minbase"),
+		    d->arch && !strcmp(d->arch, "arm64") ? "arm64" : "amd64");
+	if (n_inc) {
+		strbuf_addstr(&sb, " with ");
+		stage_describe_count(&sb, n_inc, "extra package");
+	}
+	if (n_exc) {
+		strbuf_addstr(&sb, n_inc ? ", without " : " without ");
+		stage_describe_count(&sb, n_exc, "package");
+	}
+	strbuf_addf(&sb, " from %s", mirror ? mirror : "the host's Debian mirror");
+	if (strcmp(tool, "auto") != 0)
+		strbuf_addf(&sb, " with %s", tool);
+	return strbuf_detach(&sb);
+}
+
 static const char *const debootstrap_provides[] = { "debootstrap.tool", "debootstrap.suite", "debootstrap.mirror", NULL };
 
 const struct stage_type stage_debootstrap = {
@@ -668,5 +697,6 @@ const struct stage_type stage_debootstrap = {
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NETWORK,
 	.provides = debootstrap_provides,
 	.default_timeout = 1800,
+	.describe = deb_describe,
 	.run = deb_run,
 };

@@ -359,6 +359,22 @@ static int files_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *files_describe(const struct stage_describe *d)
+{
+	size_t n = files_count(d->params);
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, "copy into the image: ");
+	for (size_t i = 0; i < n && i < 4; i++) {
+		const json_t *item = files_item(d->params, i);
+		strbuf_addf(&sb, "%s%s%s", i ? ", " : "", params_str(item, "destination", "?"),
+			    params_bool(item, "template", false) ? " (template)" : "");
+	}
+	if (n > 4)
+		strbuf_addf(&sb, " and %zu more", n - 4);
+	return strbuf_detach(&sb);
+}
+
 static const char *const files_provides[] = { "files.count", NULL };
 
 const struct stage_type stage_files = {
@@ -370,5 +386,6 @@ const struct stage_type stage_files = {
 	.default_timeout = 600,
 	.check = files_check,
 	.expand = files_expand,
+	.describe = files_describe,
 	.run = files_run,
 };

@@ -123,10 +123,35 @@ static int fstab_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h): the root's label or UUID when the mkfs stage's
+ * parameters fix it. */
+static char *fstab_describe(const struct stage_describe *d)
+{
+	bool uuid = strcmp(params_str(d->params, "root_by", "label"), "uuid") == 0;
+	const char *v = stage_describe_fact(d, uuid ? "root.uuid" : "root.label");
+	const char *swap = params_str(d->params, "swap", NULL), *eph = params_str(d->params, "ephemeral", NULL);
+	size_t more = json_array_size(params_get(d->params, "entries"));
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addf(&sb, "write /etc/fstab: root by %s%s (%s)", uuid ? "UUID=" : "LABEL=",
+		    v ? v : "(the filesystem's)", params_str(d->params, "root_options", "defaults"));
+	if (swap)
+		strbuf_addf(&sb, ", swap on %s", swap);
+	if (eph)
+		strbuf_addf(&sb, ", %s on /mnt", eph);
+	if (params_bool(d->params, "proc", true))
+		strbuf_addstr(&sb, ", proc and sysfs");
+	if (more) {
+		strbuf_addstr(&sb, ", ");
+		stage_describe_count(&sb, more, "more line");
+	}
+	return strbuf_detach(&sb);
+}
+
 const struct stage_type stage_fstab = {
 	.name = "fstab",
 	.summary = "write /etc/fstab with the root by LABEL= or UUID= as libblkid reads them",
 	.params = fstab_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT,
+	.describe = fstab_describe,
 	.run = fstab_run,
 };

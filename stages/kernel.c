@@ -120,6 +120,15 @@ static int kernel_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *kernel_describe(const struct stage_describe *d)
+{
+	const char *pkg = params_str(d->params, "package", kernel_default_package(d->arch));
+	stage_describe_know(d, "kernel.package", pkg);
+	return xasprintf("install %s and its initramfs%s", pkg,
+			 params_bool(d->params, "no_install_recommends", true) ? " (no recommended packages)" : "");
+}
+
 static const char *const kernel_provides[] = { "kernel.package", "kernel.version", "kernel.image", "kernel.initrd", NULL };
 
 const struct stage_type stage_kernel = {
@@ -129,5 +138,6 @@ const struct stage_type stage_kernel = {
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
 	.provides = kernel_provides,
 	.default_timeout = 1800,
+	.describe = kernel_describe,
 	.run = kernel_run,
 };

@@ -579,10 +579,20 @@ static int makedev_run(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+/* For plan (stage.h). */
+static char *makedev_describe(const struct stage_describe *d)
+{
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, "make device nodes in /dev: ");
+	stage_describe_list(&sb, params_get(d->params, "devices"), 8);
+	return strbuf_detach(&sb);
+}
+
 const struct stage_type stage_makedev = {
 	.name = "makedev",
 	.summary = "make device nodes in /dev as Debian's MAKEDEV does (generic, std, console, tty1, ...)",
 	.params = makedev_params,
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT,
+	.describe = makedev_describe,
 	.run = makedev_run,
 };

@@ -344,6 +344,25 @@ static int mkfs_run(struct stage_ctx *ctx, struct af_error **err)
 	return mkfs_esp(ctx, err);
 }
 
+/* For plan (stage.h).  The ESP is formatted when the partition stage's
+ * parameters make one. */
+static char *mkfs_describe(const struct stage_describe *d)
+{
+	const char *type = params_str(d->params, "type", "ext4");
+	const char *label = params_str(d->params, "label", "rootfs");
+	const char *uuid = params_str(d->params, "uuid", NULL);
+	bool pvgrub = params_bool(d->params, "pvgrub_compatible", false);
+	bool esp = json_object_get(d->facts, "esp.offset") && !strcmp(params_str(d->params, "esp_fstype", "vfat"), "vfat");
+	stage_describe_know(d, "root.fstype", type);
+	stage_describe_know(d, "root.label", label);
+	stage_describe_know(d, "root.uuid", uuid);
+	json_object_set_new(d->known, "root.pvgrub_compatible", json_boolean(pvgrub));
+	if (esp)
+		stage_describe_know(d, "esp.fstype", "vfat");
+	return xasprintf("make %s labelled %s%s%s%s%s", type, label, uuid ? ", UUID " : "", uuid ? uuid : "",
+			 pvgrub ? " (PV-GRUB can read it)" : "", esp ? "; FAT32 on the EFI system partition" : "");
+}
+
 static const struct fact_need mkfs_needs[] = { { "root.offset", NULL }, { "root.size", NULL }, { NULL, NULL } };
 static const char *const mkfs_provides[] = { "root.fstype", "root.uuid", "root.label", "root.pvgrub_compatible", "esp.fstype", NULL };
 
@@ -354,5 +373,6 @@ const struct stage_type stage_mkfs = {
 	.flags = STAGE_NEEDS_IMAGE,
 	.needs = mkfs_needs,
 	.provides = mkfs_provides,
+	.describe = mkfs_describe,
 	.run = mkfs_run,
 };

@@ -203,6 +203,33 @@ static int net_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *net_describe(const struct stage_describe *d)
+{
+	const char *backend = params_str(d->params, "backend", "ifupdown");
+	const char *host = params_str(d->params, "hostname", "debian");
+	const char *domain = params_str(d->params, "domain", NULL);
+	const json_t *ifs = params_get(d->params, "interfaces");
+	struct strbuf sb = STRBUF_INIT;
+	stage_describe_know(d, "network.backend", backend);
+	stage_describe_know(d, "network.hostname", host);
+	if (!strcmp(backend, "networkd")) {
+		strbuf_addstr(&sb, "configure every en* and eth* interface by DHCP with systemd-networkd");
+	} else if (!ifs) {
+		strbuf_addstr(&sb, "configure eth0 (dhcp) with ifupdown");
+	} else {
+		strbuf_addstr(&sb, "configure ");
+		for (size_t i = 0; i < json_array_size(ifs); i++) {
+			const json_t *e = json_array_get(ifs, i);
+			strbuf_addf(&sb, "%s%s (%s)", i ? ", " : "", params_str(e, "name", "?"),
+				    params_str(e, "method", "dhcp"));
+		}
+		strbuf_addstr(&sb, " with ifupdown");
+	}
+	strbuf_addf(&sb, "; hostname %s%s%s", host, domain ? "." : "", domain ? domain : "");
+	return strbuf_detach(&sb);
+}
+
 static const char *const network_provides[] = { "network.backend", "network.hostname", NULL };
 
 const struct stage_type stage_network = {
@@ -213,5 +240,6 @@ const struct stage_type stage_network = {
 	.provides = network_provides,
 	.default_timeout = 300,
 	.check = net_check,
+	.describe = net_describe,
 	.run = net_run,
 };

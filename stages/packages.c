@@ -80,6 +80,31 @@ static int pkg_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *pkg_describe(const struct stage_describe *d)
+{
+	const json_t *inst = params_get(d->params, "install"), *rm = params_get(d->params, "remove");
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, params_bool(d->params, "update", true) ? "apt-get update" : "no apt-get update");
+	if (params_bool(d->params, "upgrade", false))
+		strbuf_addstr(&sb, ", upgrade");
+	if (json_array_size(inst)) {
+		strbuf_addstr(&sb, ", install ");
+		stage_describe_count(&sb, json_array_size(inst), "package");
+		strbuf_addstr(&sb, ": ");
+		stage_describe_list(&sb, inst, 6);
+		if (params_bool(d->params, "no_install_recommends", false))
+			strbuf_addstr(&sb, " (no recommended packages)");
+	}
+	if (json_array_size(rm)) {
+		strbuf_addstr(&sb, json_array_size(inst) ? "; purge " : ", purge ");
+		stage_describe_count(&sb, json_array_size(rm), "package");
+		strbuf_addstr(&sb, ": ");
+		stage_describe_list(&sb, rm, 6);
+	}
+	return strbuf_detach(&sb);
+}
+
 const struct stage_type stage_packages = {
 	.name = "packages",
 	.summary = "apt-get update, upgrade, install and purge in the image (shared package cache)",
@@ -87,5 +112,6 @@ const struct stage_type stage_packages = {
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
 	.default_timeout = 3600,
 	.check = pkg_check,
+	.describe = pkg_describe,
 	.run = pkg_run,
 };

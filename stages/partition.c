@@ -294,6 +294,39 @@ static int partition_run(struct stage_ctx *ctx, struct af_error **err)
 	return partition_readback(ctx->image, gpt, ctx->outputs, err);
 }
 
+/* For plan (stage.h): the layout partition_plan makes, in words, and the
+ * facts it fixes without knowing the disk's size. */
+static char *partition_describe(const struct stage_describe *d)
+{
+	const char *table = params_str(d->params, "table", "none");
+	uint64_t esp = (uint64_t)params_int(d->params, "esp", 0), root = (uint64_t)params_int(d->params, "root_size", 0);
+	bool bios = params_bool(d->params, "bios_boot", false);
+	char b1[32], b2[32];
+	stage_describe_know(d, "partition.table", table);
+	if (!strcmp(table, "none"))
+		return xstrdup("write no partition table: the filesystem takes the whole disk");
+	uint64_t pos = PART_MIB;
+	json_int_t num = 1;
+	if (bios) {
+		json_object_set_new(d->known, "bios_boot.partnum", json_integer(num++));
+		pos += PART_MIB;
+	}
+	if (esp) {
+		json_object_set_new(d->known, "esp.offset", json_integer((json_int_t)pos));
+		json_object_set_new(d->known, "esp.size", json_integer((json_int_t)partition_align_up(esp)));
+		json_object_set_new(d->known, "esp.partnum", json_integer(num++));
+		pos += partition_align_up(esp);
+	}
+	json_object_set_new(d->known, "root.offset", json_integer((json_int_t)pos));
+	json_object_set_new(d->known, "root.partnum", json_integer(num));
+	_cleanup_free_ char *rootsz = root ? xstrdup(stage_describe_size(partition_align_up(root), b1, sizeof(b1)))
+					   : xstrdup("the rest of the disk");
+	if (!strcmp(table, "mbr"))
+		return xasprintf("write an MBR table: one root partition (%s)", rootsz);
+	return xasprintf("write a GPT: %s%s%s%sroot (%s)", bios ? "BIOS boot (1 MiB), " : "", esp ? "EFI system partition (" : "",
+			 esp ? stage_describe_size(partition_align_up(esp), b2, sizeof(b2)) : "", esp ? "), " : "", rootsz);
+}
+
 static const struct fact_need partition_needs[] = { { "disk.size", NULL }, { NULL, NULL } };
 static const char *const partition_provides[] = { "disk.id", "partition.table", "root.offset", "root.size", "root.partnum", "esp.offset", "esp.size", "esp.partnum", "bios_boot.partnum", NULL };
 
@@ -305,5 +338,6 @@ const struct stage_type stage_partition = {
 	.needs = partition_needs,
 	.provides = partition_provides,
 	.check = partition_check,
+	.describe = partition_describe,
 	.run = partition_run,
 };

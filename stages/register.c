@@ -848,6 +848,39 @@ static int reg_plan_check(const json_t *params, const struct fact_plan *plan, st
 	return 0;
 }
 
+/* For plan (stage.h): what reg_init and the copies will use, from the
+ * parameters and what the earlier stages' parameters fix. */
+static char *reg_plan_describe(const struct stage_describe *d)
+{
+	const json_t *p = d->params;
+	const char *name = params_str(p, "name", d->recipe_name);
+	bool pv = reg_is_pv(p, d->facts);
+	const char *boot = pv ? NULL : params_str(p, "boot_mode", reg_default_boot_mode(d->facts));
+	bool snap = params_get(p, "snapshot_id") ||
+		    (!params_get(p, "image_location") && d->plan && facts_plan_provider(d->plan, "snapshot.id"));
+	const char *given = params_str(p, "region", stage_describe_fact(d, snap ? "snapshot.region" : "bundle.bucket_region"));
+	const char *after = params_str(p, "expire_after", NULL);
+	struct strbuf sb = STRBUF_INIT;
+	stage_describe_know(d, "ami.name", name);
+	strbuf_addf(&sb, "register AMI '%s' (%s%s%s) from the %s in %s", name, pv ? "paravirtual" : "hvm",
+		    boot ? ", " : "", boot ? boot : "", snap ? "snapshot" : "bundle", stage_describe_region(d, given));
+	if (json_array_size(params_get(p, "copy_to"))) {
+		strbuf_addstr(&sb, ", copy to ");
+		stage_describe_list(&sb, params_get(p, "copy_to"), 8);
+	}
+	if (json_array_size(params_get(p, "share"))) {
+		strbuf_addstr(&sb, ", share with ");
+		stage_describe_list(&sb, params_get(p, "share"), 8);
+	}
+	if (json_object_size(params_get(p, "tags"))) {
+		strbuf_addstr(&sb, ", ");
+		stage_describe_count(&sb, json_object_size(params_get(p, "tags")), "tag");
+	}
+	if (after)
+		strbuf_addf(&sb, ", expire after %s", after);
+	return strbuf_detach(&sb);
+}
+
 static const struct fact_need register_needs[] = {
 	{ "snapshot.id|bundle.manifest_location", "snapshot_id|image_location" }, { NULL, NULL }
 };
@@ -864,5 +897,6 @@ const struct stage_type stage_register = {
 	.default_timeout = 8 * 3600,
 	.check = reg_check,
 	.plan_check = reg_plan_check,
+	.describe = reg_plan_describe,
 	.run = reg_run,
 };

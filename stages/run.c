@@ -165,6 +165,41 @@ static int run_run(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+/* For plan (stage.h): the command on one line, cut short (an argv with
+ * its spaces quoted), or the script; never the values of env. */
+static char *run_describe(const struct stage_describe *d)
+{
+	const json_t *cmd = params_get(d->params, "command");
+	const char *script = params_str(d->params, "script", NULL);
+	size_t n_env = json_object_size(params_get(d->params, "env"));
+	struct strbuf sb = STRBUF_INIT, text = STRBUF_INIT;
+	for (size_t i = 0; json_is_array(cmd) && i < json_array_size(cmd); i++) {
+		const char *arg = json_string_value(json_array_get(cmd, i));
+		bool quote = !*arg || strchr(arg, ' ');
+		strbuf_addf(&text, "%s%s%s%s", i ? " " : "", quote ? "\"" : "", arg, quote ? "\"" : "");
+	}
+	if (json_is_string(cmd))
+		strbuf_addstr(&text, json_string_value(cmd));
+	_cleanup_free_ char *line = strbuf_detach(&text);
+	for (char *c = line; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = ' ';
+	/* Cut at 60 bytes, never inside a UTF-8 character: JSON needs it whole. */
+	size_t len = strlen(line), cut = len > 60 ? 60 : len;
+	while (cut < len && cut && ((unsigned char)line[cut] & 0xc0) == 0x80)
+		cut--;
+	if (script)
+		strbuf_addf(&sb, "run the script %s in the image", strrchr(script, '/') ? strrchr(script, '/') + 1 : script);
+	else
+		strbuf_addf(&sb, "run '%.*s%s' in the image", (int)cut, line, cut < len ? "..." : "");
+	if (n_env) {
+		strbuf_addstr(&sb, " with ");
+		stage_describe_count(&sb, n_env, "environment variable");
+	}
+	strbuf_addstr(&sb, params_bool(d->params, "network", false) ? ", with a network" : ", without a network");
+	return strbuf_detach(&sb);
+}
+
 const struct stage_type stage_run = {
 	.name = "run",
 	.summary = "run a command or a script inside the image (sandboxed; network only with network: true)",
@@ -172,5 +207,6 @@ const struct stage_type stage_run = {
 	.flags = STAGE_NEEDS_IMAGE | STAGE_NEEDS_MOUNT | STAGE_NEEDS_CHROOT | STAGE_NETWORK,
 	.default_timeout = 3600,
 	.check = run_check,
+	.describe = run_describe,
 	.run = run_run,
 };

@@ -459,6 +459,23 @@ static int san_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *san_describe(const struct stage_describe *d)
+{
+	const json_t *deny = params_get(d->params, "deny"), *allow = params_get(d->params, "allow");
+	struct strbuf sb = STRBUF_INIT;
+	strbuf_addstr(&sb, "remove histories, logs, host keys, authorized_keys, machine-id and apt lists, then scan for secrets");
+	if (json_array_size(deny)) {
+		strbuf_addstr(&sb, "; also refuse ");
+		stage_describe_list(&sb, deny, 5);
+	}
+	if (json_array_size(allow)) {
+		strbuf_addstr(&sb, "; accept findings in ");
+		stage_describe_list(&sb, allow, 5);
+	}
+	return strbuf_detach(&sb);
+}
+
 static const char *const sanitize_provides[] = { "sanitize.removed", "sanitize.files_scanned", NULL };
 
 const struct stage_type stage_sanitize = {
@@ -469,5 +486,6 @@ const struct stage_type stage_sanitize = {
 	.provides = sanitize_provides,
 	.default_timeout = 1200,
 	.check = san_check,
+	.describe = san_describe,
 	.run = san_run,
 };

@@ -911,6 +911,24 @@ static int snapshot_run(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+/* For plan (stage.h).  Whether "auto" finds a previous snapshot depends on
+ * the journal, which the plan's status already shows. */
+static char *snapshot_describe(const struct stage_describe *d)
+{
+	const char *given = params_str(d->params, "region", NULL);
+	const char *parent = params_str(d->params, "parent", "auto");
+	int64_t gib = params_int(d->params, "volume_size", 0);
+	bool enc = params_bool(d->params, "encrypted", false);
+	stage_describe_know(d, "snapshot.region", given ? given : d->region);
+	_cleanup_free_ char *how =
+		enc ? xasprintf("encrypted with %s: every block is sent", params_str(d->params, "kms_key", "the account's default EBS key"))
+		: !strcmp(parent, "none") ? xstrdup("a full snapshot")
+		: !strcmp(parent, "auto") ? xstrdup("incremental from this stage's previous snapshot, if any")
+					  : xasprintf("incremental over %s", parent);
+	_cleanup_free_ char *vol = gib > 0 ? xasprintf(", volume %lld GiB", (long long)gib) : xstrdup("");
+	return xasprintf("send the image to an EBS snapshot in %s (%s)%s", stage_describe_region(d, given), how, vol);
+}
+
 static const struct fact_need snapshot_needs[] = { { "disk.path", NULL }, { NULL, NULL } };
 static const char *const snapshot_provides[] = {
 	"snapshot.id", "snapshot.region", "snapshot.volume_size", "snapshot.parent",
@@ -926,5 +944,6 @@ const struct stage_type stage_snapshot = {
 	.provides = snapshot_provides,
 	.default_timeout = 6 * 3600,
 	.check = snapshot_check,
+	.describe = snapshot_describe,
 	.run = snapshot_run,
 };

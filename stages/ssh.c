@@ -457,6 +457,28 @@ static int ssh_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *ssh_describe(const struct stage_describe *d)
+{
+	bool prep = params_bool(d->params, "prep_instance", false);
+	size_t more = json_object_size(params_get(d->params, "options"));
+	const char *user = params_str(d->params, "user", stage_describe_fact(d, "user.name"));
+	struct strbuf sb = STRBUF_INIT;
+	json_object_set_new(d->known, "ssh.prep_instance", json_boolean(prep));
+	stage_describe_know(d, "ssh.user", user);
+	strbuf_addf(&sb, "configure sshd: password logins %s, PermitRootLogin %s",
+		    params_bool(d->params, "password_authentication", false) ? "on" : "off",
+		    params_str(d->params, "permit_root_login", "no"));
+	if (more) {
+		strbuf_addstr(&sb, ", ");
+		stage_describe_count(&sb, more, "more setting");
+	}
+	if (prep)
+		strbuf_addf(&sb, "; at boot prep-instance makes host keys and installs the EC2 key for %s",
+			    user ? user : "the user stage's user, else admin");
+	return strbuf_detach(&sb);
+}
+
 static const char *const ssh_provides[] = { "ssh.user", "ssh.prep_instance", NULL };
 
 const struct stage_type stage_ssh = {
@@ -467,5 +489,6 @@ const struct stage_type stage_ssh = {
 	.provides = ssh_provides,
 	.default_timeout = 1200,
 	.check = ssh_check,
+	.describe = ssh_describe,
 	.run = ssh_run,
 };

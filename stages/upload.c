@@ -43,7 +43,7 @@ static const struct param_spec upload_params[] = {
 	{ .name = "acl", .type = PT_ENUM, .choices = upload_acls, .help = "canned ACL (x-amz-acl) of every object",
 	  .defval = "aws-exec-read" },
 	{ .name = "parallel", .type = PT_INT, .help = "objects sent at once (1-64)", .defval = "4" },
-	{ .name = "manifest", .type = PT_PATH,
+	{ .name = "manifest", .type = PT_PATH, .flags = PARAM_HOST_FILE,
 	  .help = "a bundle's NAME.manifest.xml (its parts beside it) instead of the bundle stage's" },
 	{ .name = NULL },
 };
@@ -538,6 +538,29 @@ static int upload_run_stage(struct stage_ctx *ctx, struct af_error **err)
 	return r;
 }
 
+/* For plan (stage.h). */
+static char *upload_describe(const struct stage_describe *d)
+{
+	const char *bucket = params_str(d->params, "bucket", "");
+	const char *given = params_str(d->params, "location", NULL);
+	const char *manifest = params_str(d->params, "manifest", NULL);
+	_cleanup_free_ char *prefix = upload_norm_prefix(params_str(d->params, "prefix", ""));
+	stage_describe_know(d, "bundle.bucket", bucket);
+	stage_describe_know(d, "bundle.prefix", prefix);
+	stage_describe_know(d, "bundle.bucket_region", given ? given : d->region);
+	_cleanup_free_ char *what = manifest ? xasprintf("the bundle of %s", strrchr(manifest, '/') ? strrchr(manifest, '/') + 1 : manifest)
+					     : xstrdup("the bundle");
+	/* As upload_run_stage warns: the bucket must be in the AMI's region. */
+	const char *region = given ? given : d->region, *bregion = stage_describe_fact(d, "bundle.region");
+	_cleanup_free_ char *clash = region && bregion && strcmp(region, bregion)
+					     ? xasprintf(" (but the bundle is for %s: register needs the bucket there)", bregion)
+					     : xstrdup("");
+	return xasprintf("upload %s to s3://%s/%s%s in %s%s%s", what, bucket, prefix, *prefix ? "/" : "",
+			 stage_describe_region(d, given),
+			 params_bool(d->params, "create_bucket", false) ? ", creating the bucket if it does not exist" : "",
+			 clash);
+}
+
 static const struct fact_need upload_needs[] = { { "bundle.manifest", "manifest" }, { NULL, NULL } };
 static const char *const upload_provides[] = { "bundle.bucket", "bundle.bucket_region", "bundle.prefix", "bundle.manifest_location", NULL };
 
@@ -550,5 +573,6 @@ const struct stage_type stage_upload = {
 	.provides = upload_provides,
 	.default_timeout = 4 * 3600,
 	.check = upload_check,
+	.describe = upload_describe,
 	.run = upload_run_stage,
 };

@@ -252,6 +252,25 @@ static int user_run(struct stage_ctx *ctx, struct af_error **err)
 	return 0;
 }
 
+/* For plan (stage.h). */
+static char *user_describe(const struct stage_describe *d)
+{
+	const char *name = params_str(d->params, "name", "");
+	const char *sudo = params_str(d->params, "sudo", "nopasswd");
+	const json_t *groups = params_get(d->params, "groups");
+	struct strbuf sb = STRBUF_INIT;
+	stage_describe_know(d, "user.name", name);
+	strbuf_addf(&sb, "add user %s with a locked password, shell %s, sudo %s", name,
+		    params_str(d->params, "shell", "/bin/bash"),
+		    !strcmp(sudo, "nopasswd") ? "without a password" : !strcmp(sudo, "password") ? "with a password (once one is set)"
+										     : "none");
+	if (json_array_size(groups)) {
+		strbuf_addstr(&sb, ", groups ");
+		stage_describe_list(&sb, groups, 8);
+	}
+	return strbuf_detach(&sb);
+}
+
 static const char *const user_provides[] = { "user.name", "user.home", NULL };
 
 const struct stage_type stage_user = {
@@ -262,5 +281,6 @@ const struct stage_type stage_user = {
 	.provides = user_provides,
 	.default_timeout = 300,
 	.check = user_check,
+	.describe = user_describe,
 	.run = user_run,
 };

@@ -85,7 +85,10 @@ static const char man_head[] =
 	"name is never read from it.  A credential-looking name (*AWS\\_SECRET\\_ACCESS\\_KEY*, "
 	"*AWS\\_SESSION\\_TOKEN*, *AWS\\_SECURITY\\_TOKEN*, or any name containing SECRET, TOKEN, "
 	"PASSWORD, PASSWD or PRIVATE\\_KEY, in any case) is never expanded: a *${...}* of one is an "
-	"error, and so is such a name under *vars* or *env*.\n"
+	"error, and so is such a name under *vars* or *env*.  A name ending in \\_FILE or \\_PATH "
+	"(*BUNDLE\\_PRIVATE\\_KEY\\_FILE*) says it holds where a secret is kept, not the secret, and "
+	"is allowed: give a bundle's key that way, e.g. *env: [BUNDLE\\_PRIVATE\\_KEY\\_FILE]* and "
+	"*key: ${BUNDLE\\_PRIVATE\\_KEY\\_FILE}*, with the file outside the repository.\n"
 	"\n"
 	"# VALUES\n"
 	"\n"
@@ -99,7 +102,12 @@ static const char man_head[] =
 	"- *map*: a mapping of strings to strings\n"
 	"- *list*: a list of mappings, each with the parameters listed under it\n"
 	"- *object*: a mapping with the parameters listed under it\n"
-	"- *path*: a file or directory beside the recipe; its content counts in the stage key\n"
+	"- *path*: a file or directory beside the recipe; its content counts in the stage key.  Those "
+	"marked _anywhere_ (a bundle's certificate and key, a manifest to upload) hold secrets or "
+	"per-machine files that need not sit beside the recipe: an absolute path may name a file "
+	"anywhere (a relative one is still relative to the recipe), and the stage key holds the "
+	"file's SHA-256 fingerprint, not its path, so the same file elsewhere (another runner, "
+	"another checkout) gives the same key\n"
 	"- *command*: a string run with /bin/sh -c, or a list of strings (argv)\n"
 	"\n"
 	"# CHECKS\n"
@@ -150,7 +158,8 @@ static void put_param(FILE *f, const struct param_spec *p, int depth)
 		fputc('\t', f);
 	fputc('*', f);
 	put_text(f, p->name);
-	fprintf(f, "* (%s%s)\n", param_type_name(p->type), (p->flags & PARAM_REQUIRED) ? ", required" : "");
+	fprintf(f, "* (%s%s%s)\n", param_type_name(p->type), (p->flags & PARAM_REQUIRED) ? ", required" : "",
+		p->type == PT_PATH && (p->flags & PARAM_HOST_FILE) ? ", anywhere" : "");
 	for (int i = 0; i <= depth; i++)
 		fputc('\t', f);
 	put_text(f, p->help && *p->help ? p->help : "(undocumented)");

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "amiforge/aws/awsconfig.h"
 #include "amiforge/build_remote.h"
 #include "amiforge/checkpoint.h"
 #include "amiforge/cleanup.h"
@@ -36,10 +37,13 @@ static const char usage_text[] =
 	"        [--remote s3://BUCKET/PREFIX [--remote-required] [--remote-wait DURATION]] [--outputs-env FILE]\n"
 	"                              run the recipe's stages, resuming where the last build stopped\n"
 	"                              (--remote: there or on any machine sharing the store)\n"
-	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--remote s3://BUCKET/PREFIX] [--json]\n"
-	"                              one line per stage: INDEX ID STATUS KEY12\n"
+	"  plan RECIPE [--state DIR] [--set VAR=VALUE]... [--fresh] [--remote s3://BUCKET/PREFIX] [--json]\n"
+	"                              one line per stage: INDEX ID STATUS KEY12 (-v: and what it\n"
+	"                              will do; --json: \"will\")\n"
 	"  validate RECIPE... [--set VAR=VALUE]...\n"
 	"                              check recipes; every error as FILE:LINE:COLUMN: message\n"
+	"                              (--set as for build, so file parameters are checked too:\n"
+	"                              validate r.yaml --set BUNDLE_PRIVATE_KEY_FILE=/secrets/pk.pem)\n"
 	"  status [--state DIR | RECIPE] [--remote s3://BUCKET/PREFIX] [--json]\n"
 	"                              what the journal (with --remote: the store's) holds\n"
 	"  clean [--state DIR | RECIPE] [--all]   drop checkpoints (--all: the whole state)\n"
@@ -136,6 +140,7 @@ struct cmd_args {
 	bool json, all;
 	struct { const char *unused_for, *region; bool dry_run, check; } clean; /* clean --remote */
 	const char *profile; /* --profile */
+	bool verbose;        /* the global -v */
 	char **rest;
 	int n_rest;
 };
@@ -237,19 +242,68 @@ static int cmd_validate(struct cmd_args *a)
 	return rc;
 }
 
+/* The region `plan` tells the stages: what a build would resolve, except
+ * instance metadata (plan uses no network).  NULL when none is set. */
+static char *plan_region(const char **profile)
+{
+	const struct aws_creds_opts opts = { .no_imds = true };
+	const char *from = NULL;
+	const char *name = aws_profile_name(&opts, &from);
+	*profile = from ? name : NULL;
+	char *region = NULL;
+	_cleanup_error_ struct af_error *err = NULL;
+	return aws_region_resolve(NULL, &opts, &region, NULL, &err) == 0 ? region : NULL;
+}
+
+/* What each stage will do, in words: its describe() sentence, else its
+ * type's summary (caller frees each and the array).  Each hook sees the
+ * facts the earlier stages' parameters fix, as a build would hand them on. */
+static char **plan_describe(const struct recipe *r)
+{
+	size_t n_types;
+	const struct fact_types types = { .all = registry_all(&n_types), .n = n_types };
+	_cleanup_free_ struct fact_stage *fs = xcalloc(r->n_stages + 1, sizeof(*fs));
+	for (size_t i = 0; i < r->n_stages; i++)
+		fs[i] = (struct fact_stage){ r->stages[i].type, r->stages[i].params, r->stages[i].id };
+	const char *profile = NULL;
+	_cleanup_free_ char *region = plan_region(&profile);
+	_cleanup_json_ json_t *facts = json_object();
+	char **will = xcalloc(r->n_stages, sizeof(*will));
+	for (size_t i = 0; i < r->n_stages; i++) {
+		const struct stage_inst *s = &r->stages[i];
+		const struct fact_plan plan = { .stages = fs, .upto = i, .types = &types };
+		_cleanup_json_ json_t *known = json_object();
+		const struct stage_describe d = { .params = s->params, .recipe_name = r->name, .arch = r->arch,
+						  .recipe_dir = r->dir, .region = region, .profile = profile,
+						  .plan = &plan, .facts = facts, .known = known };
+		char *text = s->type->describe ? s->type->describe(&d) : NULL;
+		will[i] = text ? text : xstrdup(s->type->summary);
+		json_object_update(facts, known);
+	}
+	return will;
+}
+
+static void plan_describe_free(char **will, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(will[i]);
+	free(will);
+}
+
 /* plan --json: the recipe's name (the AMI's, after expansion), then per
- * stage what it is, what it will do and with which parameters (after
- * expansion; credentials redacted). */
-static void plan_print_json(const struct recipe *r, const struct plan *p)
+ * stage what it is ("does": the type's summary), what it will do with these
+ * parameters ("will") and the parameters (after expansion; credentials
+ * redacted). */
+static void plan_print_json(const struct recipe *r, const struct plan *p, char *const *will)
 {
 	_cleanup_json_ json_t *stages = json_array();
 	for (size_t i = 0; i < p->n; i++) {
 		const struct stage_inst *s = &r->stages[i];
-		json_array_append_new(stages, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:O}", "index", s->index,
+		json_array_append_new(stages, json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "index", s->index,
 							"id", s->id, "type", s->type->name, "status",
 							p->stages[i].status == PLAN_DONE ? "done" : "run",
 							"key", p->stages[i].key, "does", s->type->summary,
-							"params", s->params));
+							"will", will[i], "params", s->params));
 	}
 	_cleanup_json_ json_t *o = json_pack("{s:s, s:s, s:s, s:O}", "recipe", r->path, "name", r->name,
 					     "arch", r->arch, "stages", stages);
@@ -258,16 +312,31 @@ static void plan_print_json(const struct recipe *r, const struct plan *p)
 	puts(text);
 }
 
-static void plan_print(const struct recipe *r, const struct plan_input *in, bool json)
+/* The text plan: "INDEX ID STATUS KEY12" (DESIGN §4); with -v each stage's
+ * sentence follows on an indented line. */
+static void plan_print_text(const struct recipe *r, const struct plan *p, char *const *will, bool verbose)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
+		       p->stages[i].status == PLAN_DONE ? "done" : "run", p->stages[i].key);
+		if (!verbose)
+			continue;
+		_cleanup_free_ char *safe = redact_text(will[i], NULL, 0);
+		_cleanup_free_ char *shown = str_printable(safe);
+		printf("    %s\n", shown);
+	}
+}
+
+static void plan_print(const struct recipe *r, const struct plan_input *in, const struct cmd_args *a)
 {
 	struct plan p;
 	plan_make(r, in, &p);
-	if (json)
-		plan_print_json(r, &p);
+	char **will = plan_describe(r);
+	if (a->json)
+		plan_print_json(r, &p, will);
 	else
-		for (size_t i = 0; i < p.n; i++)
-			printf("%d %s %s %.12s\n", r->stages[i].index, r->stages[i].id,
-			       p.stages[i].status == PLAN_DONE ? "done" : "run", p.stages[i].key);
+		plan_print_text(r, &p, will, a->verbose);
+	plan_describe_free(will, r->n_stages);
 	plan_release(&p);
 }
 
@@ -283,7 +352,7 @@ static int plan_local(struct cmd_args *a, const struct recipe *r, const char *st
 	}
 	const struct plan_input in = { .log = log, .ckpt_usable = plan_ckpt_local, .ckpt_arg = ckpt,
 				       .image_here = true, .fresh = a->build.fresh, .from = -1 };
-	plan_print(r, &in, a->json);
+	plan_print(r, &in, a);
 	journal_log_free(log);
 	return EXIT_OK;
 }
@@ -304,7 +373,7 @@ static int plan_remote(struct cmd_args *a, const struct recipe *r, const char *s
 	struct build_remote_ckpts ckpts = { .br = v.br, .ckpt_dir = ckpt };
 	const struct plan_input in = { .log = journal_get_log(v.j), .ckpt_usable = build_remote_ckpt_usable,
 				       .ckpt_arg = &ckpts, .image_here = !v.foreign, .from = -1 };
-	plan_print(r, &in, a->json);
+	plan_print(r, &in, a);
 	build_remote_view_close(&v);
 	return EXIT_OK;
 }
@@ -693,8 +762,9 @@ static int cmd_clean(struct cmd_args *a)
 static void print_params(const struct param_spec *ps, int depth)
 {
 	for (; ps && ps->name; ps++) {
-		printf("%*s%-20s %-9s %s%s%s%s\n", 4 + 2 * depth, "", ps->name,
+		printf("%*s%-20s %-9s %s%s%s%s%s\n", 4 + 2 * depth, "", ps->name,
 		       param_type_name(ps->type), (ps->flags & PARAM_REQUIRED) ? "(required) " : "",
+		       (ps->flags & PARAM_HOST_FILE) ? "(anywhere: absolute paths allowed) " : "",
 		       ps->help ? ps->help : "", ps->defval ? "; default: " : "",
 		       ps->defval ? ps->defval : "");
 		if (ps->type == PT_ENUM && ps->choices) {
@@ -805,7 +875,7 @@ int cli_main(int argc, char **argv, const struct cli_tool *tools, size_t n_tools
 	for (size_t c = 0; c < ARRAY_SIZE(commands); c++) {
 		if (strcmp(commands[c].name, argv[i]))
 			continue;
-		struct cmd_args a = { 0 };
+		struct cmd_args a = { .verbose = level == LOG_LEVEL_DEBUG };
 		int rc = parse_args(argc - i, argv + i, commands[c].options, &a);
 		if (rc == 0) {
 			if (a.json || level != LOG_LEVEL_INFO)

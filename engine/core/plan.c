@@ -9,7 +9,9 @@
 
 /* A copy of PARAMS in which every PT_PATH value is relative to the recipe's
  * directory: the key must not depend on where the repository is checked
- * out (the file's content is hashed separately). */
+ * out (the file's content is hashed separately).  A PARAM_HOST_FILE value
+ * is dropped: such a file (a bundle's private key) sits wherever each
+ * machine keeps it, so only its fingerprint, in the key's "files", counts. */
 static json_t *params_for_key(const struct param_spec *spec, const json_t *params, const char *dir)
 {
 	json_t *copy = json_deep_copy(params);
@@ -18,7 +20,9 @@ static json_t *params_for_key(const struct param_spec *spec, const json_t *param
 		json_t *v = json_object_get(copy, ps->name);
 		if (!v)
 			continue;
-		if (ps->type == PT_PATH && json_is_string(v)) {
+		if (ps->type == PT_PATH && (ps->flags & PARAM_HOST_FILE)) {
+			json_object_del(copy, ps->name);
+		} else if (ps->type == PT_PATH && json_is_string(v)) {
 			const char *p = json_string_value(v);
 			if (strncmp(p, dir, dl) == 0 && p[dl] == '/')
 				json_object_set_new(copy, ps->name, json_string(p + dl + 1));

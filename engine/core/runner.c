@@ -338,6 +338,34 @@ static bool print_log_tail(const char *log_path)
 	return full;
 }
 
+/* A stage runs in a child whose messages go to its log only; its
+ * warnings (a full snapshot instead of an incremental one, a bundle made
+ * for another region) concern the user, so they reach the terminal too,
+ * once the stage has ended.  The log's lines are already redacted. */
+#define RELAYED_WARNINGS_MAX 20
+
+static void relay_stage_warnings(const char *log_path, const char *id)
+{
+	static const char prefix[] = "amiforge: warning: ";
+	_cleanup_file_ FILE *f = fopen(log_path, "r");
+	if (!f)
+		return;
+	char *line = NULL;
+	size_t cap = 0, n = 0;
+	ssize_t len;
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		if (strncmp(line, prefix, sizeof(prefix) - 1))
+			continue;
+		if (n++ < RELAYED_WARNINGS_MAX) {
+			line[strcspn(line, "\n")] = '\0';
+			log_warn("stage '%s': %s", id, line + sizeof(prefix) - 1);
+		}
+	}
+	free(line);
+	if (n > RELAYED_WARNINGS_MAX)
+		log_warn("stage '%s': %zu more warnings in %s", id, n - RELAYED_WARNINGS_MAX, log_path);
+}
+
 /* After a failure: say which disk is full, if one is. */
 static void explain_full_disk(struct build *b, bool log_says_full)
 {
@@ -529,6 +557,7 @@ static int run_stage(struct build *b, size_t i)
 		}
 	}
 	log_set_stage_fd(-1);
+	relay_stage_warnings(log_path, s->id);
 	double secs = now_monotonic() - t0;
 
 	if (r < 0) {

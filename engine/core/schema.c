@@ -101,6 +101,11 @@ static json_t *defs(void)
 	json_object_set_new(d, "path", json_pack("{s:s, s:s, s:i}", "description",
 						 "a file or directory, relative to the recipe's directory",
 						 "type", "string", "minLength", 1));
+	json_object_set_new(d, "host_file", json_pack("{s:s, s:s, s:i}", "description",
+						      "a file anywhere: an absolute path, or one relative to the "
+						      "recipe's directory; its content, not its path, counts in the "
+						      "stage key",
+						      "type", "string", "minLength", 1));
 	return d;
 }
 
@@ -194,7 +199,10 @@ static void param_type(json_t *s, const struct param_spec *spec)
 	case PT_STRINGS: json_object_set_new(s, "$ref", json_string(REF("strings"))); return;
 	case PT_COMMAND: json_object_set_new(s, "$ref", json_string(REF("command"))); return;
 	case PT_MAP: json_object_set_new(s, "$ref", json_string(REF("map"))); return;
-	case PT_PATH: json_object_set_new(s, "$ref", json_string(REF("path"))); return;
+	case PT_PATH:
+		json_object_set_new(s, "$ref",
+				    json_string(spec->flags & PARAM_HOST_FILE ? REF("host_file") : REF("path")));
+		return;
 	case PT_ENUM: {
 		json_t *choices = json_array();
 		for (const char *const *c = spec->choices; c && *c; c++)
@@ -216,14 +224,21 @@ static void param_type(json_t *s, const struct param_spec *spec)
 	BUG("parameter '%s' has type %d", spec->name, (int)spec->type);
 }
 
+/* What a host file may be, said where an editor shows it: on the parameter
+ * (a $ref's own description is hidden behind the parameter's). */
+#define HOST_FILE_NOTE \
+	"; an absolute path anywhere is allowed (only the file's content counts in the stage key)"
+
 json_t *schema_param(const struct param_spec *spec)
 {
 	json_t *s = json_object();
 	json_t *def = schema_default(spec);
+	const char *note = spec->type == PT_PATH && (spec->flags & PARAM_HOST_FILE) ? HOST_FILE_NOTE : "";
 	if (spec->help && spec->defval && !def)
-		json_object_set_new(s, "description", json_sprintf("%s; default: %s", spec->help, spec->defval));
+		json_object_set_new(s, "description",
+				    json_sprintf("%s%s; default: %s", spec->help, note, spec->defval));
 	else if (spec->help)
-		json_object_set_new(s, "description", json_string(spec->help));
+		json_object_set_new(s, "description", json_sprintf("%s%s", spec->help, note));
 	if (def)
 		json_object_set_new(s, "default", def);
 	param_type(s, spec);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "amiforge/cleanup.h"
 #include "amiforge/error.h"
@@ -236,7 +237,10 @@ static char *expected_text(const struct param_spec *spec)
 	case PT_MAP: return xstrdup("a mapping of names to strings");
 	case PT_LIST: return xstrdup("a list of mappings");
 	case PT_OBJECT: return xstrdup("a mapping");
-	case PT_PATH: return xstrdup("a path relative to the recipe");
+	case PT_PATH:
+		if (spec->flags & PARAM_HOST_FILE)
+			return xstrdup("an absolute path or one relative to the recipe");
+		return xstrdup("a path relative to the recipe");
 	case PT_COMMAND: return xstrdup("a command string or a non-empty list of strings");
 	}
 	return xstrdup("a value");
@@ -404,6 +408,46 @@ static bool path_inside(const char *dir, const char *p)
 	return !strncmp(p, dir, len) && (p[len] == '/' || !p[len]);
 }
 
+/* "'TEXT'", with the absolute path it stands for when TEXT is relative. */
+static char *path_shown(const char *text, const char *abs)
+{
+	if (text[0] == '/')
+		return xasprintf("'%s'", text);
+	return xasprintf("'%s' (%s)", text, abs);
+}
+
+/* The recipe's own files: they travel with it, the stage key hashes them,
+ * and a recipe must not read the host's files behind the user's back.
+ * False after reporting. */
+static bool path_in_recipe(struct param_conv *c, const char *subj, const yaml_node_t *n, const char *text,
+			   const char *p, bool resolved)
+{
+	if (path_inside(c->recipe_dir, p))
+		return true;
+	param_conv_report(c, n, "%s must name a file inside the recipe's directory, got '%s'%s; "
+		  "put the file beside the recipe (or in a directory under it)", subj, text,
+		  resolved ? " (a symbolic link leading outside)" : "");
+	return false;
+}
+
+/* A host file (PARAM_HOST_FILE) is one regular file, so its fingerprint is
+ * the SHA-256 of its bytes, as sha256sum prints it; a directory would be
+ * hashed with its names, and a device or FIFO is no key or certificate. */
+static bool host_file_ok(struct param_conv *c, const char *subj, const yaml_node_t *n, const char *shown,
+			 const char *real)
+{
+	struct stat st;
+	if (stat(real, &st) < 0) {
+		param_conv_report(c, n, "%s: cannot use %s: %s", subj, shown, strerror(errno));
+		return false;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		param_conv_report(c, n, "%s: %s is not a regular file; name the file itself", subj, shown);
+		return false;
+	}
+	return true;
+}
+
 static json_t *convert_path(struct param_conv *c, const struct param_spec *spec, const char *name,
 			    const yaml_node_t *n, const char *text)
 {
@@ -411,26 +455,26 @@ static json_t *convert_path(struct param_conv *c, const struct param_spec *spec,
 		type_error(c, spec, name, n, text, NULL);
 		return NULL;
 	}
+	bool host = (spec->flags & PARAM_HOST_FILE) != 0;
 	_cleanup_free_ char *subj = subject(c, name);
 	_cleanup_free_ char *joined = text[0] == '/' ? xstrdup(text) : path_join(c->recipe_dir, text);
 	_cleanup_free_ char *norm = normalize_path(joined);
-	/* Only files that travel with the recipe: the stage key hashes them,
-	 * and a recipe must not read the host's files behind the user's back. */
-	if (!path_inside(c->recipe_dir, norm)) {
-		param_conv_report(c, n, "%s must name a file inside the recipe's directory, got '%s'", subj, text);
+	if (!host && !path_in_recipe(c, subj, n, text, norm, false))
 		return NULL;
-	}
+	_cleanup_free_ char *shown = path_shown(text, norm);
 	_cleanup_free_ char *real = realpath(norm, NULL);
 	if (!real) {
-		param_conv_report(c, n, "%s: cannot use '%s' (relative to the recipe's directory): %s", subj,
-			  text, strerror(errno));
+		if (host)
+			param_conv_report(c, n, "%s: cannot use %s: %s", subj, shown, strerror(errno));
+		else
+			param_conv_report(c, n, "%s: cannot use '%s' (relative to the recipe's directory): %s",
+				  subj, text, strerror(errno));
 		return NULL;
 	}
-	if (!path_inside(c->recipe_dir, real)) {
-		param_conv_report(c, n, "%s must name a file inside the recipe's directory, got '%s' "
-			  "(a symbolic link leading outside)", subj, text);
+	if (!host && !path_in_recipe(c, subj, n, text, real, true))
 		return NULL;
-	}
+	if (host && !host_file_ok(c, subj, n, shown, real))
+		return NULL;
 	char hex[65];
 	_cleanup_error_ struct af_error *err = NULL;
 	if (sha256_path_hex(real, hex, &err) < 0) {

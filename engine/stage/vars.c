@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "amiforge/cleanup.h"
@@ -55,8 +56,27 @@ static const char *const credential_words[] = {
 	"SECRET", "TOKEN", "PASSWORD", "PASSWD", "PRIVATE_KEY",
 };
 
+/* The suffixes that say a variable holds where a secret is kept, not the
+ * secret (the *_FILE convention of Docker secrets, POSTGRES_PASSWORD_FILE):
+ * a path is safe to expand, log and journal, and a bundle's key must be
+ * passable to the recipe without committing it. */
+static const char *const path_suffixes[] = { "_FILE", "_PATH" };
+
+static bool name_holds_path(const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; i < ARRAY_SIZE(path_suffixes); i++) {
+		size_t k = strlen(path_suffixes[i]);
+		if (n > k && !strcasecmp(name + n - k, path_suffixes[i]))
+			return true;
+	}
+	return false;
+}
+
 const char *vars_name_credential(const char *name)
 {
+	if (name_holds_path(name))
+		return NULL;
 	for (size_t i = 0; i < ARRAY_SIZE(credential_words); i++)
 		if (strcasestr(name, credential_words[i]))
 			return credential_words[i];

@@ -31,30 +31,37 @@ static double now_unix(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static char *boot_id(void)
+/* Who this process is, as a lease names its holder: the host name and
+ * the kernel's boot id, read once (neither changes while we run; the
+ * agent renews a lease every few seconds). */
+struct lease_self {
+	char host[256];
+	char boot[64];
+};
+
+static const struct lease_self *lease_self(void)
 {
+	static struct lease_self self;
+	static bool known;
+	if (known)
+		return &self;
+	gethostname(self.host, sizeof(self.host) - 1);
 	size_t len;
 	_cleanup_error_ struct af_error *err = NULL;
-	char *id = read_file("/proc/sys/kernel/random/boot_id", &len, &err);
-	if (!id)
-		return xstrdup("");
-	id[strcspn(id, "\n")] = '\0';
-	return id;
-}
-
-static char *host_name(void)
-{
-	char h[256] = "";
-	gethostname(h, sizeof(h) - 1);
-	return xstrdup(h);
+	_cleanup_free_ char *id = read_file("/proc/sys/kernel/random/boot_id", &len, &err);
+	if (id) {
+		id[strcspn(id, "\n")] = '\0';
+		snprintf(self.boot, sizeof(self.boot), "%s", id);
+	}
+	known = true;
+	return &self;
 }
 
 static char *lease_body(double expires)
 {
-	_cleanup_free_ char *host = host_name();
-	_cleanup_free_ char *boot = boot_id();
-	_cleanup_json_ json_t *j = json_pack("{s:i, s:s, s:I, s:s, s:I, s:I}", "v", 1, "holder", host,
-					     "pid", (json_int_t)getpid(), "boot_id", boot,
+	const struct lease_self *me = lease_self();
+	_cleanup_json_ json_t *j = json_pack("{s:i, s:s, s:I, s:s, s:I, s:I}", "v", 1, "holder", me->host,
+					     "pid", (json_int_t)getpid(), "boot_id", me->boot,
 					     "acquired", (json_int_t)now_unix(), "expires",
 					     (json_int_t)expires);
 	return json_dumps(j, JSON_COMPACT);
@@ -91,9 +98,8 @@ static void holder_parse(const char *text, size_t len, struct holder *h)
  * runs cannot renew: its lease is over whatever it says. */
 static bool holder_gone(const struct holder *h)
 {
-	_cleanup_free_ char *host = host_name();
-	_cleanup_free_ char *boot = boot_id();
-	if (strcmp(h->host, host) || !*boot || strcmp(h->boot, boot) || h->pid <= 0)
+	const struct lease_self *me = lease_self();
+	if (strcmp(h->host, me->host) || !*me->boot || strcmp(h->boot, me->boot) || h->pid <= 0)
 		return false;
 	return kill((pid_t)h->pid, 0) < 0 && errno == ESRCH;
 }

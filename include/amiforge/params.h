@@ -16,7 +16,10 @@
  *   PT_PATH              -> JSON string: an absolute path, resolved against the
  *                           recipe's directory.  It must exist; its content
  *                           (file or directory tree) is hashed into the stage
- *                           key, so editing the file re-runs the stage. */
+ *                           key, so editing the file re-runs the stage.  It
+ *                           must lie inside the recipe's directory (also
+ *                           after symbolic links) unless the parameter is
+ *                           PARAM_HOST_FILE. */
 #ifndef AMIFORGE_PARAMS_H
 #define AMIFORGE_PARAMS_H
 
@@ -40,11 +43,19 @@ enum param_type {
 };
 
 #define PARAM_REQUIRED 0x1u
+/* PT_PATH only: a file of the build host's rather than of the recipe, for
+ * secrets and per-machine material that must not be committed beside the
+ * recipe (a bundle's X.509 key and certificate, a manifest to upload).  An
+ * absolute path may then name a file anywhere (a relative one still
+ * resolves against the recipe's directory), and the stage key holds the
+ * file's SHA-256 fingerprint but not its path: the same file elsewhere,
+ * on another machine, gives the same key; other content gives another. */
+#define PARAM_HOST_FILE 0x2u
 
 struct param_spec {
 	const char *name;              /* NULL ends a table */
 	enum param_type type;
-	unsigned flags;                /* PARAM_REQUIRED */
+	unsigned flags;                /* PARAM_REQUIRED, PARAM_HOST_FILE */
 	const char *const *choices;    /* PT_ENUM: NULL-terminated */
 	const struct param_spec *sub;  /* PT_LIST, PT_OBJECT */
 	const char *help;              /* one line for `amiforge stages` */

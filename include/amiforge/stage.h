@@ -12,6 +12,8 @@
  *   4. declare needs and provides (facts.h; a new fact is one line there):
  *      the recipe loader checks the order, the runner the outputs.
  *   5. document its parameters (help strings) and add a test.
+ *   6. a describe() hook: what it will do with these parameters, for
+ *      `amiforge plan` (tests/unit/test_registry.c checks every type has one).
  *
  * How a stage runs: the runner forks a child in a new PID and mount
  * namespace (it dies with the engine: PR_SET_PDEATHSIG), with stdout and
@@ -30,6 +32,7 @@
 struct af_error;
 struct vars;
 struct fact_plan;
+struct strbuf;
 
 /* A fact a stage cannot run without (the catalogue: facts.h). */
 struct fact_need {
@@ -95,6 +98,29 @@ struct stage_ctx {
  * the journal cannot be written). */
 int stage_journal_resource(struct stage_ctx *ctx, const json_t *resource, struct af_error **err);
 
+/* What is known of a stage before anything runs, for `amiforge plan`:
+ * no AWS, no network, no image, no state.  All borrowed. */
+struct stage_describe {
+	const json_t *params;         /* typed parameters, after variable expansion */
+	const char *recipe_name;      /* the recipe's name, expanded (the AMI's by default) */
+	const char *arch;             /* x86_64 | arm64 */
+	const char *recipe_dir;       /* absolute directory of the recipe file */
+	/* What the command resolved without the network: --region,
+	 * AWS_REGION, AWS_DEFAULT_REGION, the profile's region (never
+	 * instance metadata); --profile, AWS_PROFILE...  NULL: unknown. */
+	const char *region;
+	const char *profile;
+	/* Which earlier stage will provide a fact (facts_plan_provider); may be NULL. */
+	const struct fact_plan *plan;
+	/* The facts the earlier stages' describe hooks already know from their
+	 * parameters (what they put in `known`), merged in order, later wins:
+	 * e.g. "snapshot.region" when the snapshot stage names one. */
+	const json_t *facts;
+	/* This stage adds here the facts of its `provides` that its parameters
+	 * (or the region above) already fix, with the types facts.h gives. */
+	json_t *known;
+};
+
 struct stage_type {
 	const char *name;
 	const char *summary;               /* one line for `amiforge stages` */
@@ -119,9 +145,34 @@ struct stage_type {
 	 * combination with earlier stages that cannot work (e.g. HVM over a
 	 * PV-GRUB menu.lst).  0, or -1 with *err set. */
 	int (*plan_check)(const json_t *params, const struct fact_plan *plan, struct af_error **err);
+	/* Optional, for `plan`: one sentence saying what the stage will do with
+	 * these parameters ("register AMI 'x' (hvm) in us-east-1"), lower
+	 * case, no full stop; malloc'd, the caller frees.  NULL when nothing
+	 * better than the summary is known.  Pure: it may only read D and add
+	 * to d->known.  It must not print a secret (params hold none; do not
+	 * read files). */
+	char *(*describe)(const struct stage_describe *d);
 	/* Does the work.  0, or -1 with *err set. */
 	int (*run)(struct stage_ctx *ctx, struct af_error **err);
 };
+
+/* Pieces of describe() sentences (stage/describe.c), so that every stage
+ * words lists, counts and sizes alike. */
+/* Appends the strings of the JSON array LIST: "a, b, c", or with more than
+ * MAX of them "a, b, c and 5 more".  Nothing for NULL or an empty list. */
+void stage_describe_list(struct strbuf *sb, const json_t *list, size_t max);
+/* "1 package" / "3 packages": N and NOUN, with an s unless N is 1. */
+void stage_describe_count(struct strbuf *sb, size_t n, const char *noun);
+/* A size as a recipe writes it when it is a whole number of units
+ * ("2 GiB", "512 MiB"), else as format_size (util.h).  Returns buf. */
+char *stage_describe_size(uint64_t bytes, char *buf, size_t bufsz);
+/* GIVEN (a region the stage's parameters or facts name), else d->region,
+ * else words saying the build will resolve it (never NULL, borrowed). */
+const char *stage_describe_region(const struct stage_describe *d, const char *given);
+/* A string fact of d->facts, or NULL (borrowed). */
+const char *stage_describe_fact(const struct stage_describe *d, const char *fact);
+/* Puts the string fact FACT = VALUE in d->known; nothing when VALUE is NULL. */
+void stage_describe_know(const struct stage_describe *d, const char *fact, const char *value);
 
 /* The registry (stages/registry.c): sorted by name. */
 const struct stage_type *const *registry_all(size_t *count);

@@ -37,8 +37,10 @@ bool vars_name_valid(const char *name);
 
 /* The one rule for names that may hold a credential: AWS_SECRET_ACCESS_KEY,
  * AWS_SESSION_TOKEN, AWS_SECURITY_TOKEN and any name containing SECRET,
- * TOKEN, PASSWORD, PASSWD or PRIVATE_KEY, in any case.  Returns the word
- * that matched (upper case, static) or NULL. */
+ * TOKEN, PASSWORD, PASSWD or PRIVATE_KEY, in any case, unless it ends in
+ * _FILE or _PATH: BUNDLE_PRIVATE_KEY_FILE holds where the key is, which
+ * may be expanded (the key's content never is).  Returns the word that
+ * matched (upper case, static) or NULL. */
 const char *vars_name_credential(const char *name);
 
 /* Adds a --set "NAME=VALUE" (a later one wins).  0, or -1 + err when the

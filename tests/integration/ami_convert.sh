@@ -16,22 +16,13 @@ convert-rss convert-damaged convert-damaged-cleanup convert-wrong-cert convert-n
 require_root $TESTS
 require_loop $TESTS
 require_botocore $TESTS
-S3RVER=$TOP/tests/servers/s3rver/node_modules/.bin/s3rver
-[ -x "$S3RVER" ] || skip_all "needs s3rver (make test-servers installs it with npm)" $TESTS
+require_s3rver $TESTS
 [ -x /usr/bin/time ] || skip_all "needs /usr/bin/time (GNU time) for the peak RSS" $TESTS
 start_fakeaws || { not_ok "fakeaws starts"; exit 1; }
 
-node --openssl-legacy-provider "$S3RVER" -d "$WORK/s3" -a 127.0.0.1 -p 0 >"$WORK/s3rver.log" 2>&1 &
-SERVER_PIDS+=($!)
-s3port=
-for i in $(seq 100); do
-	s3port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/s3rver.log")
-	[ -n "$s3port" ] && break
-	sleep 0.1
-done
-[ -n "$s3port" ] || { not_ok "s3rver starts"; cat "$WORK/s3rver.log"; exit 1; }
+start_s3 || { not_ok "s3rver starts"; exit 1; }
+export AWS_ENDPOINT_URL=$FAKEAWS # EC2 on fakeaws, S3 through s3faults (start_s3)
 control "{\"op\": \"creds\", \"access_key\": \"S3RVER\", \"secret_key\": \"$T_SECRET\"}"
-export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$s3port AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$T_SECRET
 
 # 128 MiB: zeros, 60 MiB of random data from 5 MiB on, 1000 random bytes at
 # an unaligned offset, zeros to the end (holes in the bundle's sparse tar).

@@ -181,24 +181,14 @@ af ami share "$F2" --account $ACC
 [ "$RC" = 77 ] && grep -q "$F2" "$ERR" && [ "$(state "s['images']['$F2']['launch_users'], s['snapshots']['$FS2']['volume_users']")" = "([], [])" ]; cond perm-refused-77 || show
 
 # ---- --delete-bundle against s3rver behind s3faults ------------------------------
-S3RVER=$TOP/tests/servers/s3rver/node_modules/.bin/s3rver
 if [ ! -x "$S3RVER" ]; then
 	for t in dereg-bundle dereg-bundle-twice dereg-bundle-dry-run; do skip $t "needs s3rver (make test-servers)"; done
 else
-	node --openssl-legacy-provider "$S3RVER" -d "$WORK/s3" -a 127.0.0.1 -p 0 >"$WORK/s3rver.log" 2>&1 &
-	SERVER_PIDS+=($!)
-	s3port=
-	for i in $(seq 100); do
-		s3port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/s3rver.log")
-		[ -n "$s3port" ] && break
-		sleep 0.1
-	done
-	$PY "$TOP/tests/servers/s3faults.py" --upstream "127.0.0.1:$s3port" --port-file "$WORK/proxy.port" >"$WORK/proxy.log" 2>&1 &
-	SERVER_PIDS+=($!)
-	PROXY=http://127.0.0.1:$(wait_port "$WORK/proxy.port")
-	# s3rver knows the key S3RVER (any secret); fakeaws learns the same pair.
+	start_s3 || { not_ok "s3rver starts"; exit 1; }
+	# start_s3 points the S3 variables at s3faults; EC2 stays on fakeaws,
+	# which learns s3rver's key pair (any secret: the run's).
+	export AWS_ENDPOINT_URL=$FAKEAWS
 	control "{\"op\": \"creds\", \"access_key\": \"S3RVER\", \"secret_key\": \"$T_SECRET\"}"
-	export AWS_ENDPOINT_URL_S3=$PROXY AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$T_SECRET
 	s3put() { "$AMIFORGE" aws request PUT "$PROXY/$1" --service s3 --region eu-west-1 -d "${2:-}" >/dev/null; }
 	s3keys() { (cd "$WORK/s3" && find bundles -name '*._S3rver_object' | sed 's/._S3rver_object$//' | sort | tr '\n' ' '); }
 	# An instance-store AMI whose manifest at bundles/PREFIX/NAME.manifest.xml names N parts.

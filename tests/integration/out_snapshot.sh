@@ -54,20 +54,6 @@ print(out)
 PY
 }
 
-# Blocks the journal in STATE holds as acknowledged for snapshot SNAP.
-journaled_blocks() { # STATE SNAP
-	$PY - "$1/journal" "$2" <<'PY'
-import json, sys
-n = 0
-for line in open(sys.argv[1]):
-    ev = json.loads(line)
-    r = ev.get("resource") or {}
-    if ev.get("event") == "resource" and r.get("snapshot") == sys.argv[2] and "blocks" in r:
-        n += sum(b - a + 1 for a, b in r["blocks"])
-print(n)
-PY
-}
-
 out_id() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"]["snapshot.id"])' "$1/manifest.json"; }
 out() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"].get(sys.argv[2], ""))' "$1/manifest.json" "$2"; } # STATE FACT
 written() { state "s['snapshots']['$1']['written']"; } # SNAP: blocks written to it (not inherited)
@@ -200,7 +186,7 @@ else
 fi
 no_leaks "$S2" || not_ok "no leftovers after the kill"
 snap1=$(state "list(s['snapshots'])[0]" 2>/dev/null)
-journaled=$(journaled_blocks "$S2" "$snap1")
+journaled=$(journaled_snapshot_blocks "$S2/journal" "$snap1")
 before=$(calls PutSnapshotBlock)
 if [ $killed = 1 ] && build "$S2" "$R2" --set DEV="$LOOP"; then
 	snap2=$(out_id "$S2")
@@ -341,7 +327,7 @@ else
 	cat "$BOUT" "$S6/logs/02-snapshot.log"; not_ok snapshot-incremental; not_ok snapshot-incremental-zeroed
 fi
 
-# ---- 7. the parent is gone: a full snapshot, with a warning -------------------------
+# ---- 7. the parent is gone: a full snapshot, with a warning (in the log and on the terminal)
 "$AMIFORGE" aws request POST "$FAKEAWS/" --service ec2 --region eu-west-1 \
 	-d "Action=DeleteSnapshot&Version=2016-11-15&SnapshotId=${P2:-none}" >"$WORK/out.del7" 2>&1
 put_blocks "$LOOP" 60 1
@@ -350,6 +336,7 @@ if incr "$S6" gen3; then
 	want=$(nonzero_blocks "$LOOP")
 	if [ "$(written "$P3")" = "$want" ] && [ -z "$(out "$S6" snapshot.parent)" ] &&
 		grep -q "warning: parent snapshot $P2: it no longer exists; making a full snapshot" "$S6/logs/02-snapshot.log" &&
+		grep -q "amiforge: warning: stage 'snapshot': parent snapshot $P2: it no longer exists" "$BOUT" &&
 		reads_back "$P3" "$LOOP"; then
 		ok snapshot-parent-deleted
 	else
@@ -442,7 +429,7 @@ snap7=
 for i in $(seq 300); do
 	if [ "$(($(calls PutSnapshotBlock) - before))" -ge "$CHANGED" ]; then
 		snap7=$(last_incremental "$S11")
-		[ -n "$snap7" ] && [ "$snap7" != "$last" ] && [ "$(journaled_blocks "$S11" "$snap7")" -gt 0 ] && break
+		[ -n "$snap7" ] && [ "$snap7" != "$last" ] && [ "$(journaled_snapshot_blocks "$S11/journal" "$snap7")" -gt 0 ] && break
 	fi
 	kill -0 $pid 2>/dev/null || break
 	sleep 0.1
@@ -455,7 +442,7 @@ else
 fi
 no_leaks "$S11" || not_ok "no leftovers after the kill"
 snap7=$(last_incremental "$S11")
-journaled=$(journaled_blocks "$S11" "$snap7")
+journaled=$(journaled_snapshot_blocks "$S11/journal" "$snap7")
 before=$(calls PutSnapshotBlock)
 if [ $killed = 1 ] && [ -n "$snap7" ] && build "$S11" "$R2" --set DEV="$LOOP" --set PAR=2 --set DESC=gen7; then
 	resent=$(($(calls PutSnapshotBlock) - before))

@@ -229,19 +229,6 @@ start_fakeaws --cred "S3RVER:$T_SECRET" || { not_ok "fakeaws starts"; exit 1; }
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=$T_SECRET AWS_ENDPOINT_URL_S3=$PROXY
 calls() { state "s['calls'].get('$1', 0)"; }
 output_of() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs"].get(sys.argv[2], ""))' "$1/manifest.json" "$2" 2>/dev/null; }
-# Blocks of snapshot SNAP journaled in the store's journal of state snap.
-journaled_in_store() { # SNAP
-	$PY - "$STORE/snap/states/snap/journal._S3rver_object" "$1" <<'PY'
-import json, sys
-n = 0
-for line in open(sys.argv[1]):
-    ev = json.loads(line)
-    r = ev.get("resource") or {}
-    if ev.get("event") == "resource" and r.get("snapshot") == sys.argv[2] and "blocks" in r:
-        n += sum(b - a + 1 for a, b in r["blocks"])
-print(n)
-PY
-}
 head -c 60000000 /dev/urandom >"$RD/files/big"
 cat >"$RD/snap.yaml" <<'EOF'
 name: it-remote-snap
@@ -269,7 +256,7 @@ killed=0
 if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid 2>/dev/null; killed=1; else wait $pid; cat "$WORK/sa.out"; fi
 no_leaks "$WORK/SA" || not_ok "no leftovers after the kill"
 snap1=$(state "list(s['snapshots'])[0]" 2>/dev/null)
-journaled=$(journaled_in_store "$snap1")
+journaled=$(journaled_snapshot_blocks "$STORE/snap/states/snap/journal._S3rver_object" "$snap1")
 rm -rf "$WORK/SA"
 before=$(calls PutSnapshotBlock)
 "$AMIFORGE" build "$SN" --state "$WORK/SB" --remote "$P4" >"$WORK/sb.out" 2>&1

@@ -97,6 +97,21 @@ check_no_secrets() {
 # S3: s3rver (npm; `make check` installs it) behind tests/servers/s3faults.py,
 # which counts requests, injects faults and adds the conditional writes
 # s3rver lacks.
+# How many EBS blocks the journal (file) JOURNAL says were sent to snapshot
+# SNAP: what a resumed build must not send again.
+journaled_snapshot_blocks() { # JOURNAL SNAP
+	$PY - "$1" "$2" <<'PY'
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    ev = json.loads(line)
+    r = ev.get("resource") or {}
+    if ev.get("event") == "resource" and r.get("snapshot") == sys.argv[2] and "blocks" in r:
+        n += sum(b - a + 1 for a, b in r["blocks"])
+print(n)
+PY
+}
+
 S3RVER=$TOP/tests/servers/s3rver/node_modules/.bin/s3rver
 # Skips every named test unless s3rver can run.
 require_s3rver() {

@@ -4,9 +4,11 @@
 #include "testutil.h"
 
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "amiforge/params.h"
 #include "amiforge/params_conv.h"
+#include "amiforge/util.h"
 
 struct unit_case {
 	const char *text;
@@ -135,7 +137,7 @@ static void test_accessors(void **state)
 /* ---- conversion, with the loader's side played by the test ---- */
 
 struct fake_loader {
-	char msgs[8][200];
+	char msgs[8][400];
 	size_t n_msgs;
 	char extra[32];
 };
@@ -180,8 +182,10 @@ static const struct param_spec test_table[] = {
 	{ 0 },
 };
 
-/* Converts the YAML mapping text against test_table. */
-static json_t *conv_text(const char *yaml, struct fake_loader *f, size_t *problems)
+/* Converts the YAML mapping text against table, PT_PATH resolving in dir
+ * and hashing into hashes (may be NULL). */
+static json_t *conv_table(const char *yaml, const struct param_spec *table, const char *dir, json_t *hashes,
+			  struct fake_loader *f, size_t *problems)
 {
 	static const char *const extra[] = { "id", NULL };
 	yaml_parser_t parser;
@@ -190,16 +194,21 @@ static json_t *conv_text(const char *yaml, struct fake_loader *f, size_t *proble
 	yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
 	assert_true(yaml_parser_load(&parser, &doc));
 	struct param_conv c = {
-		.doc = &doc, .recipe_dir = "/nonexistent", .stage = "test", .extra_keys = extra,
+		.doc = &doc, .recipe_dir = dir, .stage = "test", .extra_keys = extra, .hashes = hashes,
 		.take_extra = fake_extra, .extra_data = f, .report = fake_report, .expand = fake_expand,
 		.data = f,
 	};
 	const yaml_node_t *root = yaml_document_get_root_node(&doc);
-	json_t *obj = param_conv_object(&c, test_table, root, root);
+	json_t *obj = param_conv_object(&c, table, root, root);
 	*problems = c.problems;
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);
 	return obj;
+}
+
+static json_t *conv_text(const char *yaml, struct fake_loader *f, size_t *problems)
+{
+	return conv_table(yaml, test_table, "/nonexistent", NULL, f, problems);
 }
 
 static void test_conversion(void **state)
@@ -239,6 +248,132 @@ static void test_conversion(void **state)
 	json_decref(o);
 }
 
+/* ---- file parameters: the recipe's own, and the host's (PARAM_HOST_FILE) ---- */
+
+static const struct param_spec path_table[] = {
+	{ .name = "script", .type = PT_PATH, .help = "x" },
+	{ .name = "key", .type = PT_PATH, .flags = PARAM_HOST_FILE, .help = "x" },
+	{ 0 },
+};
+
+struct path_fixture {
+	char *top, *recipe, *outside, *key; /* top/recipe, top/outside, top/outside/key.pem */
+};
+
+static void put_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static void path_fixture_init(struct path_fixture *x)
+{
+	x->top = test_mkdtemp();
+	x->recipe = path_join(x->top, "recipe");
+	x->outside = path_join(x->top, "outside");
+	x->key = path_join(x->outside, "key.pem");
+	assert_int_equal(mkdir(x->recipe, 0700), 0);
+	assert_int_equal(mkdir(x->outside, 0700), 0);
+	char *in = path_join(x->recipe, "inside.sh");
+	put_file(in, "echo in\n");
+	free(in);
+	put_file(x->key, "-----BEGIN PRIVATE KEY-----\nnot really\n");
+	/* recipe/link.pem -> ../outside/key.pem */
+	char *link = path_join(x->recipe, "link.pem");
+	assert_int_equal(symlink("../outside/key.pem", link), 0);
+	free(link);
+}
+
+static void path_fixture_release(struct path_fixture *x)
+{
+	test_rmdir_r(x->top);
+	free(x->top);
+	free(x->recipe);
+	free(x->outside);
+	free(x->key);
+}
+
+/* One problem, its message into msg. */
+static void conv_path_fails(const struct path_fixture *x, const char *yaml, char msg[400])
+{
+	struct fake_loader f = { 0 };
+	size_t problems = 0;
+	json_t *o = conv_table(yaml, path_table, x->recipe, NULL, &f, &problems);
+	assert_int_equal(problems, 1);
+	assert_int_equal(f.n_msgs, 1);
+	assert_int_equal(json_object_size(o), 0);
+	json_decref(o);
+	memcpy(msg, f.msgs[0], 400);
+}
+
+static void test_path_host_file(void **state)
+{
+	(void)state;
+	struct path_fixture x = { 0 };
+	path_fixture_init(&x);
+	struct fake_loader f = { 0 };
+	size_t problems = 0;
+	json_t *hashes = json_object();
+	char *yaml = xasprintf("script: inside.sh\nkey: %s\n", x.key);
+	json_t *o = conv_table(yaml, path_table, x.recipe, hashes, &f, &problems);
+	assert_int_equal(problems, 0);
+	/* The host file anywhere, as an absolute path, hashed as sha256sum would. */
+	assert_string_equal(params_str(o, "key", NULL), x.key);
+	char hex[65];
+	const char *content = "-----BEGIN PRIVATE KEY-----\nnot really\n";
+	sha256_hex(content, strlen(content), hex);
+	assert_string_equal(json_string_value(json_object_get(hashes, "key")), hex);
+	assert_non_null(json_object_get(hashes, "script"));
+	json_decref(o);
+	free(yaml);
+
+	/* Relative host paths resolve against the recipe, through links too. */
+	f = (struct fake_loader){ 0 };
+	o = conv_table("key: link.pem\n", path_table, x.recipe, NULL, &f, &problems);
+	assert_int_equal(problems, 0);
+	assert_string_equal(params_str(o, "key", NULL), x.key);
+	json_decref(o);
+
+	char msg[400], *want;
+	/* The recipe's own files keep the inside-the-recipe rule, with what to do. */
+	yaml = xasprintf("script: %s\n", x.key);
+	conv_path_fails(&x, yaml, msg);
+	want = xasprintf("1:9: parameter 'script' of stage 'test' must name a file inside the recipe's "
+			 "directory, got '%s'; put the file beside the recipe (or in a directory under it)", x.key);
+	assert_string_equal(msg, want);
+	free(want);
+	free(yaml);
+	conv_path_fails(&x, "script: link.pem\n", msg);
+	assert_string_equal(msg, "1:9: parameter 'script' of stage 'test' must name a file inside the recipe's "
+				 "directory, got 'link.pem' (a symbolic link leading outside); put the file beside "
+				 "the recipe (or in a directory under it)");
+
+	/* A missing or unusable host file names the parameter, the path and why. */
+	yaml = xasprintf("key: %s/gone.pem\n", x.outside);
+	conv_path_fails(&x, yaml, msg);
+	want = xasprintf("1:6: parameter 'key' of stage 'test': cannot use '%s/gone.pem': No such file or "
+			 "directory", x.outside);
+	assert_string_equal(msg, want);
+	free(want);
+	free(yaml);
+	conv_path_fails(&x, "key: ../outside/gone.pem\n", msg);
+	want = xasprintf("1:6: parameter 'key' of stage 'test': cannot use '../outside/gone.pem' (%s/gone.pem): "
+			 "No such file or directory", x.outside);
+	assert_string_equal(msg, want);
+	free(want);
+	yaml = xasprintf("key: %s\n", x.outside);
+	conv_path_fails(&x, yaml, msg);
+	want = xasprintf("1:6: parameter 'key' of stage 'test': '%s' is not a regular file; name the file "
+			 "itself", x.outside);
+	assert_string_equal(msg, want);
+	free(want);
+	free(yaml);
+	json_decref(hashes);
+	path_fixture_release(&x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -247,6 +382,7 @@ int main(void)
 		cmocka_unit_test(test_type_names),
 		cmocka_unit_test(test_accessors),
 		cmocka_unit_test(test_conversion),
+		cmocka_unit_test(test_path_host_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,6 +142,37 @@ static void test_keys_independent_of_checkout(void **state)
 	assert_string_not_equal(a[2], b[2]);
 }
 
+/* A host file (bundle's key) counts by its fingerprint only: moved, the
+ * same key; changed, another.  A recipe's file keeps its relative path. */
+static void test_keys_host_file_fingerprint(void **state)
+{
+	struct fixture *f = *state;
+	char a[N][65], b[N][65];
+	f->r.dir = (char *)"/srv/ci-1/repo";
+	f->st[3].type = registry_find("bundle");
+	assert_non_null(f->st[3].type);
+	json_object_set_new(f->st[3].params, "key", json_string("/home/ci/.amiforge/key.pem"));
+	json_object_set_new(f->st[3].file_hashes, "key", json_string("aaaa"));
+	plan_keys(&f->r, a);
+	json_object_set_new(f->st[3].params, "key", json_string("/run/secrets/bundle-key"));
+	plan_keys(&f->r, b);
+	assert_string_equal(a[3], b[3]);
+	/* inside the recipe's directory too: only the content counts */
+	json_object_set_new(f->st[3].params, "key", json_string("/srv/ci-1/repo/key.pem"));
+	plan_keys(&f->r, b);
+	assert_string_equal(a[3], b[3]);
+	json_object_set_new(f->st[3].file_hashes, "key", json_string("bbbb"));
+	plan_keys(&f->r, b);
+	assert_string_equal(a[2], b[2]);
+	assert_string_not_equal(a[3], b[3]);
+	/* run's script is no host file: its path (relative) is part of the key */
+	json_object_set_new(f->st[2].params, "script", json_string("/srv/ci-1/repo/a.sh"));
+	plan_keys(&f->r, a);
+	json_object_set_new(f->st[2].params, "script", json_string("/srv/ci-1/repo/b.sh"));
+	plan_keys(&f->r, b);
+	assert_string_not_equal(a[2], b[2]);
+}
+
 static void test_resume_from_checkpoint(void **state)
 {
 	struct fixture *f = *state;
@@ -309,6 +340,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_keys_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys_independent_of_checkout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keys_host_file_fingerprint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_done_keeps_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_format1_journal, setup, teardown),

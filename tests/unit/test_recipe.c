@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "amiforge/error.h"
+#include "amiforge/plan.h"
 #include "amiforge/recipe.h"
 #include "amiforge/util.h"
 #include "amiforge/vars.h"
@@ -218,9 +219,91 @@ static void test_path_symlink_escape(void **state)
 	write_text(tmpdir, "l.yaml", "name: l\nstages:\n  - run: {script: passwd.sh}\n");
 	char *msg = load_one_error(tmpdir, "l.yaml", NULL, 0);
 	assert_string_equal(msg, "3:19: parameter 'script' of stage 'run' must name a file inside the "
-				 "recipe's directory, got 'passwd.sh' (a symbolic link leading outside)");
+				 "recipe's directory, got 'passwd.sh' (a symbolic link leading outside); put the "
+				 "file beside the recipe (or in a directory under it)");
 	free(msg);
 	free(link);
+}
+
+/* Writes dir/name with text and returns the path (caller frees). */
+static char *put_in(const char *dir, const char *name, const char *text)
+{
+	write_text(dir, name, text);
+	return path_join(dir, name);
+}
+
+/* The stage keys of dir/name loaded with sets. */
+static void keys_of(const char *dir, const char *name, char *const *sets, size_t n_sets, char (*keys)[65])
+{
+	struct recipe *r = load_ok(dir, name, sets, n_sets);
+	plan_keys(r, keys);
+	recipe_free(r);
+}
+
+static const char bundle_recipe[] =
+	"name: b\n"
+	"env: [BUNDLE_CERT, BUNDLE_PRIVATE_KEY_FILE]\n"
+	"stages:\n"
+	"  - allocate: {size: 1G}\n"
+	"  - bundle: {account: '123456789012', cert: '${BUNDLE_CERT}', key: '${BUNDLE_PRIVATE_KEY_FILE}'}\n";
+
+/* A bundle's cert and key from declared variables, outside the recipe's
+ * directory: the key follows their content, not where they are. */
+static void test_host_files_outside(void **state)
+{
+	(void)state;
+	char *one = path_join(tmpdir, "one"), *two = path_join(tmpdir, "two"), *rdir = path_join(tmpdir, "r");
+	assert_int_equal(mkdir(one, 0700), 0);
+	assert_int_equal(mkdir(two, 0700), 0);
+	assert_int_equal(mkdir(rdir, 0700), 0);
+	write_text(rdir, "b.yaml", bundle_recipe);
+	char *c1 = put_in(one, "cert.pem", "CERT\n"), *k1 = put_in(one, "key.pem", "KEY\n");
+	char *c2 = put_in(two, "c.pem", "CERT\n"), *k2 = put_in(two, "k.pem", "KEY\n");
+	char *s1[2] = { xasprintf("BUNDLE_CERT=%s", c1), xasprintf("BUNDLE_PRIVATE_KEY_FILE=%s", k1) };
+	char *s2[2] = { xasprintf("BUNDLE_CERT=%s", c2), xasprintf("BUNDLE_PRIVATE_KEY_FILE=%s", k2) };
+	char a[2][65], b[2][65];
+
+	struct recipe *r = load_ok(rdir, "b.yaml", s1, 2);
+	assert_string_equal(params_str(r->stages[1].params, "key", NULL), k1);
+	char hex[65];
+	sha256_hex("KEY\n", 4, hex);
+	assert_string_equal(json_string_value(json_object_get(r->stages[1].file_hashes, "key")), hex);
+	recipe_free(r);
+
+	/* The same files elsewhere, named by the environment this time. */
+	keys_of(rdir, "b.yaml", s1, 2, a);
+	setenv("BUNDLE_CERT", c2, 1);
+	setenv("BUNDLE_PRIVATE_KEY_FILE", k2, 1);
+	keys_of(rdir, "b.yaml", NULL, 0, b);
+	assert_string_equal(a[1], b[1]);
+	unsetenv("BUNDLE_CERT");
+	unsetenv("BUNDLE_PRIVATE_KEY_FILE");
+
+	/* Another key: another stage key, the stage before it unchanged. */
+	write_text(two, "k.pem", "OTHER KEY\n");
+	keys_of(rdir, "b.yaml", s2, 2, b);
+	assert_string_equal(a[0], b[0]);
+	assert_string_not_equal(a[1], b[1]);
+
+	/* The name of a variable holding the key itself stays refused. */
+	write_text(rdir, "p.yaml", "name: p\nenv: [BUNDLE_PRIVATE_KEY]\nstages:\n  - allocate: {size: 1G}\n");
+	char *msg = load_one_error(rdir, "p.yaml", NULL, 0);
+	assert_string_equal(msg, "2:7: variable 'BUNDLE_PRIVATE_KEY' in env looks like a credential (its name "
+				 "contains PRIVATE_KEY); credentials are never expanded into a recipe, so they "
+				 "cannot reach the image, the logs or the journal: remove it");
+	free(msg);
+
+	for (int i = 0; i < 2; i++) {
+		free(s1[i]);
+		free(s2[i]);
+	}
+	free(c1);
+	free(k1);
+	free(c2);
+	free(k2);
+	free(one);
+	free(two);
+	free(rdir);
 }
 
 static const char vars_recipe[] =
@@ -379,8 +462,14 @@ static void test_credentials(void **state)
 	static const char *const yes[] = {
 		"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "GITHUB_TOKEN",
 		"db_password", "MyPasswd", "SSH_PRIVATE_KEY", "client_secret", "tokenizer",
+		/* Only the exact suffixes name a path. */
+		"SECRET_FILES", "TOKEN_FILENAME", "PRIVATE_KEY_FILE_CONTENT", "SECRETPATH",
 	};
-	static const char *const no[] = { "AWS_ACCESS_KEY_ID", "AWS_REGION", "PRIVATE", "KEY", "PASS", "TOK" };
+	static const char *const no[] = {
+		"AWS_ACCESS_KEY_ID", "AWS_REGION", "PRIVATE", "KEY", "PASS", "TOK",
+		/* Where a secret is, not the secret. */
+		"BUNDLE_PRIVATE_KEY_FILE", "db_password_path", "GITHUB_TOKEN_File",
+	};
 	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
 		assert_non_null(vars_name_credential(yes[i]));
 	for (size_t i = 0; i < ARRAY_SIZE(no); i++)
@@ -688,6 +777,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unreadable_and_stem, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_env_declared, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credentials, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_files_outside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_deep, setup, teardown),
 		cmocka_unit_test(test_bad_recipes),

@@ -16,6 +16,7 @@ static void test_sorted_and_complete(void **state)
 		assert_non_null(t->summary);
 		assert_non_null(t->params);
 		assert_non_null(t->run);
+		assert_non_null(t->describe); /* what plan says it will do */
 		if (i > 0)
 			assert_true(strcmp(all[i - 1]->name, t->name) < 0);
 		assert_ptr_equal(registry_find(t->name), t);
