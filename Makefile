@@ -4,6 +4,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
 BUILD ?= build
+VERSION := 0.1.0
 
 PKGS := yaml-0.1 jansson libcurl openssl mount blkid fdisk ext2fs com_err libxml-2.0 zlib liblz4 \
 	libseccomp libcap libmnl
@@ -53,16 +54,16 @@ $(BUILD)/%.o: %.c | $(BUILD)/.pkgs-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-# The version `amiforge --version` prints: the git description when built
-# from a checkout.  Rewritten only when it changes, so that only cli.c
-# recompiles then.
+# The version `amiforge --version` prints and manifest.json records, with
+# the git description when built from a checkout.  Rewritten only when it
+# changes, so that only cli.c and build_manifest.c recompile then.
 $(BUILD)/version.h: FORCE
 	@mkdir -p $(dir $@)
 	@d=$$(git describe --always --dirty 2>/dev/null || true); \
-	printf '#define AMIFORGE_GIT_DESC "%s"\n' "$$d" >$@.tmp; \
+	printf '#define AMIFORGE_VERSION "%s"\n#define AMIFORGE_GIT_DESC "%s"\n' "$(VERSION)" "$$d" >$@.tmp; \
 	cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
-$(BUILD)/engine/core/cli.o: $(BUILD)/version.h
-$(BUILD)/engine/core/cli.o: VERSION_CFLAGS = -I$(BUILD)
+$(BUILD)/engine/core/cli.o $(BUILD)/engine/core/build_manifest.o: $(BUILD)/version.h
+$(BUILD)/engine/core/cli.o $(BUILD)/engine/core/build_manifest.o: VERSION_CFLAGS = -I$(BUILD)
 .PHONY: FORCE
 FORCE:
 

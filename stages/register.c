@@ -706,10 +706,38 @@ static int reg_copy_start(struct reg *r, const struct ec2_client *c, const char 
 	return reg_journal(r, "ami-copy", c->region, *id, err);
 }
 
-static void reg_output(struct reg *r, const char *region, const char *id)
+/* ami.REGION and the snapshots behind that AMI (a copy has its own):
+ * register.snapshots.REGION, comma-separated in block device order. */
+static void reg_output(struct reg *r, const char *region, const struct ec2_image *img)
 {
 	_cleanup_free_ char *k = xasprintf("ami.%s", region);
-	json_object_set_new(r->ctx->outputs, k, json_string(id));
+	json_object_set_new(r->ctx->outputs, k, json_string(img->image_id));
+	struct strbuf sb = STRBUF_INIT;
+	for (size_t i = 0; i < img->n_bdm; i++)
+		if (img->bdm[i].snapshot_id)
+			strbuf_addf(&sb, "%s%s", sb.len ? "," : "", img->bdm[i].snapshot_id);
+	_cleanup_free_ char *snaps = strbuf_detach(&sb);
+	_cleanup_free_ char *sk = xasprintf("register.snapshots.%s", region);
+	if (*snaps)
+		json_object_set_new(r->ctx->outputs, sk, json_string(snaps));
+}
+
+/* What every AMI got: the expiry (the amiforge:expires tag, and the
+ * deprecation time unless it had passed) and the launch permissions, as
+ * the recipe names them. */
+static void reg_output_grants(struct reg *r)
+{
+	if (r->expires)
+		json_object_set_new(r->ctx->outputs, "register.expires", json_string(r->expires_text));
+	const json_t *share = params_get(r->p, "share");
+	struct strbuf sb = STRBUF_INIT;
+	size_t i;
+	json_t *v;
+	json_array_foreach(share, i, v)
+		strbuf_addf(&sb, "%s%s", i ? "," : "", json_string_value(v));
+	_cleanup_free_ char *shares = strbuf_detach(&sb);
+	if (*shares)
+		json_object_set_new(r->ctx->outputs, "register.shares", json_string(shares));
 }
 
 /* Wait for and finish one AMI in C's region. */
@@ -720,9 +748,9 @@ static int reg_complete(struct reg *r, const struct ec2_client *c, const char *i
 		return -1;
 	reg_set_expiry(r, &l.v[0]);
 	int rc = reg_finish(r, c, &l.v[0], err);
-	ec2_image_list_release(&l);
 	if (rc == 0)
-		reg_output(r, c->region, id);
+		reg_output(r, c->region, &l.v[0]);
+	ec2_image_list_release(&l);
 	return rc;
 }
 
@@ -766,6 +794,8 @@ static int reg_run_in(struct reg *r, struct af_error **err)
 		json_object_set_new(r->ctx->outputs, "ami.name", json_string(r->name));
 		rc = reg_copies(r, id, err);
 	}
+	if (rc == 0)
+		reg_output_grants(r);
 	ec2_client_release(&c);
 	return rc;
 }
@@ -854,7 +884,8 @@ static char *reg_plan_describe(const struct stage_describe *d)
 static const struct fact_need register_needs[] = {
 	{ "snapshot.id|bundle.manifest_location", "snapshot_id|image_location" }, { NULL, NULL }
 };
-static const char *const register_provides[] = { "ami.id", "ami.name", "ami.*", NULL };
+static const char *const register_provides[] = { "ami.id", "ami.name", "ami.*", "register.snapshots.*",
+						  "register.expires", "register.shares", NULL };
 
 const struct stage_type stage_register = {
 	.name = "register",

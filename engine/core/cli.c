@@ -28,9 +28,7 @@
 #include "amiforge/stage.h"
 #include "amiforge/util.h"
 
-#include "version.h" /* generated: AMIFORGE_GIT_DESC */
-
-#define AMIFORGE_VERSION "0.1.0"
+#include "version.h" /* generated: AMIFORGE_VERSION, AMIFORGE_GIT_DESC */
 
 static const char usage_text[] =
 	"usage: amiforge [-v|-q] COMMAND [ARGS]\n"

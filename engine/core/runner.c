@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amiforge/build_manifest.h"
 #include "amiforge/build_outputs.h"
 #include "amiforge/build_remote.h"
 #include "amiforge/channel.h"
@@ -70,7 +71,7 @@ struct build {
 	char *root_mnt;        /* STATE/root: where the root fs is mounted */
 	char *default_image;   /* STATE/disk.img */
 	json_t *facts;         /* merged outputs */
-	json_t *stage_reports; /* for the manifest */
+	json_t *stage_reports; /* for the manifest: one object per stage reached */
 	double t_start;
 	double ckpt_seconds;
 	uint64_t ckpt_bytes_new;
@@ -80,6 +81,7 @@ struct build {
 	bool foreign;                 /* the journal came from another machine */
 	char (*keys)[65];             /* the stages' keys, for the remote store */
 	const char *failed_stage;     /* the id of the stage that failed, or NULL */
+	char *error;                  /* why the build stopped, or NULL */
 };
 
 char *runner_state_dir(const char *dir, const char *stem)
@@ -162,10 +164,25 @@ static void emit_stage_end(struct build *b, size_t i, const char *status, double
 	else
 		log_progress("[%d/%zu] %-16s %-6s %7.1fs", s->index, b->recipe->n_stages, s->id,
 			     status, secs);
-	json_array_append_new(b->stage_reports,
-			      json_pack("{s:i, s:s, s:s, s:s, s:s, s:f, s:b}", "index", s->index, "id",
-					s->id, "type", s->type->name, "key", b->plan.stages[i].key,
-					"status", status, "seconds", secs, "cached", cached));
+	json_t *report = json_pack("{s:i, s:s, s:s, s:s, s:s, s:f, s:b, s:o}", "index", s->index, "id",
+				   s->id, "type", s->type->name, "key", b->plan.stages[i].key, "status",
+				   status, "seconds", secs, "cached", cached, "outputs",
+				   json_is_object(outputs) ? json_deep_copy(outputs) : json_object());
+	if (error)
+		json_object_set_new(report, "error", json_string(error));
+	json_array_append_new(b->stage_reports, report);
+}
+
+/* What a stage that failed made before it stopped: the remote resources it
+ * journaled (an AMI being copied, a snapshot started), for the manifest. */
+static void report_resources(struct build *b, size_t i)
+{
+	json_t *report = json_array_get(b->stage_reports, json_array_size(b->stage_reports) - 1);
+	json_t *res = journal_stage_resources(journal_get_log(b->journal), b->plan.stages[i].key);
+	if (report && json_array_size(res))
+		json_object_set_new(report, "resources", res);
+	else
+		json_decref(res);
 }
 
 static void merge_outputs(json_t *facts, const json_t *outputs)
@@ -174,17 +191,21 @@ static void merge_outputs(json_t *facts, const json_t *outputs)
 		json_object_update(facts, (json_t *)outputs);
 }
 
-/* A completed stage's outputs, from the journal.  An image file is always
+/* A completed stage's outputs, from the journal, merged; returns them as
+ * this build sees them (new reference).  An image file is always
  * STATE/disk.img: a journal adopted from another machine (the remote
  * store) names that machine's. */
-static void merge_cached_outputs(struct build *b, const json_t *outputs)
+static json_t *merge_cached_outputs(struct build *b, const json_t *outputs)
 {
-	merge_outputs(b->facts, outputs);
-	if (json_object_get(outputs, "disk.path") &&
+	json_t *seen = json_is_object(outputs) ? json_deep_copy(outputs) : json_object();
+	merge_outputs(b->facts, seen);
+	if (json_object_get(seen, "disk.path") &&
 	    json_is_false(json_object_get(b->facts, "disk.is_device"))) {
 		json_object_del(b->facts, "disk.path");
 		json_object_set_new(b->facts, "disk.path", json_string(image_path(b)));
+		json_object_set(seen, "disk.path", json_object_get(b->facts, "disk.path"));
 	}
+	return seen;
 }
 
 /* ---- the stage child ---------------------------------------------------- */
@@ -545,7 +566,10 @@ static int run_stage(struct build *b, size_t i)
 		journaled(journal_append_stage_fail(b->journal, &js, secs, msg, &jerr), &jerr);
 		build_remote_journal(b->remote);
 		emit_stage_end(b, i, interrupted ? "interrupted" : "failed", secs, false, NULL, msg);
+		report_resources(b, i);
 		b->failed_stage = s->id;
+		free(b->error);
+		b->error = xasprintf("stage %d '%s' (%s) failed: %s", s->index, s->id, type->name, msg);
 		{
 			_cleanup_free_ char *shown = redact_text(msg, NULL, 0);
 			dprintf(log_fd, "amiforge: error: %s\n", shown);
@@ -597,29 +621,29 @@ static int restore_disk(struct build *b)
 
 /* STATE/manifest.json, after every build that ran stages: "status" says
  * how it ended ("ok", "failed" with "failed_stage", "interrupted"), the
- * outputs are what was made so far. */
+ * outputs are what was made so far (build_manifest.h). */
 static int write_manifest(struct build *b, const char *status)
 {
 	_cleanup_error_ struct af_error *err = NULL;
-	time_t now = time(NULL);
-	char stamp[32];
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	_cleanup_free_ char *recipe_abs = realpath(b->recipe->path, NULL);
-	_cleanup_json_ json_t *m = json_pack(
-		"{s:i, s:s, s:s, s:s, s:s, s:s, s:O, s:O, s:{s:f, s:f, s:I, s:i}, s:s}", "version", 1,
-		"name", b->recipe->name, "recipe", recipe_abs ? recipe_abs : b->recipe->path, "arch",
-		b->recipe->arch, "state", b->state, "image", image_path(b), "stages",
-		b->stage_reports, "outputs", b->facts, "timings", "total_seconds",
-		now_monotonic() - b->t_start, "checkpoint_seconds", b->ckpt_seconds,
-		"checkpoint_bytes_new", (json_int_t)b->ckpt_bytes_new, "engine_peak_rss_kib",
-		(int)proc_peak_rss_kib() /* the engine only: stage children are not counted */, "finished", stamp);
-	json_object_set_new(m, "status", json_string(status));
-	if (b->failed_stage)
-		json_object_set_new(m, "failed_stage", json_string(b->failed_stage));
-	redact_json(m);
-	_cleanup_free_ char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	_cleanup_free_ char *path = path_join(b->state, "manifest.json");
-	if (write_file_atomic(path, text, strlen(text), 0600, &err) < 0) {
+	bool ok = !strcmp(status, "ok");
+	/* No stage failed: the journal, a checkpoint or the remote store did,
+	 * and said so on stderr. */
+	const char *error = b->error ? b->error : "the build failed outside its stages; see its messages";
+	const struct build_manifest m = {
+		.state = b->state, .name = b->recipe->name, .arch = b->recipe->arch,
+		.recipe_path = b->recipe->path, .image = image_path(b),
+		.image_is_device = json_is_true(json_object_get(b->facts, "disk.is_device")),
+		.disk_key = b->plan.n ? b->plan.stages[b->plan.n - 1].disk_key : NULL,
+		.status = status, .failed_stage = b->failed_stage, .error = ok ? NULL : error,
+		.stages = b->stage_reports, .outputs = b->facts,
+		.timings = { .total_seconds = now_monotonic() - b->t_start,
+			     .checkpoint_seconds = b->ckpt_seconds,
+			     .checkpoint_bytes_new = b->ckpt_bytes_new,
+			     /* the engine only: stage children are not counted */
+			     .engine_peak_rss_kib = proc_peak_rss_kib() },
+		.finished = time(NULL),
+	};
+	if (build_manifest_write(&m, &err) < 0) {
 		log_error("%s", af_error_msg(err));
 		return -1;
 	}
@@ -730,9 +754,8 @@ static int run_stages(struct build *b)
 	for (size_t i = 0; i < r->n_stages; i++) {
 		const struct plan_stage *ps = &b->plan.stages[i];
 		if (ps->status == PLAN_DONE) {
-			merge_cached_outputs(b, ps->done_event->outputs);
-			emit_stage_end(b, i, "done", ps->done_event->seconds, true,
-				       ps->done_event->outputs, NULL);
+			_cleanup_json_ json_t *outs = merge_cached_outputs(b, ps->done_event->outputs);
+			emit_stage_end(b, i, "done", ps->done_event->seconds, true, outs, NULL);
 		} else {
 			if (caught_up(b, i))
 				return REPLAN;
@@ -743,7 +766,9 @@ static int run_stages(struct build *b)
 		if ((int)i == b->plan.restore && restore_disk(b) < 0)
 			return RESTORE_FAILED;
 		if (interrupted) {
-			log_error("build interrupted by signal %d", (int)interrupted);
+			free(b->error);
+			b->error = xasprintf("build interrupted by signal %d", (int)interrupted);
+			log_error("%s", b->error);
 			return EXIT_INTERRUPTED;
 		}
 	}
@@ -904,6 +929,7 @@ out:
 	free(b.ckpt_dir);
 	free(b.root_mnt);
 	free(b.default_image);
+	free(b.error);
 	free(b.keys);
 	ckpt_memo_free(b.ckpt_memo);
 	return rc;

@@ -84,7 +84,10 @@ enum fact_type { FACT_STRING, FACT_INT, FACT_BOOL };
 	X("snapshot.blocks_sha256", FACT_STRING, "SHA-256 naming the block list the snapshot holds")      \
 	X("ami.id", FACT_STRING, "the registered AMI")                                                      \
 	X("ami.name", FACT_STRING, "its name")                                                              \
-	X("ami.*", FACT_STRING, "the AMI in region * (ami.eu-west-1): the registered one and each copy")
+	X("ami.*", FACT_STRING, "the AMI in region * (ami.eu-west-1): the registered one and each copy")   \
+	X("register.snapshots.*", FACT_STRING, "the snapshots of the AMI in region *, comma-separated")   \
+	X("register.expires", FACT_STRING, "the AMIs' expiry (amiforge:expires tag, deprecation time)")  \
+	X("register.shares", FACT_STRING, "the launch permissions granted, comma-separated")
 
 struct fact_def {
 	const char *name;

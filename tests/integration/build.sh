@@ -5,7 +5,7 @@
 # is a no-op, plan says done, --json events are well formed, and nothing is
 # left on the host.
 . "$(dirname "$0")/lib.sh"
-TESTS="build-minimal label dpkg-status devnodes fstab-root manifest no-leaks plan-done rebuild-noop json-events outputs-summary outputs-env"
+TESTS="build-minimal label dpkg-status devnodes fstab-root manifest no-leaks plan-done rebuild-noop rebuild-manifest json-events outputs-summary outputs-env"
 require_root $TESTS
 require_loop $TESTS
 require_network $TESTS
@@ -56,13 +56,24 @@ fstab_root() {
 export -f fstab_root
 check fstab-root with_image "$IMG" 0 bash -c 'fstab_root "$0"' "$IMG"
 
+# The manifest: the image's path, sizes and SHA-256, the recipe's SHA-256,
+# each stage's own outputs, and the commit of the checkout the recipe is in
+# (none when the tree is not a git checkout).
+commit=$(git -c safe.directory='*' -C "$TOP/recipes" rev-parse HEAD 2>/dev/null)
 check manifest python3 -c '
-import json, sys
+import json, os, sys
 m = json.load(open(sys.argv[1]))
-assert m["image"] == sys.argv[2], m["image"]
+img, sha, recipe, recipe_sha, commit = sys.argv[2:]
+i = m["image"]
+assert i["path"] == img and i["sha256"] == sha and not i["device"], i
+assert i["size"] == os.stat(img).st_size and i["allocated"] == os.stat(img).st_blocks * 512, i
+assert m["recipe"] == {"path": recipe, "sha256": recipe_sha}, m["recipe"]
+assert m["git"]["commit"] == commit if commit else "git" not in m, (m.get("git"), commit)
 assert [s["id"] for s in m["stages"]] == ["allocate", "partition", "mkfs", "debootstrap", "makedev", "fstab", "hostname"]
-assert m["outputs"]["root.label"] == "rootfs"
-' "$S/manifest.json" "$IMG"
+assert m["outputs"]["root.label"] == "rootfs" and m["stages"][2]["outputs"]["root.label"] == "rootfs"
+assert m["stages"][0]["outputs"]["disk.size"] == i["size"] and "root.label" not in m["stages"][0]["outputs"]
+' "$S/manifest.json" "$IMG" "$(sha256sum <"$IMG" | cut -d" " -f1)" "$(realpath "$TOP/recipes/debian-12-minimal.yaml")" \
+	"$(sha256sum <"$TOP/recipes/debian-12-minimal.yaml" | cut -d" " -f1)" "$commit"
 check no-leaks no_leaks "$S"
 
 "$AMIFORGE" plan "$TOP/recipes/debian-12-minimal.yaml" --state "$S" >"$WORK/plan"
@@ -70,6 +81,13 @@ check plan-done bash -c '[ $(grep -c " done [0-9a-f]\{12\}$" "$0") = 7 ]' "$WORK
 
 "$AMIFORGE" build "$TOP/recipes/debian-12-minimal.yaml" --state "$S" >"$WORK/out2" 2>&1
 check rebuild-noop bash -c '[ $(grep -c "done (cached)" "$0") = 7 ]' "$WORK/out2"
+# Nothing changed: the same image hash (reused, not recomputed), all cached.
+check rebuild-manifest python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m["image"]["sha256"] == sys.argv[2] and m["status"] == "ok", m["image"]
+assert all(s["cached"] and "outputs" in s for s in m["stages"]) and m["stages"][0]["outputs"], m["stages"]
+' "$S/manifest.json" "$(sha256sum <"$IMG" | cut -d" " -f1)"
 
 "$AMIFORGE" build "$TOP/recipes/debian-12-minimal.yaml" --state "$S" --json >"$WORK/events" 2>/dev/null
 check json-events python3 -c '

@@ -8,14 +8,19 @@
 # resume reuses it; --fresh adopts the stage's own AMI by its key tag; a
 # foreign AMI of the same name stops the build clearly; injected faults are
 # retried, or stop the build within its bounds, and never make a duplicate.
+# manifest.json: each stage's outputs, the convenience "ami" (copies'
+# snapshot ids, expiry, shares), the recipe's SHA-256, its git commit when
+# the recipe sits in a git work tree; two register stages both kept; a
+# failed build's manifest says what failed and what was made before.
 # Root-free: the snapshots come from fakeaws's CreateSnapshot; with the
 # snapshot stage, one chain allocate -> mkfs -> snapshot -> register.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/servers/servers.sh"
 TESTS="register-build one-ami-per-region ebs-attributes image-and-snapshot-tags deprecation launch-permissions
-copies-attributes outputs status-lists-amis rerun-cached kill-after-ami resume-reuses-ami fresh-adopts-own-ami
+copies-attributes outputs manifest-stage-outputs manifest-ami manifest-recipe manifest-no-git manifest-git status-lists-amis rerun-cached kill-after-ami resume-reuses-ami fresh-adopts-own-ami
 foreign-name-clash-fails pvgrub-table pvgrub-unknown-region instance-store faults-complete faults-no-duplicate
-non-retryable-fails-fast resume-after-failure-no-duplicate snapshot-chain chain-outputs no-secrets no-leaks"
+non-retryable-fails-fast resume-after-failure-no-duplicate manifest-failed two-registers-kept snapshot-chain
+chain-outputs chain-manifest no-secrets no-leaks"
 require_botocore $TESTS
 start_fakeaws || { not_ok "fakeaws starts"; exit 1; }
 
@@ -127,6 +132,51 @@ assert o["ami.id"] == o["ami.eu-west-1"] == sys.argv[2], o
 assert o["ami.us-east-1"] == sys.argv[3] and o["ami.us-west-2"] == sys.argv[4], o
 assert o["ami.name"] == "reg-test-1", o
 PY
+# The manifest: the stage's own outputs, and "ami" with every region's AMI
+# and snapshots (a copy has its own), the expiry and the shares.
+check manifest-stage-outputs $PY - "$S1/manifest.json" "$AMI" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+st = m["stages"]
+assert len(st) == 1 and st[0]["id"] == "register" and st[0]["status"] == "done", st
+assert st[0]["outputs"]["ami.id"] == sys.argv[2] and st[0]["outputs"] == m["outputs"], st[0]
+PY
+EXP=$(state "s['images']['$AMI']['tags']['amiforge:expires']")
+check manifest-ami $PY - "$S1/manifest.json" "$AMI" "$SNAP" "$(jq_ "$us" 'i[0]["imageId"]')" \
+	"$(jq_ "$us" 'i[0]["bdm"][0]["snapshotId"]')" "$(jq_ "$usw" 'i[0]["imageId"]')" \
+	"$(jq_ "$usw" 'i[0]["bdm"][0]["snapshotId"]')" "$EXP" "$ORG" <<'PY'
+import json, sys
+ami, snap, us, us_snap, usw, usw_snap, exp, org = sys.argv[2:]
+a = json.load(open(sys.argv[1]))["ami"]
+want = {"id": ami, "name": "reg-test-1", "region": "eu-west-1",
+        "regions": {"eu-west-1": ami, "us-east-1": us, "us-west-2": usw},
+        "snapshots": {"eu-west-1": [snap], "us-east-1": [us_snap], "us-west-2": [usw_snap]},
+        "expires": exp, "shares": ["111122223333", "public", org]}
+assert a == want, (a, want)
+assert len({snap, us_snap, usw_snap}) == 3
+PY
+check manifest-recipe $PY - "$S1/manifest.json" "$(realpath "$R1")" "$(sha256sum <"$R1" | cut -d' ' -f1)" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m["recipe"] == {"path": sys.argv[2], "sha256": sys.argv[3]}, m["recipe"]
+assert m["version"] == 2 and m["status"] == "ok" and m["amiforge_version"], m
+assert "image" not in m and "error" not in m and "failed_stage" not in m, m
+PY
+# $WORK is in no git work tree; a recipe in one gets its commit.
+check manifest-no-git $PY -c 'import json, sys; assert "git" not in json.load(open(sys.argv[1]))' "$S1/manifest.json"
+if command -v git >/dev/null; then
+	G=$WORK/repo
+	mkdir -p "$G"
+	recipe "$G/r.yaml" reg-test-git "{snapshot_id: $SNAP}"
+	git -C "$G" init -q && git -C "$G" add r.yaml &&
+		git -C "$G" -c user.name=t -c user.email=t@example.invalid commit -qm recipe
+	af build "$G/r.yaml" --state "$WORK/sg"
+	[ "$RC" = 0 ] && $PY -c 'import json, sys; g = json.load(open(sys.argv[1]))["git"]; assert g == {"commit": sys.argv[2], "dirty": False}, g' \
+		"$WORK/sg/manifest.json" "$(git -C "$G" rev-parse HEAD)"
+	verdict manifest-git
+else
+	skip manifest-git "git is not installed"
+fi
 af status --state "$S1"
 [ "$(grep -c "^  register  *kind=ami.*image_id=ami-" "$OUT")" = 3 ] &&
 	grep -q "^remote resources:" "$OUT" && grep -q "kind=ami region=eu-west-1 image_id=$AMI" "$OUT"
@@ -218,6 +268,48 @@ af build "$R8" --state "$S8"
 	[ "$(jq_ "$(images eu-west-1 reg-test-fail)" 'len(i)')$(jq_ "$(images us-east-1 reg-test-fail)" 'len(i)')" = 11 ]
 verdict resume-after-failure-no-duplicate
 
+# ---- two register stages, the second failing at first ----------------------------
+R10=$WORK/r10.yaml S10=$WORK/s10
+cat >"$R10" <<EOF
+name: reg-test-two
+arch: x86_64
+stages:
+  - register: {snapshot_id: $SNAP, name: reg-test-two-a}
+  - register: {snapshot_id: $SNAP, name: reg-test-two-b, copy_to: [us-east-1]}
+EOF
+control '{"op": "fault", "action": "CopyImage", "kind": "error", "status": 403, "code": "UnauthorizedOperation", "message": "You are not authorized to perform this operation."}'
+af build "$R10" --state "$S10"
+[ "$RC" = 1 ] && $PY - "$S10/manifest.json" "$(jq_ "$(images eu-west-1 reg-test-two-a)" 'i[0]["imageId"]')" \
+	"$(jq_ "$(images eu-west-1 reg-test-two-b)" 'i[0]["imageId"]')" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+a, b = sys.argv[2:]
+assert m["status"] == "failed" and m["failed_stage"] == "register-2", m
+assert "UnauthorizedOperation" in m["error"] and "register-2" in m["error"], m["error"]
+st = m["stages"]
+assert [s["status"] for s in st] == ["done", "failed"], st
+assert st[0]["outputs"]["ami.id"] == a and st[1]["outputs"] == {}, st
+assert "UnauthorizedOperation" in st[1]["error"], st[1]
+assert any(r["kind"] == "ami" and r["region"] == "eu-west-1" and r["image_id"] == b
+           for r in st[1]["resources"]), st[1]
+assert m["ami"]["id"] == a and m["outputs"]["ami.id"] == a, m
+PY
+verdict manifest-failed
+af build "$R10" --state "$S10"
+[ "$RC" = 0 ] && $PY - "$S10/manifest.json" "$(jq_ "$(images eu-west-1 reg-test-two-a)" 'i[0]["imageId"]')" \
+	"$(jq_ "$(images eu-west-1 reg-test-two-b)" 'i[0]["imageId"]')" "$(jq_ "$(images us-east-1 reg-test-two-b)" 'i[0]["imageId"]')" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+a, b, b_us = sys.argv[2:]
+st = m["stages"]
+assert m["status"] == "ok" and "error" not in m and [s["cached"] for s in st] == [True, False], m
+assert st[0]["outputs"]["ami.id"] == a and st[0]["outputs"]["ami.name"] == "reg-test-two-a", st[0]
+assert st[1]["outputs"]["ami.id"] == b and st[1]["outputs"]["ami.us-east-1"] == b_us, st[1]
+assert m["outputs"]["ami.id"] == b and m["outputs"]["ami.eu-west-1"] == b, m["outputs"]
+assert m["ami"]["id"] == b and m["ami"]["regions"] == {"eu-west-1": b, "us-east-1": b_us}, m["ami"]
+PY
+verdict two-registers-kept
+
 # ---- the whole chain, when the snapshot stage is there ----------------------------
 if "$AMIFORGE" stages 2>/dev/null | grep -q '^snapshot:'; then
 	cat >"$WORK/r9.yaml" <<EOF
@@ -240,9 +332,24 @@ EOF
 	grep -qx "ami_id=$ami9" "$WORK/gh9" && grep -qx "snapshot_id=$sid" "$WORK/gh9" &&
 		grep -qx "ami_ids={\"eu-west-1\":\"$ami9\"}" "$WORK/gh9" && grep -q "^  ami *$ami9 (eu-west-1)" "$OUT"
 	verdict chain-outputs
+	# The image the snapshot was made from, as manifest.json describes it.
+	$PY - "$WORK/s9/manifest.json" "$(realpath "$WORK/s9/disk.img")" "$(sha256sum <"$WORK/s9/disk.img" | cut -d' ' -f1)" \
+		"$(stat -c %s "$WORK/s9/disk.img")" "$ami9" "$sid" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+img, sha, size, ami, sid = sys.argv[2:]
+i = m["image"]
+assert i["path"] == img and i["sha256"] == sha and i["size"] == int(size) and not i["device"], i
+assert 0 < i["allocated"] <= int(size) and i["disk_key"] in [s["key"] for s in m["stages"]], i
+assert [s["id"] for s in m["stages"]] == ["allocate", "mkfs", "snapshot", "register"], m["stages"]
+assert m["stages"][2]["outputs"]["snapshot.id"] == sid and m["ami"]["snapshots"] == {"eu-west-1": [sid]}, m
+assert m["ami"]["id"] == ami and "expires" not in m["ami"] and m["ami"]["shares"] == [], m["ami"]
+PY
+	verdict chain-manifest
 else
 	skip snapshot-chain "no snapshot stage in this build"
 	skip chain-outputs "no snapshot stage in this build"
+	skip chain-manifest "no snapshot stage in this build"
 fi
 
 check no-secrets bash -c '! grep -rlF -e "$1" "$2"/out.* "$2"/s*/journal "$2"/s*/logs "$2"/s*/manifest.json 2>/dev/null' _ "$T_SECRET" "$WORK"

@@ -13,13 +13,16 @@
 # snapshot with a warning; parent: none is full; an explicit parent whose
 # list is unknown is read back; SIGKILL mid-incremental resumes the same
 # snapshot over the same parent.
+# manifest.json: the snapshot stage's own outputs and the image's SHA-256,
+# of a file and of a block device.
 # Images: allocate+mkfs (a sparse file: SEEK_DATA), and a loop device over a
 # file of random data (no SEEK_DATA: every block is read), so no network.
 . "$(dirname "$0")/lib.sh"
 . "$TOP/tests/servers/servers.sh"
 TESTS="snapshot-mkfs-image snapshot-incremental-checkpoint snapshot-kill-resume snapshot-expired snapshot-encrypted snapshot-faults
 	snapshot-incremental snapshot-incremental-zeroed snapshot-parent-deleted snapshot-parent-refused
-	snapshot-parent-none snapshot-parent-readback snapshot-incremental-kill-resume"
+	snapshot-parent-none snapshot-parent-readback snapshot-incremental-kill-resume manifest-file-image
+	manifest-device-image"
 require_root $TESTS
 require_loop $TESTS
 require_botocore $TESTS
@@ -102,6 +105,14 @@ if build "$S1" "$R1"; then
 	fi
 	# Allocated blocks that are all zero (mke2fs writes some) were not sent.
 	grep -q "zero blocks skipped" "$S1/logs/04-snapshot.log" || not_ok "snapshot log has progress lines"
+	check manifest-file-image $PY - "$S1/manifest.json" "$snap" "$(sha256sum <"$S1/disk.img" | cut -d' ' -f1)" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+st = m["stages"]
+assert st[3]["id"] == "snapshot" and st[3]["outputs"]["snapshot.id"] == sys.argv[2], st[3]
+assert "snapshot.id" not in st[2]["outputs"] and "ami" not in m, m
+assert m["image"]["sha256"] == sys.argv[3] and m["image"]["size"] == 64 << 20, m["image"]
+PY
 else
 	cat "$BOUT" "$S1"/logs/04-*.log; not_ok snapshot-mkfs-image
 fi
@@ -233,6 +244,13 @@ if build "$S4" "$R2" --set DEV="$LOOP" --set ENC=true --set PAR=8; then
 	else
 		cat "$BOUT"; not_ok snapshot-encrypted
 	fi
+	# A block device is hashed whole, and its size is its allocation.
+	check manifest-device-image $PY - "$S4/manifest.json" "$LOOP" "$(sha256sum <"$LOOP" | cut -d' ' -f1)" <<'PY'
+import json, sys
+i = json.load(open(sys.argv[1]))["image"]
+assert i["path"] == sys.argv[2] and i["device"] and i["sha256"] == sys.argv[3], i
+assert i["size"] == i["allocated"] == 64 << 20 and i["ctime_ns"] == 0, i
+PY
 else
 	cat "$BOUT" "$S4/logs/02-snapshot.log"; not_ok snapshot-encrypted
 fi

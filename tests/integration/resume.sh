@@ -19,7 +19,12 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 assert m["status"] == "failed" and m["failed_stage"] == "gate", m
 assert m["outputs"]["root.fstype"] and len(m["stages"]) == 8 and m["stages"][7]["status"] == "failed"
-' "$S/manifest.json"
+assert m["error"].startswith("stage 8 \x27gate\x27 (run) failed: ") and m["stages"][7]["error"] in m["error"], m["error"]
+assert all(s["status"] == "done" for s in m["stages"][:7]) and m["stages"][7]["outputs"] == {}, m["stages"]
+assert m["stages"][0]["outputs"]["disk.size"] > 0 and m["stages"][2]["outputs"]["root.fstype"], m["stages"]
+# The image as the failing stage left it: hashed, but no disk key names it.
+assert m["image"]["sha256"] == sys.argv[2] and "disk_key" not in m["image"], m["image"]
+' "$S/manifest.json" "$(sha256sum <"$S/disk.img" | cut -d" " -f1)"
 
 starts_before=$(grep -c '"stage_start"' "$S/journal")
 "$AMIFORGE" build "$R" --state "$S" --set PASS=1 >"$WORK/2.out" 2>"$WORK/2.err"
