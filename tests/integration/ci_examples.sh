@@ -98,7 +98,7 @@ def since_last_start(ev):  # events of the newest build only
     return ev[i:]
 def manifest(name):
     return json.load(open(glob.glob(os.path.join(d, "artifacts", name, ".amiforge", "state", "manifest.json"))[0]))
-ok = eval(expr)
+ok = eval("(" + expr + "\n)")  # parenthesised: the expression may span indented lines
 if not ok:
     print(f"# false: {expr}", file=sys.stderr)
 sys.exit(0 if ok else 1)
@@ -107,7 +107,7 @@ PY
 # Shows the end of every log of attempt N (after a failed check).
 show() { # KIND N
 	local f
-	for f in "$WORK/$1-$2/runner.out" "$WORK/$1-$2"/logs/*; do echo "== $f"; tail -25 "$f"; done
+	for f in "$WORK/$1-$2/runner.out" "$WORK/$1-$2"/logs/*; do echo "== $f"; tail -n 12 "$f" | cut -c1-300; done
 }
 verdict() { # NAME KIND N: ok if the last command succeeded, else not ok and the logs
 	if [ $? = 0 ]; then ok "$1"; else not_ok "$1"; show "$2" "$3"; fi
