@@ -23,7 +23,9 @@ silently skipped:
   quoted literals, `a || b`, and always()/success()/failure() in `if:`;
   GitLab's $VAR in cache keys from the job's variables.
 GitHub runs every step; GitLab runs the named job and then the jobs of later
-stages that need it (they get its dotenv report).  --result gets a JSON
+stages that need it (they get its dotenv report).  Accepted and not acted on:
+runs-on, timeout-minutes, permissions (GitHub); image, tags, timeout,
+expire_in (GitLab): the job runs on this host, as root.  --result gets a JSON
 summary: per step (or job) its status and log, the outputs, cache traffic.
 """
 import argparse
@@ -174,7 +176,13 @@ class GitHubJob:
     STEP_KEYS = {"name", "id", "uses", "with", "run", "env", "if", "shell", "working-directory"}
     JOB_KEYS = {"runs-on", "timeout-minutes", "env", "outputs", "steps", "permissions"}
 
+    # PyYAML reads the key `on` as True (YAML 1.1).
+    TOP_KEYS = {"name", True, "on", "permissions", "env", "jobs"}
+
     def __init__(self, doc, job, a):
+        bad = set(doc) - self.TOP_KEYS
+        if bad:
+            raise PipelineError(f"workflow keys not emulated: {sorted(map(str, bad))}")
         if job not in doc.get("jobs", {}):
             raise PipelineError(f"no job {job!r}")
         self.doc, self.job, self.a = doc, doc["jobs"][job], a
