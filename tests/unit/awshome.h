@@ -2,7 +2,8 @@
 /* A fixture for tests of the AWS configuration and credential chain: a
  * temporary HOME and none of the AWS_* variables that would let the
  * machine's own configuration leak into a test.  `home` is the directory;
- * awshome_write puts a file in its .aws/. */
+ * write_home_file puts a file in its .aws/.  aws_home_setup and
+ * aws_home_teardown are cmocka fixtures, or parts of a test's own. */
 #ifndef AMIFORGE_TEST_AWSHOME_H
 #define AMIFORGE_TEST_AWSHOME_H
 
@@ -21,6 +22,7 @@ static const char *const aws_vars[] = {
 	"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
 	"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2",
 	"AWS_ENDPOINT_URL_EBS", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_DISABLED",
+	"AWS_EC2_METADATA_SERVICE_ENDPOINT",
 };
 
 static inline void write_home_file(const char *leaf, const char *text)
@@ -32,7 +34,7 @@ static inline void write_home_file(const char *leaf, const char *text)
 	assert_int_equal(write_file_atomic(p, text, strlen(text), 0600, &err), 0);
 }
 
-static inline int setup(void **state)
+static inline int aws_home_setup(void **state)
 {
 	(void)state;
 	home = test_mkdtemp();
@@ -42,7 +44,7 @@ static inline int setup(void **state)
 	return 0;
 }
 
-static inline int teardown(void **state)
+static inline int aws_home_teardown(void **state)
 {
 	(void)state;
 	test_rmdir_r(home);

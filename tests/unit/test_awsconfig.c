@@ -264,12 +264,12 @@ static void test_host_infer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_ini, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_profile_name, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_profile_files, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_region, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_endpoints, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_host_infer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ini, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_profile_name, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_profile_files, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_region, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_endpoints, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_host_infer, aws_home_setup, aws_home_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -367,15 +367,15 @@ static void test_copy_and_static_chain(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_env_over_profile, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_profiles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_file_overrides, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_nothing_found, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_imds_and_refresh, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_parse_imds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_from_imds, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_redact, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_copy_and_static_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_over_profile, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_profiles, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_file_overrides, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_nothing_found, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_imds_and_refresh, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_parse_imds, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_from_imds, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_redact, aws_home_setup, aws_home_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_and_static_chain, aws_home_setup, aws_home_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "testutil.h"
+#include "awshome.h"
 
 #include "amiforge/aws/creds.h"
 #include "amiforge/aws/ec2.h"
@@ -24,21 +24,9 @@
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define TOKEN "rEqUeStToKeN//////////wEXAMPLE"
 
-static char *home;
-
-static const char *const aws_vars[] = {
-	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-	"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-	"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2",
-	"AWS_ENDPOINT_URL_EBS", "AWS_ENDPOINT_URL_S3", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-};
-
 static int setup(void **state)
 {
-	home = test_mkdtemp();
-	setenv("HOME", home, 1);
-	for (size_t i = 0; i < ARRAY_SIZE(aws_vars); i++)
-		unsetenv(aws_vars[i]);
+	aws_home_setup(state);
 	/* Never wait for 169.254.169.254 here. */
 	setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
 	return 0;
@@ -46,9 +34,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	test_rmdir_r(home);
-	free(home);
-	home = NULL;
+	aws_home_teardown(state);
 	redact_forget_all();
 	return 0;
 }
