@@ -30,31 +30,71 @@
 
 /* ---- the image ------------------------------------------------------------- */
 
-/* SHA-256 of everything FD reads, in hex. */
-static int hash_fd(int fd, const char *path, char hex[65], struct af_error **err)
+/* Adds LEN bytes of FD from OFF to MD (0, or -1 + err). */
+static int hash_range(EVP_MD_CTX *md, int fd, const char *path, uint64_t off, uint64_t len,
+		      unsigned char *buf, struct af_error **err)
+{
+	while (len) {
+		ssize_t n = pread(fd, buf, len < HASH_CHUNK ? len : HASH_CHUNK, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return af_error_set(err, errno, "cannot read '%s'", path);
+		if (n == 0)
+			return af_error_set(err, 0, "'%s' ended while being hashed (it shrank)", path);
+		EVP_DigestUpdate(md, buf, (size_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/* LEN zero bytes to MD: a hole reads as zeros. */
+static void hash_zeros(EVP_MD_CTX *md, uint64_t len, const unsigned char *zeros)
+{
+	for (; len; len -= len < HASH_CHUNK ? len : HASH_CHUNK)
+		EVP_DigestUpdate(md, zeros, len < HASH_CHUNK ? len : HASH_CHUNK);
+}
+
+/* SHA-256 of the SIZE bytes of FD, in hex.  A file's holes (SEEK_HOLE) are
+ * hashed as the zeros they read as, without reading them: reading the
+ * unwritten extents mke2fs leaves in an image (BLKZEROOUT through the
+ * loop device) would put them in the page cache, after which ext4 reports
+ * them as data, and the bundle's and GNU tar's sparse maps of the same
+ * image would no longer agree.  A device is read whole. */
+static int hash_fd(int fd, const char *path, uint64_t size, bool device, char hex[65],
+		   struct af_error **err)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	if (!md)
 		BUG("out of memory");
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 	_cleanup_free_ unsigned char *buf = xmalloc(HASH_CHUNK);
-	ssize_t n;
-	while ((n = read(fd, buf, HASH_CHUNK)) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int errsv = errno;
-			EVP_MD_CTX_free(md);
-			return af_error_set(err, errsv, "cannot read '%s'", path);
+	_cleanup_free_ unsigned char *zeros = xcalloc(1, HASH_CHUNK);
+	int r = 0;
+	uint64_t off = 0;
+	while (r == 0 && off < size) {
+		off_t d = device ? (off_t)off : lseek(fd, (off_t)off, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			d = (off_t)size; /* only a hole is left */
+		off_t h = d < 0 || device || (uint64_t)d >= size ? (off_t)size : lseek(fd, d, SEEK_HOLE);
+		if (d < 0 || h < 0) {
+			r = af_error_set(err, errno, "cannot find the data in '%s'", path);
+			break;
 		}
-		EVP_DigestUpdate(md, buf, (size_t)n);
+		uint64_t data = (uint64_t)d < size ? (uint64_t)d : size;
+		uint64_t end = (uint64_t)h < size ? (uint64_t)h : size;
+		hash_zeros(md, data - off, zeros);
+		r = hash_range(md, fd, path, data, end - data, buf, err);
+		off = end;
 	}
 	unsigned char out[32];
 	unsigned int outlen = 0;
 	EVP_DigestFinal_ex(md, out, &outlen);
 	EVP_MD_CTX_free(md);
-	hex_encode(out, sizeof(out), hex);
-	return 0;
+	if (r == 0)
+		hex_encode(out, sizeof(out), hex);
+	return r;
 }
 
 struct image_facts {
@@ -130,7 +170,7 @@ static json_t *image_object(const struct build_manifest *m)
 	_cleanup_json_ json_t *prev = previous_manifest(m->state);
 	char hex[65];
 	const char *sha = reusable_hash(prev, disk_key, &f);
-	if (!sha && hash_fd(fd, m->image, hex, &err) == 0)
+	if (!sha && hash_fd(fd, m->image, f.size, m->image_is_device, hex, &err) == 0)
 		sha = hex;
 	if (sha)
 		json_object_set_new(o, "sha256", json_string(sha));

@@ -195,6 +195,38 @@ static void test_hash_reuse(void **state)
 	assert_string_equal(image_sha(rewritten), HELLO_SHA256);
 }
 
+/* A sparse image: holes are hashed as the zeros they read as without being
+ * read, so the hash must equal a whole read's, wherever the data lies
+ * (first, inside, at the unaligned end, none at all). */
+static void test_sparse_hash(void **state)
+{
+	static const struct {
+		off_t size;
+		off_t at[3]; /* where "data" is written; -1: nowhere */
+	} cases[] = {
+		{ (3 << 20) + 5, { 0, (1 << 20) + 7, (3 << 20) + 1 } },
+		{ 5 << 20, { 2 << 20, -1, -1 } },
+		{ 4 << 20, { -1, -1, -1 } },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		_cleanup_fd_ int fd = open(image, O_WRONLY | O_TRUNC | O_CLOEXEC);
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, cases[i].size), 0);
+		for (size_t k = 0; k < 3; k++)
+			if (cases[i].at[k] >= 0)
+				assert_int_equal(pwrite(fd, "data", 4, cases[i].at[k]), 4);
+		_cleanup_json_ json_t *stages = json_array();
+		_cleanup_json_ json_t *outputs = json_object();
+		struct build_manifest in = manifest_in(stages, outputs);
+		in.status = "failed"; /* no reuse of an earlier hash */
+		_cleanup_json_ json_t *m = build_manifest_json(&in);
+		char want[65];
+		struct af_error *err = NULL;
+		assert_int_equal(sha256_path_hex(image, want, &err), 0);
+		assert_string_equal(image_sha(m), want);
+	}
+}
+
 static bool have_git(void)
 {
 	return system("git --version >/dev/null 2>&1") == 0;
@@ -247,6 +279,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_image, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sparse_hash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ami, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hash_reuse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_git, setup, teardown),
