@@ -497,8 +497,17 @@ def main():
     for o in ("--job", "--top", "--workspace", "--cache-dir", "--artifacts", "--logs", "--result"):
         ap.add_argument(o, required=True)
     ap.add_argument("--set", action="append", default=[])
+    # KEY=VAR: KEY's value is this process's environment variable VAR, so
+    # that secrets stay off the command line (ps shows it to every user).
+    ap.add_argument("--set-env", action="append", default=[])
     a = ap.parse_args()
     a.set = dict(s.split("=", 1) for s in a.set)
+    for s in a.set_env:
+        key, var = s.split("=", 1)
+        if var not in os.environ:
+            print(f"run_pipeline: --set-env {s}: {var} is not in the environment", file=sys.stderr)
+            return 2
+        a.set[key] = os.environ[var]
     a.workspace = os.path.abspath(a.workspace)
     os.makedirs(a.logs, exist_ok=True)
     doc = yaml.safe_load(open(a.file))

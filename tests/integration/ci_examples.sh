@@ -68,16 +68,18 @@ pipeline() { # KIND N
 	mkdir -p "$d"
 	# Values of the tables the examples read: the run (both attempts share
 	# run_id and sha, as a re-run does), repository variables and secrets
-	# for GitHub, project CI/CD variables for GitLab.
+	# for GitHub, project CI/CD variables for GitLab.  The credentials come
+	# through the environment, never the command line.
 	python3 "$TOP/tests/ci/run_pipeline.py" "$k" "$file" --job "$job" --top "$TOP" \
 		--workspace "$d/ws" --cache-dir "$WORK/$k-cache" --artifacts "$d/artifacts" --logs "$d/logs" \
 		--result "$d/result.json" \
 		--set github.run_id=4242 --set github.run_attempt="$n" --set github.sha="$SHA" --set ref_slug=main \
 		--set vars.AMIFORGE_GIT="file://$TOP" --set vars.AMIFORGE_REF= --set vars.AMIFORGE_RECIPE= \
 		--set vars.AWS_REGION=eu-west-1 \
-		--set secrets.AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --set secrets.AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+		--set-env secrets.AWS_ACCESS_KEY_ID=AWS_ACCESS_KEY_ID \
+		--set-env secrets.AWS_SECRET_ACCESS_KEY=AWS_SECRET_ACCESS_KEY \
 		--set AMIFORGE_GIT="file://$TOP" --set AMIFORGE_SRC="$d/amiforge-src" \
-		--set AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --set AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+		--set-env AWS_ACCESS_KEY_ID=AWS_ACCESS_KEY_ID --set-env AWS_SECRET_ACCESS_KEY=AWS_SECRET_ACCESS_KEY \
 		>"$d/runner.out" 2>&1
 	RC=$?
 	echo "# $k attempt $n: exit $RC"
